@@ -1,0 +1,21 @@
+/* SPDX-License-Identifier: (GPL-2.0 OR Apache-2.0) */
+/*
+ * config.bpf.h - load-time constants. `const volatile` globals live in .rodata:
+ * the agent sets them through the skeleton before load, and the verifier then
+ * treats them as constants (dead branches are pruned).
+ */
+#ifndef KVLB_CONFIG_BPF_H
+#define KVLB_CONFIG_BPF_H
+
+#include <linux/types.h>
+
+const volatile __u64 cfg_stale_ns = 2000000000ull; /* 2 s */
+const volatile __u32 cfg_kv_permille_per_pick = 15;
+const volatile __u32 cfg_kv_full_permille = 950;
+const volatile __u32 cfg_w_queue = 1000;
+const volatile __u32 cfg_w_kv = 1;
+const volatile __u32 cfg_w_inflight = 100;
+/* errno returned by connect() to a VIP with no eligible backend. */
+const volatile __u32 cfg_no_backend_errno = 111; /* ECONNREFUSED, as kube-proxy's REJECT */
+
+#endif /* KVLB_CONFIG_BPF_H */

@@ -1,0 +1,26 @@
+/* SPDX-License-Identifier: (GPL-2.0 OR Apache-2.0) */
+/* counters.bpf.h - per-backend kernel accounting (picks, in-flight). */
+#ifndef KVLB_COUNTERS_BPF_H
+#define KVLB_COUNTERS_BPF_H
+
+#include "maps.bpf.h"
+
+static __always_inline void kvlb_account_pick(__u32 backend_id) {
+  struct kvlb_counters* c = bpf_map_lookup_elem(&kvlb_ctr_v1, &backend_id);
+  if (!c) return;
+  __sync_fetch_and_add(&c->picks, 1);
+  __sync_fetch_and_add(&c->inflight, 1);
+}
+
+/* Never lets in-flight go below zero: a release can outlive the counter it was
+ * counted in (a map migrated while the socket lived), and a negative count
+ * would make that backend look better than idle forever. */
+static __always_inline void kvlb_account_release(__u32 backend_id) {
+  struct kvlb_counters* c = bpf_map_lookup_elem(&kvlb_ctr_v1, &backend_id);
+  __s64 old;
+  if (!c) return;
+  old = __sync_fetch_and_add(&c->inflight, -1);
+  if (old <= 0) __sync_fetch_and_add(&c->inflight, 1);
+}
+
+#endif /* KVLB_COUNTERS_BPF_H */

@@ -1,0 +1,103 @@
+/* SPDX-License-Identifier: (GPL-2.0 OR Apache-2.0) */
+/*
+ * pick.bpf.h - turns a service into one backend: samples the policy's candidate
+ * slots, builds their views from the score and counter maps, and keeps the best
+ * with the plain-C comparison of select.h.
+ */
+#ifndef KVLB_PICK_BPF_H
+#define KVLB_PICK_BPF_H
+
+#include "maps.bpf.h"
+#include "config.bpf.h"
+#include "select.h"
+
+static __always_inline void kvlb_cfg_load(struct kvlb_select_cfg* cfg) {
+  cfg->stale_ns = cfg_stale_ns;
+  cfg->kv_permille_per_pick = cfg_kv_permille_per_pick;
+  cfg->kv_full_permille = cfg_kv_full_permille;
+  cfg->w_queue = cfg_w_queue;
+  cfg->w_kv = cfg_w_kv;
+  cfg->w_inflight = cfg_w_inflight;
+  cfg->pad = 0;
+}
+
+/* View of the backend in slot `slot` of service `svc_id`. */
+static __always_inline void kvlb_view_slot(struct kvlb_view* v, __u32 svc_id, __u32 slot,
+                                           const struct kvlb_select_cfg* cfg, __u64 now) {
+  __u32 idx = svc_id * KVLB_MAX_SLOTS + (slot & (KVLB_MAX_SLOTS - 1));
+  struct kvlb_slot* s = bpf_map_lookup_elem(&kvlb_slots_v1, &idx);
+  __u32 id = s ? s->backend_id : KVLB_BACKEND_NONE;
+  struct kvlb_score* sc = 0;
+  struct kvlb_counters* c = 0;
+  if (id != KVLB_BACKEND_NONE) {
+    sc = bpf_map_lookup_elem(&kvlb_score_v1, &id);
+    c = bpf_map_lookup_elem(&kvlb_ctr_v1, &id);
+  }
+  kvlb_view_make(v, id, sc, c, cfg, now);
+}
+
+/* State carried through the bpf_loop() iterations of one pick. */
+struct kvlb_pick_ctx {
+  struct kvlb_select_cfg cfg;
+  struct kvlb_view best;
+  struct kvlb_rng rng;
+  __u64 now;
+  __u32 svc_id;
+  __u32 n;     /* backends of the service */
+  __u32 k;     /* candidates to sample */
+  __u32 start; /* random rotation of the slot ring */
+  __u32 have;  /* best holds an eligible backend */
+  __u32 scan_all;
+  __u8 policy;
+};
+
+/* One candidate. Runs as a bpf_loop() callback, so the verifier checks this body
+ * once instead of once per iteration: a 256-slot scan with the policy's
+ * branches inside would otherwise exceed its complexity limit. */
+static long kvlb_pick_step(__u32 i, void* data) {
+  struct kvlb_pick_ctx* p = data;
+  struct kvlb_view cur;
+  __u32 slot;
+
+  if (p->n == 0) return 1;
+  if (p->scan_all)
+    slot = (p->start + i) % p->n;
+  else
+    slot = kvlb_sample_slot(p->n, p->k, i, p->start, kvlb_rng_next(&p->rng));
+  kvlb_view_slot(&cur, p->svc_id, slot, &p->cfg, p->now);
+  if (cur.eligible && (!p->have || kvlb_prefer(p->policy, &cur, &p->best))) {
+    p->best = cur;
+    p->have = 1;
+  }
+  return 0;
+}
+
+/* Returns the chosen backend id, or KVLB_BACKEND_NONE when no backend of the
+ * service is eligible. */
+static __always_inline __u32 kvlb_pick(const struct kvlb_service* svc) {
+  struct kvlb_pick_ctx p = {};
+  __u32 n = svc->backend_count;
+
+  if (n == 0 || svc->id >= KVLB_MAX_SERVICES) return KVLB_BACKEND_NONE;
+  if (n > KVLB_MAX_SLOTS) n = KVLB_MAX_SLOTS;
+  kvlb_cfg_load(&p.cfg);
+  kvlb_rng_seed(&p.rng, ((__u64)bpf_get_prandom_u32() << 32) | bpf_get_prandom_u32());
+  p.now = bpf_ktime_get_ns();
+  p.svc_id = svc->id;
+  p.n = n;
+  p.policy = svc->policy;
+  p.k = kvlb_num_choices(svc->policy, svc->choices, n);
+  p.start = kvlb_rng_next(&p.rng) % n;
+
+  bpf_loop(p.k, kvlb_pick_step, &p, 0);
+  if (p.have) return p.best.backend_id;
+
+  /* Every sampled candidate was draining or down: fall back to the best
+   * eligible backend of the whole service, so one bad sample never refuses a
+   * connection that a healthy backend could take. */
+  p.scan_all = 1;
+  bpf_loop(n, kvlb_pick_step, &p, 0);
+  return p.have ? p.best.backend_id : KVLB_BACKEND_NONE;
+}
+
+#endif /* KVLB_PICK_BPF_H */

@@ -1,0 +1,181 @@
+/* SPDX-License-Identifier: (GPL-2.0 OR Apache-2.0) */
+/*
+ * select.h - backend selection, in plain C with no kernel helper calls.
+ *
+ * The same code is compiled into the BPF programs, the userspace unit tests and
+ * the simulator, so what is tested and simulated is exactly what runs in the
+ * kernel. Randomness comes in through struct kvlb_rng (seeded by the caller: the
+ * kernel seeds it from bpf_get_prandom_u32(), tests with fixed seeds); map
+ * lookups are the caller's job: the caller turns each sampled slot into a
+ * struct kvlb_view with kvlb_view_make() and keeps the best with kvlb_prefer().
+ *
+ * Everything is static inline and loop-free except where bounded by a constant,
+ * so the verifier accepts it.
+ */
+#ifndef KVLB_SELECT_H
+#define KVLB_SELECT_H
+
+#include "kvlb_maps.h"
+
+#ifndef KVLB_INLINE
+#ifdef __BPF__
+#define KVLB_INLINE static __always_inline
+#else
+#define KVLB_INLINE static inline
+#endif
+#endif
+
+/* Tunables of the selection, set once per program load (BPF: const volatile
+ * globals in .rodata; userspace: a plain struct). */
+struct kvlb_select_cfg {
+  /* A score older than this is stale: the backend is then compared on in-flight
+   * counts only (least-inflight), which the kernel always knows exactly. */
+  __u64 stale_ns;
+  /* Estimated KV-cache growth per connection assigned since the last score
+   * (permille of the cache). Lets picks between two scrapes spread out instead
+   * of all landing on the backend that looked emptiest at the scrape. */
+  __u32 kv_permille_per_pick;
+  /* Above this KV usage a new request is likely to queue rather than be admitted
+   * to the running batch, so assignments since the score count as waiting. */
+  __u32 kv_full_permille;
+  /* p2c-score weights: score = w_queue*waiting + w_kv*kv_permille + w_inflight*inflight. */
+  __u32 w_queue;
+  __u32 w_kv;
+  __u32 w_inflight;
+  __u32 pad;
+};
+
+/* What the comparison needs to know about one candidate backend. */
+struct kvlb_view {
+  __u32 backend_id;
+  __u32 eligible; /* active, has an address */
+  __u32 stale;    /* score too old (or never scored): compare on in-flight only */
+  __u32 waiting;  /* waiting corrected for assignments since the score */
+  __u32 kv;       /* KV permille corrected for assignments since the score */
+  __u32 weight;
+  __s64 inflight;
+  __u64 score;    /* p2c-score weighted sum, normalised by weight */
+};
+
+/* xorshift64*: small, fast, good enough for picking among a few backends. */
+struct kvlb_rng {
+  __u64 s;
+};
+
+KVLB_INLINE void kvlb_rng_seed(struct kvlb_rng* r, __u64 seed) {
+  r->s = seed ? seed : 0x9E3779B97F4A7C15ull;
+}
+
+KVLB_INLINE __u32 kvlb_rng_next(struct kvlb_rng* r) {
+  __u64 x = r->s;
+  x ^= x >> 12;
+  x ^= x << 25;
+  x ^= x >> 27;
+  r->s = x;
+  return (__u32)((x * 0x2545F4914F6CDD1Dull) >> 32);
+}
+
+/* Number of candidates the policy compares for a service with n backends. */
+KVLB_INLINE __u32 kvlb_num_choices(__u8 policy, __u8 choices, __u32 n) {
+  __u32 k = choices;
+  if (policy == KVLB_POLICY_RANDOM) return n ? 1 : 0;
+  if (k < 2) k = 2;
+  if (k > KVLB_MAX_CHOICES) k = KVLB_MAX_CHOICES;
+  if (k > n) k = n;
+  return k;
+}
+
+/*
+ * The i-th of k distinct slots out of n, for a rotation `start` (< n) and a random
+ * number r. The ring of n slots, rotated by `start`, is cut into k contiguous
+ * strata of size n/k (rounded); candidate i is a uniformly random slot of stratum i.
+ * Candidates are therefore always distinct, every slot is sampled with
+ * probability k/n, and no rejection loop is needed (which the verifier would
+ * have to walk k*k times). For k == n it enumerates every slot exactly once.
+ */
+KVLB_INLINE __u32 kvlb_sample_slot(__u32 n, __u32 k, __u32 i, __u32 start, __u32 r) {
+  __u32 lo, hi, size;
+  if (n == 0 || k == 0) return 0;
+  lo = (i * n) / k;
+  hi = ((i + 1) * n) / k;
+  size = hi > lo ? hi - lo : 1;
+  return (start + lo + r % size) % n;
+}
+
+KVLB_INLINE __u32 kvlb_clamp_u32(__u64 v) { return v > 0xffffffffull ? 0xffffffffu : (__u32)v; }
+
+/* Builds the comparison view of one backend from its score and kernel counters. */
+KVLB_INLINE void kvlb_view_make(struct kvlb_view* v, __u32 backend_id,
+                                const struct kvlb_score* s, const struct kvlb_counters* c,
+                                const struct kvlb_select_cfg* cfg, __u64 now_ns) {
+  __u64 assigned = 0;
+  __u64 kv;
+  __u64 weight;
+  __s64 inflight = c ? c->inflight : 0;
+
+  v->backend_id = backend_id;
+  v->eligible = backend_id != KVLB_BACKEND_NONE && s && s->state == KVLB_STATE_ACTIVE;
+  v->inflight = inflight < 0 ? 0 : inflight;
+  v->stale = 1;
+  v->waiting = 0;
+  v->kv = 0;
+  v->weight = 100;
+  v->score = 0;
+  if (!s) return;
+
+  weight = s->weight ? s->weight : 100;
+  v->weight = (__u32)weight;
+  v->stale = s->updated_ns == 0 || now_ns < s->updated_ns ||
+             now_ns - s->updated_ns > cfg->stale_ns;
+  if (c && c->picks > s->picks_at_score) assigned = c->picks - s->picks_at_score;
+
+  /* Correction for stale metrics (BRIEF.md "Stale metrics"): most requests sent
+   * to a replica that is not queuing are admitted to its running batch at once,
+   * so assignments since the scrape raise its KV estimate, and count as waiting
+   * only once the replica was already queuing or its cache is nearly full. */
+  kv = (__u64)s->kv_permille + assigned * cfg->kv_permille_per_pick;
+  v->kv = kvlb_clamp_u32(kv);
+  v->waiting = s->waiting;
+  if (s->waiting > 0 || kv >= cfg->kv_full_permille)
+    v->waiting = kvlb_clamp_u32((__u64)s->waiting + assigned);
+  v->score = ((__u64)cfg->w_queue * v->waiting + (__u64)cfg->w_kv * v->kv +
+              (__u64)cfg->w_inflight * (__u64)v->inflight) *
+             100 / weight;
+}
+
+/* Three-way compare helper: -1 when a < b, 1 when a > b, else 0. */
+#define KVLB_CMP(a, b) ((a) < (b) ? -1 : ((a) > (b) ? 1 : 0))
+
+/*
+ * Returns 1 when candidate a should be preferred over b under the policy.
+ * Ineligible candidates never win. When either score is stale the comparison
+ * falls back to in-flight counts, which the kernel keeps exactly.
+ */
+KVLB_INLINE int kvlb_prefer(__u8 policy, const struct kvlb_view* a, const struct kvlb_view* b) {
+  int c = 0;
+  if (!a->eligible) return 0;
+  if (!b->eligible) return 1;
+  if (policy == KVLB_POLICY_RANDOM) return 0;
+  if (policy == KVLB_POLICY_LEAST_INFLIGHT || a->stale || b->stale)
+    return a->inflight < b->inflight;
+
+  switch (policy) {
+    case KVLB_POLICY_P2C_KV:
+      c = KVLB_CMP(a->kv, b->kv);
+      if (!c) c = KVLB_CMP(a->inflight, b->inflight);
+      break;
+    case KVLB_POLICY_P2C_SCORE:
+      c = KVLB_CMP(a->score, b->score);
+      if (!c) c = KVLB_CMP(a->inflight, b->inflight);
+      break;
+    case KVLB_POLICY_P2C_QUEUE_KV:
+    default:
+      c = KVLB_CMP(a->waiting, b->waiting);
+      if (!c) c = KVLB_CMP(a->kv, b->kv);
+      if (!c) c = KVLB_CMP(a->inflight, b->inflight);
+      break;
+  }
+  return c < 0;
+}
+
+#endif /* KVLB_SELECT_H */

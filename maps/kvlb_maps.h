@@ -1,0 +1,166 @@
+/* SPDX-License-Identifier: (GPL-2.0 OR Apache-2.0) */
+/*
+ * kvlb_maps.h - the contract between the kernel programs (bpf/) and userspace.
+ *
+ * Included by every BPF program and by the C++ agent, CLI, tests and simulator.
+ * Everything here is plain C with fixed-width kernel types so the layout is
+ * identical on both sides; the sizes are pinned by static assertions at the end
+ * of this file, which are compiled on both sides.
+ *
+ * Versioning: every pinned map's name carries a version suffix (KVLB_MAP_VERSION).
+ * A layout change bumps the version, so a new agent finds no map of the new name,
+ * creates fresh maps next to the old pins, fills them, swaps the programs through
+ * their pinned links, and only then removes the old maps: no moment without service.
+ */
+#ifndef KVLB_MAPS_H
+#define KVLB_MAPS_H
+
+#include <linux/types.h>
+
+/* ---- limits ------------------------------------------------------------ */
+
+/* Services (VIP:port:proto) balanced at once. */
+#define KVLB_MAX_SERVICES 1024
+/* Slots per service in the slot table: the most backends one service can have. */
+#define KVLB_MAX_SLOTS 256
+/* Backends in total, across all services (backend ids are 1..KVLB_MAX_BACKENDS-1). */
+#define KVLB_MAX_BACKENDS 8192
+/* Upper bound on the number of choices a policy compares (2..KVLB_MAX_CHOICES). */
+#define KVLB_MAX_CHOICES 16
+/* Sockets the per-socket state map can track at once. */
+#define KVLB_MAX_SOCKETS 262144
+
+/* Backend id 0 is never used: it marks an empty slot. */
+#define KVLB_BACKEND_NONE 0u
+
+/* ---- pin names --------------------------------------------------------- */
+/* Map names are limited to 15 characters by the kernel (BPF_OBJ_NAME_LEN). */
+#define KVLB_MAP_VERSION "v1"
+#define KVLB_MAP_SERVICES "kvlb_svc_v1"
+#define KVLB_MAP_SLOTS "kvlb_slots_v1"
+#define KVLB_MAP_BACKENDS "kvlb_be_v1"
+#define KVLB_MAP_SCORES "kvlb_score_v1"
+#define KVLB_MAP_COUNTERS "kvlb_ctr_v1"
+#define KVLB_MAP_SOCKETS "kvlb_sock_v1"
+/* Links live in a subdirectory of the pin directory, one file per attach point. */
+#define KVLB_LINK_DIR "links"
+#define KVLB_LINK_CONNECT4 "connect4"
+#define KVLB_LINK_GETPEERNAME4 "getpeername4"
+#define KVLB_LINK_SOCK_RELEASE "sock_release"
+
+/* ---- enums ------------------------------------------------------------- */
+
+enum kvlb_family {
+  KVLB_AF_INET = 4,
+  KVLB_AF_INET6 = 6,
+};
+
+enum kvlb_policy {
+  KVLB_POLICY_RANDOM = 0,
+  KVLB_POLICY_LEAST_INFLIGHT = 1,
+  KVLB_POLICY_P2C_KV = 2,
+  KVLB_POLICY_P2C_QUEUE_KV = 3,
+  KVLB_POLICY_P2C_SCORE = 4,
+  KVLB_POLICY_COUNT = 5,
+};
+
+enum kvlb_backend_state {
+  KVLB_STATE_ACTIVE = 0,   /* eligible for new connections */
+  KVLB_STATE_DRAINING = 1, /* no new connections; existing ones untouched */
+  KVLB_STATE_DOWN = 2,     /* no new connections; failed health or scrapes */
+};
+
+/* Service flags. */
+#define KVLB_SVC_F_NONE 0u
+
+/* ---- keys and values --------------------------------------------------- */
+
+/* An IPv4 or IPv6 address in network byte order. IPv4 uses words[0] only and
+ * leaves the rest zero, so keys compare equal byte for byte. */
+struct kvlb_addr {
+  __u32 words[4];
+};
+
+/* Service map key: VIP + port (network byte order) + IP protocol. */
+struct kvlb_service_key {
+  struct kvlb_addr vip;
+  __u16 port;   /* network byte order */
+  __u8 proto;   /* IPPROTO_TCP */
+  __u8 family;  /* enum kvlb_family */
+};
+
+/* Service map value. */
+struct kvlb_service {
+  __u32 id;            /* index into the slot table, 0..KVLB_MAX_SERVICES-1 */
+  __u16 backend_count; /* slots in use, 0..KVLB_MAX_SLOTS */
+  __u8 policy;         /* enum kvlb_policy */
+  __u8 choices;        /* backends compared per pick, 2..KVLB_MAX_CHOICES */
+  __u32 flags;         /* KVLB_SVC_F_* */
+  __u32 reserved;
+};
+
+/* Slot table: an array map of KVLB_MAX_SERVICES * KVLB_MAX_SLOTS entries, indexed
+ * by service id * KVLB_MAX_SLOTS + slot; the value is a backend id. */
+struct kvlb_slot {
+  __u32 backend_id;
+};
+
+/* Backend map (array indexed by backend id). */
+struct kvlb_backend {
+  struct kvlb_addr addr;
+  __u16 port;   /* network byte order */
+  __u8 family;  /* enum kvlb_family; 0 = unused entry */
+  __u8 pad;
+  __u32 reserved;
+};
+
+/* Score map (array indexed by backend id), written by the agent after each scrape. */
+struct kvlb_score {
+  __u32 waiting;       /* requests queued in the engine */
+  __u32 running;       /* requests in the running batch */
+  __u16 kv_permille;   /* KV-cache usage 0..1000 */
+  __u16 weight;        /* relative capacity, 100 = nominal */
+  __u8 state;          /* enum kvlb_backend_state */
+  __u8 pad[3];
+  __u32 reserved;
+  __u64 updated_ns;    /* CLOCK_MONOTONIC time of the scrape (bpf_ktime_get_ns) */
+  __u64 picks_at_score;/* kvlb_counters.picks when the score was taken */
+};
+
+/* Counter map (array indexed by backend id), written only by the kernel
+ * with atomic adds. */
+struct kvlb_counters {
+  __u64 picks;    /* connections assigned, ever */
+  __s64 inflight; /* connections assigned and not yet released */
+};
+
+/* Per-socket state (socket-local storage): what connect() chose, so getpeername()
+ * can report the VIP and sock_release can decrement in-flight. Freed with the socket. */
+struct kvlb_sock_state {
+  struct kvlb_addr vip;
+  __u16 vip_port; /* network byte order */
+  __u8 family;
+  __u8 pad;
+  __u32 backend_id;
+};
+
+/* ---- compile-time layout checks (compiled by the BPF and C++ sides) ------ */
+
+#ifdef __cplusplus
+#define KVLB_STATIC_ASSERT(cond, msg) static_assert(cond, msg)
+#else
+#define KVLB_STATIC_ASSERT(cond, msg) _Static_assert(cond, msg)
+#endif
+
+KVLB_STATIC_ASSERT(sizeof(struct kvlb_addr) == 16, "kvlb_addr layout");
+KVLB_STATIC_ASSERT(sizeof(struct kvlb_service_key) == 20, "kvlb_service_key layout");
+KVLB_STATIC_ASSERT(sizeof(struct kvlb_service) == 16, "kvlb_service layout");
+KVLB_STATIC_ASSERT(sizeof(struct kvlb_slot) == 4, "kvlb_slot layout");
+KVLB_STATIC_ASSERT(sizeof(struct kvlb_backend) == 24, "kvlb_backend layout");
+KVLB_STATIC_ASSERT(sizeof(struct kvlb_score) == 40, "kvlb_score layout");
+KVLB_STATIC_ASSERT(sizeof(struct kvlb_counters) == 16, "kvlb_counters layout");
+KVLB_STATIC_ASSERT(sizeof(struct kvlb_sock_state) == 24, "kvlb_sock_state layout");
+KVLB_STATIC_ASSERT(KVLB_MAX_CHOICES >= 2, "at least two choices");
+KVLB_STATIC_ASSERT((KVLB_MAX_SLOTS & (KVLB_MAX_SLOTS - 1)) == 0, "slots a power of two");
+
+#endif /* KVLB_MAPS_H */

@@ -1,0 +1,233 @@
+#include "agent.h"
+
+#include <netinet/in.h>
+
+#include <map>
+#include <set>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "agent/scoring.h"
+
+namespace kvlb::agent {
+namespace {
+
+kvlb_service_key service_key(const Endpoint& vip) {
+  kvlb_service_key k{};
+  k.vip = vip.addr;
+  k.port = htons(vip.port);
+  k.proto = IPPROTO_TCP;
+  k.family = static_cast<uint8_t>(vip.family);
+  return k;
+}
+
+kvlb_backend backend_entry(const Endpoint& ep) {
+  kvlb_backend b{};
+  b.addr = ep.addr;
+  b.port = htons(ep.port);
+  b.family = static_cast<uint8_t>(ep.family);
+  return b;
+}
+
+Endpoint endpoint_of(const kvlb_backend& b) {
+  Endpoint e;
+  e.family = b.family;
+  e.addr = b.addr;
+  e.port = ntohs(b.port);
+  return e;
+}
+
+}  // namespace
+
+Agent::Agent(AgentConfig cfg, DataPlane& dp)
+    : cfg_(std::move(cfg)),
+      dp_(dp),
+      scraper_(ScrapeOptions{cfg_.scrape_timeout, cfg_.max_scrape_bytes}) {}
+
+void Agent::apply_config() {
+  // 1. Backends already in the maps, by address.
+  std::map<std::string, uint32_t> existing;
+  std::set<uint32_t> used;
+  for (uint32_t id = 1; id < KVLB_MAX_BACKENDS; ++id) {
+    auto b = dp_.backend(id);
+    if (b.family == 0) continue;
+    existing.emplace(endpoint_of(b).to_string(), id);
+  }
+
+  // 2. The replicas this config names, once each, with stable ids.
+  std::map<std::string, size_t> index;  // address -> position in backends_
+  std::vector<BackendState> next;
+  for (const auto& svc : cfg_.services) {
+    for (const auto& bc : svc.backends) {
+      auto key = bc.address.to_string();
+      if (index.count(key)) continue;
+      BackendState st;
+      st.address = bc.address;
+      st.metrics_url = bc.metrics_url;
+      st.engine = bc.engine;
+      st.weight = bc.weight;
+      st.configured = bc.state;
+      if (auto it = existing.find(key); it != existing.end()) st.id = it->second;
+      if (st.id) used.insert(st.id);
+      index.emplace(key, next.size());
+      next.push_back(std::move(st));
+    }
+  }
+  uint32_t cursor = 1;
+  for (auto& st : next) {
+    if (st.id) continue;
+    // A fresh id must not carry connections of a removed backend still in flight.
+    while (cursor < KVLB_MAX_BACKENDS &&
+           (used.count(cursor) || dp_.backend(cursor).family != 0 || dp_.counters(cursor).inflight > 0))
+      ++cursor;
+    if (cursor >= KVLB_MAX_BACKENDS)
+      throw std::runtime_error(fmt::format("more than {} backends", KVLB_MAX_BACKENDS - 1));
+    st.id = cursor;
+    used.insert(cursor);
+    dp_.reset_counters(st.id);
+    dp_.put_score(st.id, kvlb_score{});
+  }
+
+  // 3. Backend entries, and scores: an adopted score keeps its values and age;
+  //    state and weight follow the new config.
+  for (auto& st : next) {
+    dp_.put_backend(st.id, backend_entry(st.address));
+    kvlb_score s = dp_.score(st.id);
+    s.weight = st.weight;
+    s.state = static_cast<uint8_t>(st.configured);
+    dp_.put_score(st.id, s);
+    st.last = s;
+  }
+
+  // 4. Services: reuse ids of VIPs already present, fill slots before publishing
+  //    the backend count, so the kernel never reads an unfilled slot.
+  std::map<std::string, uint32_t> svc_ids;
+  std::set<uint32_t> svc_used;
+  std::set<std::string> wanted;
+  auto present = dp_.services();
+  for (const auto& svc : cfg_.services) wanted.insert(svc.vip.to_string());
+  for (const auto& [k, v] : present) {
+    Endpoint vip;
+    vip.family = k.family;
+    vip.addr = k.vip;
+    vip.port = ntohs(k.port);
+    svc_ids.emplace(vip.to_string(), v.id);
+    svc_used.insert(v.id);
+  }
+  uint32_t svc_cursor = 0;
+  for (const auto& svc : cfg_.services) {
+    auto key = service_key(svc.vip);
+    uint32_t id;
+    if (auto it = svc_ids.find(svc.vip.to_string()); it != svc_ids.end()) {
+      id = it->second;
+    } else {
+      while (svc_used.count(svc_cursor)) ++svc_cursor;
+      id = svc_cursor;
+      svc_used.insert(id);
+    }
+    auto old = dp_.service(key);
+    uint32_t n = static_cast<uint32_t>(svc.backends.size());
+    kvlb_service v{};
+    v.id = id;
+    v.backend_count = static_cast<uint16_t>(n);
+    v.policy = static_cast<uint8_t>(svc.policy);
+    v.choices = svc.choices;
+    if (old && old->backend_count > n) dp_.put_service(key, v);  // shrink first
+    for (uint32_t i = 0; i < n; ++i)
+      dp_.put_slot(id, i, next[index.at(svc.backends[i].address.to_string())].id);
+    dp_.put_service(key, v);
+    for (uint32_t i = n; old && i < old->backend_count; ++i) dp_.put_slot(id, i, KVLB_BACKEND_NONE);
+    spdlog::info("service {} vip {} policy {} choices {} backends {} (id {})", svc.name,
+                 svc.vip.to_string(), policy_name(svc.policy), svc.choices, n, id);
+  }
+
+  // 5. Services and backends no longer configured.
+  for (const auto& [k, v] : present) {
+    Endpoint vip;
+    vip.family = k.family;
+    vip.addr = k.vip;
+    vip.port = ntohs(k.port);
+    if (wanted.count(vip.to_string())) continue;
+    dp_.delete_service(k);
+    for (uint32_t i = 0; i < v.backend_count; ++i) dp_.put_slot(v.id, i, KVLB_BACKEND_NONE);
+    spdlog::info("removed service vip {}", vip.to_string());
+  }
+  for (const auto& [addr, id] : existing) {
+    if (used.count(id)) continue;
+    dp_.put_backend(id, kvlb_backend{});
+    kvlb_score s{};
+    s.state = KVLB_STATE_DOWN;
+    dp_.put_score(id, s);
+  }
+
+  backends_ = std::move(next);
+  std::vector<std::string> urls;
+  for (const auto& b : backends_) urls.push_back(b.metrics_url);
+  scraper_.set_targets(urls);
+}
+
+void Agent::write_score(BackendState& b, const kvlb_score& s) {
+  dp_.put_score(b.id, s);
+  b.last = s;
+}
+
+void Agent::scrape_round() {
+  // The picks the kernel had made when the scrape started: the kernel counts the
+  // picks since then as assigned-but-not-yet-visible in the replica's metrics.
+  std::vector<uint64_t> picks(backends_.size());
+  for (size_t i = 0; i < backends_.size(); ++i) picks[i] = dp_.counters(backends_[i].id).picks;
+  const uint64_t taken = monotonic_ns();
+  auto results = scraper_.scrape_all();
+
+  for (size_t i = 0; i < backends_.size(); ++i) {
+    auto& b = backends_[i];
+    auto& r = results[i];
+    std::string error;
+    if (r.ok()) {
+      auto ex = engines::extract_stats(r.body, b.engine);
+      if (ex.stats) {
+        if (b.down || b.consecutive_failures)
+          spdlog::info("backend {} scraped again after {} failures", b.address.to_string(),
+                       b.consecutive_failures);
+        b.consecutive_failures = 0;
+        b.down = false;
+        b.last_error.clear();
+        write_score(b, make_score(*ex.stats, b.weight, b.configured, taken, picks[i]));
+        continue;
+      }
+      error = ex.error;
+    } else {
+      error = fmt::format("{}: {}", scrape_error_name(r.error), r.detail);
+    }
+    // A failed scrape keeps the last good score (it ages and turns stale in the
+    // kernel); after down_after_failures in a row the backend is marked down.
+    ++b.consecutive_failures;
+    if (b.last_error != error)
+      spdlog::warn("scrape of {} failed: {}", b.metrics_url, error);
+    b.last_error = error;
+    if (!b.down && b.consecutive_failures >= cfg_.down_after_failures) {
+      b.down = true;
+      kvlb_score s = b.last;
+      s.state = KVLB_STATE_DOWN;
+      write_score(b, s);
+      spdlog::warn("backend {} marked down after {} failed scrapes", b.address.to_string(),
+                   b.consecutive_failures);
+    }
+  }
+}
+
+void Agent::log_scores() const {
+  const uint64_t now = monotonic_ns();
+  static constexpr const char* kStates[] = {"active", "draining", "down"};
+  for (const auto& b : backends_) {
+    auto c = dp_.counters(b.id);
+    double age_ms = b.last.updated_ns ? (now - b.last.updated_ns) / 1e6 : -1;
+    spdlog::info("score {} state={} waiting={} running={} kv={:.1f}% inflight={} picks={} age={:.0f}ms",
+                 b.address.to_string(), kStates[b.last.state < 3 ? b.last.state : 2],
+                 b.last.waiting, b.last.running, b.last.kv_permille / 10.0,
+                 c.inflight < 0 ? 0 : c.inflight, c.picks, age_ms);
+  }
+}
+
+}  // namespace kvlb::agent

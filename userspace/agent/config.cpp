@@ -1,0 +1,222 @@
+#include "config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include <fmt/format.h>
+
+#include "common/duration.h"
+
+namespace kvlb::agent {
+namespace {
+
+constexpr std::string_view kPolicyNames[] = {"random", "least-inflight", "p2c-kv",
+                                             "p2c-queue-kv", "p2c-score"};
+
+// Rejects keys this version does not know: a typo must not silently fall back to
+// a default in a load balancer.
+void check_keys(const YAML::Node& node, const std::string& path,
+                std::initializer_list<std::string_view> allowed) {
+  if (!node.IsMap()) throw ConfigError(path.empty() ? "(top level)" : path, "must be a mapping");
+  for (const auto& kv : node) {
+    auto key = kv.first.as<std::string>();
+    bool ok = false;
+    for (auto a : allowed) ok = ok || a == key;
+    if (!ok) {
+      std::string known;
+      for (auto a : allowed) known += (known.empty() ? "" : ", ") + std::string(a);
+      throw ConfigError(path.empty() ? key : path + "." + key,
+                        "unknown field (known: " + known + ")");
+    }
+  }
+}
+
+std::string join(const std::string& path, const std::string& key) {
+  return path.empty() ? key : path + "." + key;
+}
+
+std::string scalar(const YAML::Node& n, const std::string& field) {
+  if (!n.IsScalar()) throw ConfigError(field, "must be a scalar value");
+  return n.Scalar();
+}
+
+template <typename T>
+T integer(const YAML::Node& n, const std::string& field, T lo, T hi) {
+  auto s = scalar(n, field);
+  long long v = 0;
+  size_t used = 0;
+  try {
+    v = std::stoll(s, &used);
+  } catch (...) {
+    used = 0;
+  }
+  if (used == 0 || used != s.size()) throw ConfigError(field, "'" + s + "' is not an integer");
+  if (v < static_cast<long long>(lo) || v > static_cast<long long>(hi))
+    throw ConfigError(field, fmt::format("{} is out of range [{}, {}]", v, lo, hi));
+  return static_cast<T>(v);
+}
+
+std::chrono::milliseconds duration_ms(const YAML::Node& n, const std::string& field,
+                                      std::chrono::milliseconds min) {
+  auto s = scalar(n, field);
+  auto d = parse_duration(s);
+  if (!d) throw ConfigError(field, "'" + s + "' is not a duration (like 50ms, 2s)");
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(*d);
+  if (ms < min) throw ConfigError(field, fmt::format("must be at least {} ms", min.count()));
+  return ms;
+}
+
+std::string required_string(const YAML::Node& parent, const std::string& key,
+                            const std::string& path) {
+  if (!parent[key]) throw ConfigError(join(path, key), "is required");
+  auto s = scalar(parent[key], join(path, key));
+  if (s.empty()) throw ConfigError(join(path, key), "must not be empty");
+  return s;
+}
+
+BackendConfig parse_backend(const YAML::Node& n, const std::string& path) {
+  check_keys(n, path, {"address", "metrics_url", "engine", "weight", "state"});
+  BackendConfig b;
+  auto addr = required_string(n, "address", path);
+  auto ep = Endpoint::parse(addr);
+  if (!ep) throw ConfigError(join(path, "address"), "'" + addr + "' is not ip:port or [ipv6]:port");
+  b.address = *ep;
+  if (n["metrics_url"]) {
+    b.metrics_url = scalar(n["metrics_url"], join(path, "metrics_url"));
+    if (b.metrics_url.rfind("http://", 0) != 0 && b.metrics_url.rfind("https://", 0) != 0)
+      throw ConfigError(join(path, "metrics_url"), "must start with http:// or https://");
+  } else {
+    b.metrics_url = "http://" + b.address.to_string() + "/metrics";
+  }
+  if (n["engine"]) {
+    auto e = scalar(n["engine"], join(path, "engine"));
+    auto engine = engines::parse_engine(e);
+    if (!engine)
+      throw ConfigError(join(path, "engine"),
+                        "unknown engine '" + e + "' (auto, vllm, tgi, sglang, llamacpp)");
+    b.engine = *engine;
+  }
+  if (n["weight"]) b.weight = integer<uint16_t>(n["weight"], join(path, "weight"), 1, 10000);
+  if (n["state"]) {
+    auto s = scalar(n["state"], join(path, "state"));
+    if (s == "active") b.state = KVLB_STATE_ACTIVE;
+    else if (s == "draining") b.state = KVLB_STATE_DRAINING;
+    else throw ConfigError(join(path, "state"), "'" + s + "' is not active or draining");
+  }
+  return b;
+}
+
+ServiceConfig parse_service(const YAML::Node& n, const std::string& path) {
+  check_keys(n, path, {"name", "vip", "policy", "choices", "backends"});
+  ServiceConfig s;
+  s.name = required_string(n, "name", path);
+  auto vip = required_string(n, "vip", path);
+  auto ep = Endpoint::parse(vip);
+  if (!ep) throw ConfigError(join(path, "vip"), "'" + vip + "' is not ip:port or [ipv6]:port");
+  if (ep->family != KVLB_AF_INET)
+    throw ConfigError(join(path, "vip"), "IPv6 VIPs are not supported by this version (connect6 is not built yet)");
+  s.vip = *ep;
+  if (n["policy"]) s.policy = parse_policy(scalar(n["policy"], join(path, "policy")), join(path, "policy"));
+  if (n["choices"])
+    s.choices = integer<uint8_t>(n["choices"], join(path, "choices"), 2, KVLB_MAX_CHOICES);
+  if (!n["backends"] || !n["backends"].IsSequence() || n["backends"].size() == 0)
+    throw ConfigError(join(path, "backends"), "must be a non-empty list");
+  if (n["backends"].size() > KVLB_MAX_SLOTS)
+    throw ConfigError(join(path, "backends"), fmt::format("more than {} backends", KVLB_MAX_SLOTS));
+  std::set<std::string> seen;
+  for (size_t i = 0; i < n["backends"].size(); ++i) {
+    auto bpath = fmt::format("{}.backends[{}]", path, i);
+    auto b = parse_backend(n["backends"][i], bpath);
+    if (b.address.family != KVLB_AF_INET)
+      throw ConfigError(join(bpath, "address"), "IPv6 backends need connect6 (not built yet)");
+    if (!seen.insert(b.address.to_string()).second)
+      throw ConfigError(join(bpath, "address"), b.address.to_string() + " is listed twice");
+    s.backends.push_back(std::move(b));
+  }
+  return s;
+}
+
+}  // namespace
+
+std::string_view policy_name(kvlb_policy p) {
+  return p < KVLB_POLICY_COUNT ? kPolicyNames[p] : "unknown";
+}
+
+kvlb_policy parse_policy(const std::string& name, const std::string& field) {
+  for (int i = 0; i < KVLB_POLICY_COUNT; ++i)
+    if (kPolicyNames[i] == name) return static_cast<kvlb_policy>(i);
+  throw ConfigError(field, "unknown policy '" + name +
+                               "' (random, least-inflight, p2c-kv, p2c-queue-kv, p2c-score)");
+}
+
+AgentConfig parse_config(const std::string& yaml_text) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::Exception& e) {
+    throw ConfigError("(yaml)", fmt::format("line {}: {}", e.mark.line + 1, e.msg));
+  }
+  if (!root || root.IsNull()) throw ConfigError("(top level)", "the configuration is empty");
+  check_keys(root, "",
+             {"cgroup", "bpffs", "pin_dir", "scrape_interval", "scrape_timeout",
+              "max_scrape_bytes", "down_after_failures", "stale_after", "kv_permille_per_pick",
+              "services"});
+  AgentConfig c;
+  c.cgroup = required_string(root, "cgroup", "");
+  if (root["bpffs"]) c.bpffs = scalar(root["bpffs"], "bpffs");
+  if (root["pin_dir"]) c.pin_dir = scalar(root["pin_dir"], "pin_dir");
+  if (!c.bpffs.is_absolute()) throw ConfigError("bpffs", "must be an absolute path");
+  if (!c.pin_dir.is_absolute()) throw ConfigError("pin_dir", "must be an absolute path");
+  {
+    auto rel = c.pin_dir.lexically_relative(c.bpffs);
+    if (rel.empty() || rel == "." || *rel.begin() == "..")
+      throw ConfigError("pin_dir", "must be a directory below bpffs (" + c.bpffs.string() + ")");
+  }
+  using std::chrono::milliseconds;
+  if (root["scrape_interval"])
+    c.scrape_interval = duration_ms(root["scrape_interval"], "scrape_interval", milliseconds(10));
+  c.scrape_timeout = c.scrape_interval;
+  if (root["scrape_timeout"])
+    c.scrape_timeout = duration_ms(root["scrape_timeout"], "scrape_timeout", milliseconds(5));
+  if (root["max_scrape_bytes"])
+    c.max_scrape_bytes =
+        integer<size_t>(root["max_scrape_bytes"], "max_scrape_bytes", 1024, 256u << 20);
+  if (root["down_after_failures"])
+    c.down_after_failures =
+        integer<unsigned>(root["down_after_failures"], "down_after_failures", 1, 1000);
+  if (root["stale_after"])
+    c.stale_after = duration_ms(root["stale_after"], "stale_after", milliseconds(10));
+  if (c.stale_after <= c.scrape_interval)
+    throw ConfigError("stale_after", fmt::format("must be longer than scrape_interval ({} ms)",
+                                                 c.scrape_interval.count()));
+  if (root["kv_permille_per_pick"])
+    c.kv_permille_per_pick = integer<uint32_t>(root["kv_permille_per_pick"], "kv_permille_per_pick", 0, 1000);
+
+  if (!root["services"] || !root["services"].IsSequence() || root["services"].size() == 0)
+    throw ConfigError("services", "must be a non-empty list");
+  if (root["services"].size() > KVLB_MAX_SERVICES)
+    throw ConfigError("services", fmt::format("more than {} services", KVLB_MAX_SERVICES));
+  std::set<std::string> names, vips;
+  for (size_t i = 0; i < root["services"].size(); ++i) {
+    auto path = fmt::format("services[{}]", i);
+    auto s = parse_service(root["services"][i], path);
+    if (!names.insert(s.name).second) throw ConfigError(path + ".name", "'" + s.name + "' is used twice");
+    if (!vips.insert(s.vip.to_string()).second)
+      throw ConfigError(path + ".vip", s.vip.to_string() + " is used by another service");
+    c.services.push_back(std::move(s));
+  }
+  return c;
+}
+
+AgentConfig load_config(const std::filesystem::path& file) {
+  std::ifstream in(file);
+  if (!in) throw ConfigError("(file)", "cannot read " + file.string());
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return parse_config(ss.str());
+}
+
+}  // namespace kvlb::agent

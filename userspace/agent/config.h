@@ -1,0 +1,69 @@
+// config.h - kvlb-agent configuration: YAML in, validated struct out.
+//
+// Validation is strict and complete before anything is touched: an unknown key,
+// a missing field or an invalid value is a ConfigError naming the field path
+// (e.g. "services[0].backends[2].address") and the reason, and the agent does
+// not start half-configured.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "common/endpoint.h"
+#include "engines/engine_stats.h"
+#include "kvlb_maps.h"
+
+namespace kvlb::agent {
+
+class ConfigError : public std::runtime_error {
+ public:
+  ConfigError(std::string field, std::string reason)
+      : std::runtime_error(field + ": " + reason), field_(std::move(field)) {}
+  const std::string& field() const { return field_; }
+
+ private:
+  std::string field_;
+};
+
+struct BackendConfig {
+  Endpoint address;
+  std::string metrics_url;
+  engines::Engine engine = engines::Engine::Auto;
+  uint16_t weight = 100;
+  kvlb_backend_state state = KVLB_STATE_ACTIVE;  // active or draining
+};
+
+struct ServiceConfig {
+  std::string name;
+  Endpoint vip;
+  kvlb_policy policy = KVLB_POLICY_P2C_QUEUE_KV;
+  uint8_t choices = 2;
+  std::vector<BackendConfig> backends;
+};
+
+struct AgentConfig {
+  std::string cgroup;  // absolute, or relative to the cgroup v2 mount
+  std::filesystem::path bpffs = "/sys/fs/bpf";
+  std::filesystem::path pin_dir = "/sys/fs/bpf/kvlb";
+  std::chrono::milliseconds scrape_interval{50};
+  std::chrono::milliseconds scrape_timeout{0};  // 0: same as the interval
+  size_t max_scrape_bytes = 4 * 1024 * 1024;
+  unsigned down_after_failures = 3;
+  std::chrono::milliseconds stale_after{2000};
+  uint32_t kv_permille_per_pick = 15;
+  std::vector<ServiceConfig> services;
+};
+
+std::string_view policy_name(kvlb_policy p);
+// Throws ConfigError for unknown names.
+kvlb_policy parse_policy(const std::string& name, const std::string& field);
+
+// Parses and validates. Throws ConfigError.
+AgentConfig parse_config(const std::string& yaml_text);
+AgentConfig load_config(const std::filesystem::path& file);
+
+}  // namespace kvlb::agent

@@ -1,0 +1,271 @@
+#include "dataplane.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+#include <system_error>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "common/fs_mounts.h"
+#include "common/unique_fd.h"
+#include "dataplane/bpf_handles.h"
+
+#include "connect4.skel.h"
+#include "getpeername4.skel.h"
+#include "sock_release.skel.h"
+
+namespace kvlb {
+namespace fs = std::filesystem;
+using bpf::LinkPtr;
+using bpf::SkelPtr;
+
+kvlb_select_cfg default_select_cfg() {
+  kvlb_select_cfg c{};
+  c.stale_ns = 2'000'000'000ull;
+  c.kv_permille_per_pick = 15;
+  c.kv_full_permille = 950;
+  c.w_queue = 1000;
+  c.w_kv = 1;
+  c.w_inflight = 100;
+  return c;
+}
+
+uint64_t monotonic_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+namespace {
+
+[[noreturn]] void throw_errno(int err, const std::string& what) {
+  throw std::system_error(err < 0 ? -err : err, std::generic_category(), what);
+}
+
+// The cgroup id of a cgroup v2 directory is its inode number.
+uint64_t cgroup_id(const fs::path& cg) {
+  struct stat st{};
+  if (::stat(cg.c_str(), &st) != 0) throw_errno(errno, "stat " + cg.string());
+  return st.st_ino;
+}
+
+// One attach point: its program, and its link (pinned under <pin_dir>/links).
+struct Hook {
+  std::string name;
+  bpf_program* prog = nullptr;
+  LinkPtr link;
+};
+
+}  // namespace
+
+struct DataPlane::Impl {
+  DataPlaneOptions opts;
+  SkelPtr<kvlb_connect4, kvlb_connect4__destroy> connect4;
+  SkelPtr<kvlb_getpeername4, kvlb_getpeername4__destroy> getpeername4;
+  SkelPtr<kvlb_sock_release, kvlb_sock_release__destroy> sock_release;
+  std::vector<Hook> hooks;
+  bool adopted = false;
+  int fd_services = -1, fd_slots = -1, fd_backends = -1, fd_scores = -1, fd_counters = -1;
+
+  fs::path link_dir() const { return opts.pin_dir / KVLB_LINK_DIR; }
+
+  template <typename Skel>
+  void set_rodata(Skel* s) {
+    s->rodata->cfg_stale_ns = opts.select.stale_ns;
+    s->rodata->cfg_kv_permille_per_pick = opts.select.kv_permille_per_pick;
+    s->rodata->cfg_kv_full_permille = opts.select.kv_full_permille;
+    s->rodata->cfg_w_queue = opts.select.w_queue;
+    s->rodata->cfg_w_kv = opts.select.w_kv;
+    s->rodata->cfg_w_inflight = opts.select.w_inflight;
+    s->rodata->cfg_no_backend_errno = opts.no_backend_errno;
+  }
+
+  void load() {
+    std::string pin_root = opts.pin_dir.string();
+    LIBBPF_OPTS(bpf_object_open_opts, oo, .pin_root_path = pin_root.c_str());
+    connect4.reset(kvlb_connect4__open_opts(&oo));
+    if (!connect4) throw_errno(errno, "open connect4 BPF object");
+    set_rodata(connect4.get());
+    if (int err = kvlb_connect4__load(connect4.get())) throw_errno(err, "load connect4 program");
+
+    getpeername4.reset(kvlb_getpeername4__open_opts(&oo));
+    if (!getpeername4) throw_errno(errno, "open getpeername4 BPF object");
+    if (int err = kvlb_getpeername4__load(getpeername4.get()))
+      throw_errno(err, "load getpeername4 program");
+
+    sock_release.reset(kvlb_sock_release__open_opts(&oo));
+    if (!sock_release) throw_errno(errno, "open sock_release BPF object");
+    if (int err = kvlb_sock_release__load(sock_release.get()))
+      throw_errno(err, "load sock_release program");
+
+    auto& m = connect4->maps;
+    fd_services = bpf_map__fd(m.kvlb_svc_v1);
+    fd_slots = bpf_map__fd(m.kvlb_slots_v1);
+    fd_backends = bpf_map__fd(m.kvlb_be_v1);
+    fd_scores = bpf_map__fd(m.kvlb_score_v1);
+    fd_counters = bpf_map__fd(m.kvlb_ctr_v1);
+
+    hooks.push_back({KVLB_LINK_CONNECT4, connect4->progs.kvlb_connect4, nullptr});
+    hooks.push_back({KVLB_LINK_GETPEERNAME4, getpeername4->progs.kvlb_getpeername4, nullptr});
+    hooks.push_back({KVLB_LINK_SOCK_RELEASE, sock_release->progs.kvlb_sock_release, nullptr});
+  }
+
+  // Attaches each hook, or swaps the program into the link a previous agent pinned.
+  void attach() {
+    std::error_code ec;
+    fs::create_directories(link_dir(), ec);
+    if (ec) throw std::runtime_error(fmt::format("cannot create {}: {}", link_dir().string(), ec.message()));
+    UniqueFd cg(::open(opts.cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!cg) throw_errno(errno, "open cgroup " + opts.cgroup.string());
+    const uint64_t want_cg = cgroup_id(opts.cgroup);
+
+    for (auto& h : hooks) {
+      fs::path pin = link_dir() / h.name;
+      if (fs::exists(pin, ec)) {
+        LinkPtr link(bpf_link__open(pin.c_str()));
+        if (!link) throw_errno(errno, "open pinned link " + pin.string());
+        bpf_link_info info{};
+        uint32_t len = sizeof(info);
+        if (int err = bpf_obj_get_info_by_fd(bpf_link__fd(link.get()), &info, &len))
+          throw_errno(err, "inspect pinned link " + pin.string());
+        if (info.type != BPF_LINK_TYPE_CGROUP || info.cgroup.cgroup_id != want_cg)
+          throw std::runtime_error(fmt::format(
+              "pinned link {} is attached to another cgroup (id {}, want {} = {}); "
+              "remove the pin directory or use a different one",
+              pin.string(), info.cgroup.cgroup_id, want_cg, opts.cgroup.string()));
+        if (int err = bpf_link__update_program(link.get(), h.prog))
+          throw_errno(err, "swap program into " + pin.string());
+        h.link = std::move(link);
+        adopted = true;
+        spdlog::info("adopted pinned link {} (program swapped in place)", pin.string());
+      } else {
+        LinkPtr link(bpf_program__attach_cgroup(h.prog, cg.get()));
+        if (!link) throw_errno(errno, fmt::format("attach {} to {}", h.name, opts.cgroup.string()));
+        if (int err = bpf_link__pin(link.get(), pin.c_str())) {
+          bpf_link__detach(link.get());
+          throw_errno(err, "pin link " + pin.string());
+        }
+        h.link = std::move(link);
+        spdlog::info("attached {} to {}", h.name, opts.cgroup.string());
+      }
+    }
+  }
+
+  void detach_and_unpin() {
+    for (auto& h : hooks) {
+      if (!h.link) continue;
+      bpf_link__unpin(h.link.get());
+      bpf_link__detach(h.link.get());
+      h.link.reset();
+    }
+    std::error_code ec;
+    fs::remove(link_dir(), ec);
+    if (connect4) bpf_object__unpin_maps(connect4->obj, nullptr);
+    // getpeername4 and sock_release only reference the same pinned maps.
+    fs::remove(opts.pin_dir, ec);
+    spdlog::info("detached and removed pins under {}", opts.pin_dir.string());
+  }
+
+  template <typename V>
+  V lookup_array(int fd, uint32_t id, const char* what) const {
+    V v{};
+    if (bpf_map_lookup_elem(fd, &id, &v) != 0) throw_errno(errno, fmt::format("read {} {}", what, id));
+    return v;
+  }
+  template <typename V>
+  void update_array(int fd, uint32_t id, const V& v, const char* what) {
+    if (bpf_map_update_elem(fd, &id, &v, BPF_ANY) != 0)
+      throw_errno(errno, fmt::format("write {} {}", what, id));
+  }
+};
+
+DataPlane::DataPlane(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+DataPlane::~DataPlane() = default;
+
+std::unique_ptr<DataPlane> DataPlane::open(const DataPlaneOptions& opts) {
+  auto impl = std::make_unique<Impl>();
+  impl->opts = opts;
+  ensure_bpffs_dir(opts.bpffs_root, opts.pin_dir);
+  impl->load();
+  try {
+    impl->attach();
+  } catch (...) {
+    // Leave nothing half-attached by this agent; links adopted from a previous
+    // agent keep their pins (closing our fd does not detach them).
+    for (auto& h : impl->hooks)
+      if (h.link && !impl->adopted) {
+        bpf_link__unpin(h.link.get());
+        bpf_link__detach(h.link.get());
+      }
+    throw;
+  }
+  return std::unique_ptr<DataPlane>(new DataPlane(std::move(impl)));
+}
+
+bool DataPlane::adopted() const { return impl_->adopted; }
+void DataPlane::detach_and_unpin() { impl_->detach_and_unpin(); }
+
+std::optional<kvlb_service> DataPlane::service(const kvlb_service_key& key) const {
+  kvlb_service v{};
+  if (bpf_map_lookup_elem(impl_->fd_services, &key, &v) == 0) return v;
+  if (errno == ENOENT) return std::nullopt;
+  throw_errno(errno, "read service");
+}
+
+void DataPlane::put_service(const kvlb_service_key& key, const kvlb_service& svc) {
+  if (bpf_map_update_elem(impl_->fd_services, &key, &svc, BPF_ANY) != 0)
+    throw_errno(errno, "write service");
+}
+
+void DataPlane::delete_service(const kvlb_service_key& key) {
+  if (bpf_map_delete_elem(impl_->fd_services, &key) != 0 && errno != ENOENT)
+    throw_errno(errno, "delete service");
+}
+
+std::vector<std::pair<kvlb_service_key, kvlb_service>> DataPlane::services() const {
+  std::vector<std::pair<kvlb_service_key, kvlb_service>> out;
+  kvlb_service_key key{}, next{};
+  const void* prev = nullptr;
+  while (bpf_map_get_next_key(impl_->fd_services, prev, &next) == 0) {
+    key = next;
+    prev = &key;
+    if (auto v = service(key)) out.emplace_back(key, *v);
+  }
+  return out;
+}
+
+void DataPlane::put_slot(uint32_t service_id, uint32_t slot, uint32_t backend_id) {
+  if (service_id >= KVLB_MAX_SERVICES || slot >= KVLB_MAX_SLOTS)
+    throw std::out_of_range(fmt::format("slot {}/{} out of range", service_id, slot));
+  kvlb_slot v{backend_id};
+  impl_->update_array(impl_->fd_slots, service_id * KVLB_MAX_SLOTS + slot, v, "slot");
+}
+
+kvlb_backend DataPlane::backend(uint32_t id) const {
+  return impl_->lookup_array<kvlb_backend>(impl_->fd_backends, id, "backend");
+}
+void DataPlane::put_backend(uint32_t id, const kvlb_backend& be) {
+  impl_->update_array(impl_->fd_backends, id, be, "backend");
+}
+kvlb_score DataPlane::score(uint32_t id) const {
+  return impl_->lookup_array<kvlb_score>(impl_->fd_scores, id, "score");
+}
+void DataPlane::put_score(uint32_t id, const kvlb_score& s) {
+  impl_->update_array(impl_->fd_scores, id, s, "score");
+}
+kvlb_counters DataPlane::counters(uint32_t id) const {
+  return impl_->lookup_array<kvlb_counters>(impl_->fd_counters, id, "counters");
+}
+void DataPlane::reset_counters(uint32_t id) {
+  impl_->update_array(impl_->fd_counters, id, kvlb_counters{}, "counters");
+}
+
+}  // namespace kvlb

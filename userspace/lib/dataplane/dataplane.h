@@ -1,0 +1,75 @@
+// dataplane.h - the userspace facade over kvlb's kernel programs and pinned maps.
+//
+// Opening a DataPlane loads the socket-LB programs (one BPF object per attach
+// point), reuses or creates the pinned maps under the pin directory, and either
+// attaches the programs to the cgroup through bpf_links pinned in <pin_dir>/links,
+// or, when such pinned links already exist (a previous agent left the data plane
+// in place), atomically swaps the new programs into them: connections keep being
+// balanced throughout a restart or an upgrade.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "kvlb_maps.h"
+#include "select.h"
+
+namespace kvlb {
+
+struct DataPlaneOptions {
+  std::filesystem::path bpffs_root = "/sys/fs/bpf";
+  std::filesystem::path pin_dir = "/sys/fs/bpf/kvlb";
+  std::filesystem::path cgroup;  // absolute path of a cgroup v2 directory
+  kvlb_select_cfg select = {};
+  uint32_t no_backend_errno = 111;  // ECONNREFUSED
+};
+
+// Default selection tunables (see select.h for their meaning).
+kvlb_select_cfg default_select_cfg();
+
+class DataPlane {
+ public:
+  // Loads, pins and attaches (or adopts). Throws std::runtime_error with the
+  // reason on failure; nothing is left attached then.
+  static std::unique_ptr<DataPlane> open(const DataPlaneOptions& opts);
+  ~DataPlane();
+  DataPlane(const DataPlane&) = delete;
+  DataPlane& operator=(const DataPlane&) = delete;
+
+  // True when the programs were swapped into links a previous agent left pinned.
+  bool adopted() const;
+
+  // Detaches every program and removes the pins (links and maps): the clean
+  // shutdown. Without this call the data plane stays in place after exit.
+  void detach_and_unpin();
+
+  // ---- map access (throw std::system_error on failure) ----
+  std::optional<kvlb_service> service(const kvlb_service_key& key) const;
+  void put_service(const kvlb_service_key& key, const kvlb_service& svc);
+  void delete_service(const kvlb_service_key& key);
+  std::vector<std::pair<kvlb_service_key, kvlb_service>> services() const;
+
+  void put_slot(uint32_t service_id, uint32_t slot, uint32_t backend_id);
+
+  kvlb_backend backend(uint32_t id) const;
+  void put_backend(uint32_t id, const kvlb_backend& be);
+
+  kvlb_score score(uint32_t id) const;
+  void put_score(uint32_t id, const kvlb_score& s);
+
+  kvlb_counters counters(uint32_t id) const;
+  void reset_counters(uint32_t id);
+
+ private:
+  struct Impl;
+  explicit DataPlane(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// CLOCK_MONOTONIC in nanoseconds: the clock of bpf_ktime_get_ns().
+uint64_t monotonic_ns();
+
+}  // namespace kvlb

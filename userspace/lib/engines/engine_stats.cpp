@@ -1,0 +1,122 @@
+#include "engine_stats.h"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+
+#include <fmt/format.h>
+
+namespace kvlb::engines {
+namespace {
+
+// The metric names of one engine. Several names for one quantity cover renames
+// across engine versions (vLLM < 0.9 called its KV gauge gpu_cache_usage_perc).
+struct NameSet {
+  Engine engine;
+  std::string_view name;
+  std::vector<std::string_view> waiting;
+  std::vector<std::string_view> running;
+  std::vector<std::string_view> kv;  // 0..1 gauges
+};
+
+const std::array<NameSet, 4>& name_sets() {
+  static const std::array<NameSet, 4> sets = {{
+      {Engine::Vllm,
+       "vllm",
+       {"vllm:num_requests_waiting"},
+       {"vllm:num_requests_running"},
+       {"vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"}},
+      {Engine::Tgi, "tgi", {"tgi_queue_size"}, {"tgi_batch_current_size"}, {}},
+      {Engine::Sglang,
+       "sglang",
+       {"sglang:num_queue_reqs"},
+       {"sglang:num_running_reqs"},
+       {"sglang:token_usage"}},
+      {Engine::LlamaCpp,
+       "llamacpp",
+       {"llamacpp:requests_deferred"},
+       {"llamacpp:requests_processing"},
+       {}},
+  }};
+  return sets;
+}
+
+bool contains(const std::vector<std::string_view>& v, std::string_view s) {
+  return std::find(v.begin(), v.end(), s) != v.end();
+}
+
+}  // namespace
+
+std::optional<Engine> parse_engine(std::string_view name) {
+  if (name == "auto") return Engine::Auto;
+  for (const auto& s : name_sets())
+    if (s.name == name) return s.engine;
+  return std::nullopt;
+}
+
+std::string_view engine_name(Engine e) {
+  for (const auto& s : name_sets())
+    if (s.engine == e) return s.name;
+  return "auto";
+}
+
+ExtractResult extract_stats(std::string_view exposition, Engine engine,
+                            const metrics::ParseLimits& limits) {
+  // Accumulate per engine, so Auto can decide after one pass.
+  struct Acc {
+    bool seen_waiting = false;
+    double waiting = 0, running = 0;
+    std::optional<double> kv;
+    std::vector<std::string> models;
+    std::string bad;  // first non-finite value seen
+  };
+  std::array<Acc, 4> acc;
+  const auto& sets = name_sets();
+
+  auto err = metrics::parse_text(
+      exposition,
+      [&](const metrics::Sample& s) {
+        for (size_t i = 0; i < sets.size(); ++i) {
+          const auto& set = sets[i];
+          if (engine != Engine::Auto && engine != set.engine) continue;
+          bool w = contains(set.waiting, s.name), r = contains(set.running, s.name),
+               k = contains(set.kv, s.name);
+          if (!w && !r && !k) continue;
+          auto& a = acc[i];
+          if (!std::isfinite(s.value) || s.value < 0) {
+            if (a.bad.empty()) a.bad = fmt::format("{} is {}", s.name, s.value);
+            continue;
+          }
+          if (const auto* m = s.label("model_name");
+              m && std::find(a.models.begin(), a.models.end(), *m) == a.models.end())
+            a.models.push_back(*m);
+          if (w) {
+            a.waiting += s.value;
+            a.seen_waiting = true;
+          } else if (r) {
+            a.running += s.value;
+          } else {
+            a.kv = std::max(a.kv.value_or(0.0), std::min(s.value, 1.0));
+          }
+        }
+      },
+      limits);
+  if (err) return {std::nullopt, "malformed exposition: " + err->to_string()};
+
+  for (size_t i = 0; i < sets.size(); ++i) {
+    const auto& a = acc[i];
+    if (!a.seen_waiting) continue;
+    if (!a.bad.empty()) return {std::nullopt, "invalid value: " + a.bad};
+    EngineStats st;
+    st.engine = sets[i].engine;
+    st.waiting = a.waiting;
+    st.running = a.running;
+    st.kv_usage = a.kv;
+    st.models = a.models;
+    return {st, {}};
+  }
+  if (engine == Engine::Auto) return {std::nullopt, "no known engine's queue metric found"};
+  return {std::nullopt, fmt::format("metric {} not found", sets[static_cast<size_t>(engine) - 1].waiting.front())};
+}
+
+}  // namespace kvlb::engines

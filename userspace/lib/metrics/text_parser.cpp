@@ -1,0 +1,228 @@
+#include "text_parser.h"
+
+#include <charconv>
+#include <cmath>
+#include <limits>
+#include <unordered_map>
+
+#include <fmt/format.h>
+
+namespace kvlb::metrics {
+namespace {
+
+bool is_name_start(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':';
+}
+bool is_name_char(char c) { return is_name_start(c) || (c >= '0' && c <= '9'); }
+bool is_label_start(char c) { return is_name_start(c) && c != ':'; }
+bool is_label_char(char c) { return is_name_char(c) && c != ':'; }
+bool is_blank(char c) { return c == ' ' || c == '\t'; }
+
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    char x = a[i], y = b[i];
+    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
+    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
+    if (x != y) return false;
+  }
+  return true;
+}
+
+// A cursor over one line.
+struct Cursor {
+  std::string_view s;
+  size_t i = 0;
+  bool done() const { return i >= s.size(); }
+  char peek() const { return s[i]; }
+  void skip_blanks() {
+    while (!done() && is_blank(s[i])) ++i;
+  }
+  std::string_view take_while(bool (*pred)(char)) {
+    size_t start = i;
+    while (!done() && pred(s[i])) ++i;
+    return s.substr(start, i - start);
+  }
+  std::string_view take_token() {
+    size_t start = i;
+    while (!done() && !is_blank(s[i])) ++i;
+    return s.substr(start, i - start);
+  }
+};
+
+std::optional<MetricType> parse_type(std::string_view t) {
+  if (t == "counter") return MetricType::Counter;
+  if (t == "gauge") return MetricType::Gauge;
+  if (t == "histogram") return MetricType::Histogram;
+  if (t == "summary") return MetricType::Summary;
+  if (t == "untyped" || t == "unknown") return MetricType::Untyped;
+  return std::nullopt;
+}
+
+// The family a sample belongs to: histogram/summary/counter series carry suffixes.
+std::string_view family_of(std::string_view name,
+                           const std::unordered_map<std::string_view, MetricType>& types) {
+  if (types.count(name)) return name;
+  for (std::string_view suffix : {"_bucket", "_sum", "_count", "_total", "_created"}) {
+    if (name.size() > suffix.size() && name.substr(name.size() - suffix.size()) == suffix) {
+      auto base = name.substr(0, name.size() - suffix.size());
+      if (types.count(base)) return base;
+    }
+  }
+  return name;
+}
+
+}  // namespace
+
+const std::string* Sample::label(std::string_view n) const {
+  for (const auto& l : labels)
+    if (l.name == n) return &l.value;
+  return nullptr;
+}
+
+std::string ParseError::to_string() const { return fmt::format("line {}: {}", line, message); }
+
+std::optional<double> parse_value(std::string_view t) {
+  if (t.empty()) return std::nullopt;
+  if (iequals(t, "nan")) return std::numeric_limits<double>::quiet_NaN();
+  if (iequals(t, "+inf") || iequals(t, "inf")) return std::numeric_limits<double>::infinity();
+  if (iequals(t, "-inf")) return -std::numeric_limits<double>::infinity();
+  std::string_view body = t;
+  if (body.front() == '+') {
+    body.remove_prefix(1);
+    if (body.empty() || body.front() == '+' || body.front() == '-') return std::nullopt;
+  }
+  double v = 0;
+  auto [ptr, ec] = std::from_chars(body.data(), body.data() + body.size(), v);
+  if (ptr != body.data() + body.size()) return std::nullopt;
+  if (ec == std::errc::result_out_of_range) {
+    // from_chars reports overflow instead of returning +-Inf / 0 as strtod does.
+    bool neg = body.front() == '-';
+    auto e = body.find_first_of("eE");
+    bool tiny = e != std::string_view::npos && e + 1 < body.size() && body[e + 1] == '-';
+    return tiny ? 0.0 : (neg ? -HUGE_VAL : HUGE_VAL);
+  }
+  if (ec != std::errc()) return std::nullopt;
+  return v;
+}
+
+std::optional<ParseError> parse_text(std::string_view text, const SampleCallback& on_sample,
+                                     const ParseLimits& limits) {
+  std::unordered_map<std::string_view, MetricType> types;
+  Sample sample;
+  size_t line_no = 0, samples = 0, pos = 0;
+  auto fail = [&](std::string msg) { return ParseError{line_no, std::move(msg)}; };
+
+  while (pos < text.size()) {
+    size_t nl = text.find('\n', pos);
+    size_t end = nl == std::string_view::npos ? text.size() : nl;
+    std::string_view line = text.substr(pos, end - pos);
+    pos = end + 1;
+    ++line_no;
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (line.size() > limits.max_line_bytes)
+      return fail(fmt::format("line longer than {} bytes", limits.max_line_bytes));
+
+    Cursor c{line};
+    c.skip_blanks();
+    if (c.done()) continue;
+
+    if (c.peek() == '#') {
+      ++c.i;
+      c.skip_blanks();
+      auto keyword = c.take_token();
+      if (keyword != "HELP" && keyword != "TYPE") continue;  // a plain comment
+      c.skip_blanks();
+      auto name = c.take_while(is_name_char);
+      if (name.empty() || !is_name_start(name.front()))
+        return fail(fmt::format("# {} without a valid metric name", keyword));
+      if (keyword == "TYPE") {
+        c.skip_blanks();
+        auto t = parse_type(c.take_token());
+        if (!t) return fail(fmt::format("unknown metric type for {}", name));
+        if (types.count(name)) return fail(fmt::format("second # TYPE line for {}", name));
+        types.emplace(name, *t);
+      }
+      continue;
+    }
+
+    if (!is_name_start(c.peek())) return fail("expected a metric name");
+    sample.name = c.take_while(is_name_char);
+    sample.labels.clear();
+    sample.timestamp_ms.reset();
+    c.skip_blanks();
+    if (!c.done() && c.peek() == '{') {
+      ++c.i;
+      for (;;) {
+        c.skip_blanks();
+        if (c.done()) return fail("unterminated label set");
+        if (c.peek() == '}') {
+          ++c.i;
+          break;
+        }
+        if (!is_label_start(c.peek())) return fail("expected a label name");
+        Label label{c.take_while(is_label_char), {}};
+        c.skip_blanks();
+        if (c.done() || c.peek() != '=') return fail(fmt::format("expected '=' after label {}", label.name));
+        ++c.i;
+        c.skip_blanks();
+        if (c.done() || c.peek() != '"') return fail(fmt::format("expected '\"' for label {}", label.name));
+        ++c.i;
+        bool closed = false;
+        while (!c.done()) {
+          char ch = line[c.i++];
+          if (ch == '"') {
+            closed = true;
+            break;
+          }
+          if (ch == '\\') {
+            if (c.done()) break;
+            char e = line[c.i++];
+            if (e == 'n') label.value.push_back('\n');
+            else if (e == '\\' || e == '"') label.value.push_back(e);
+            else return fail(fmt::format("invalid escape \\{} in label {}", e, label.name));
+          } else {
+            label.value.push_back(ch);
+          }
+        }
+        if (!closed) return fail(fmt::format("unterminated value of label {}", label.name));
+        for (const auto& l : sample.labels)
+          if (l.name == label.name) return fail(fmt::format("duplicate label {}", label.name));
+        sample.labels.push_back(std::move(label));
+        if (sample.labels.size() > limits.max_labels)
+          return fail(fmt::format("more than {} labels", limits.max_labels));
+        c.skip_blanks();
+        if (!c.done() && c.peek() == ',') ++c.i;
+        else if (c.done() || c.peek() != '}') return fail("expected ',' or '}' in label set");
+      }
+    }
+    c.skip_blanks();
+    auto value_text = c.take_token();
+    auto value = parse_value(value_text);
+    if (!value) return fail(fmt::format("invalid value '{}' for {}", value_text, sample.name));
+    sample.value = *value;
+    c.skip_blanks();
+    if (!c.done()) {
+      auto ts_text = c.take_token();
+      int64_t ts = 0;
+      auto [ptr, ec] = std::from_chars(ts_text.data(), ts_text.data() + ts_text.size(), ts);
+      if (ec != std::errc() || ptr != ts_text.data() + ts_text.size())
+        return fail(fmt::format("invalid timestamp '{}'", ts_text));
+      sample.timestamp_ms = ts;
+      c.skip_blanks();
+      if (!c.done()) return fail("unexpected text after the timestamp");
+    }
+    auto family = family_of(sample.name, types);
+    auto it = types.find(family);
+    sample.type = it == types.end() ? MetricType::Untyped : it->second;
+    if (sample.type == MetricType::Histogram && sample.name.size() > 7 &&
+        sample.name.substr(sample.name.size() - 7) == "_bucket" && !sample.label("le"))
+      return fail(fmt::format("histogram bucket {} without an le label", sample.name));
+    if (++samples > limits.max_samples)
+      return fail(fmt::format("more than {} samples", limits.max_samples));
+    on_sample(sample);
+  }
+  return std::nullopt;
+}
+
+}  // namespace kvlb::metrics
