@@ -1,0 +1,79 @@
+// http_server.h - the emulator's HTTP/1.1 server (Boost.Beast, one thread).
+//
+// The engine model runs on the same io_context: an asio timer waits out each
+// step's duration, so no locks are needed and the model sees the real clock.
+#pragma once
+
+#include <utility>  // Boost 1.74 asio uses std::exchange without including it
+
+#include <boost/asio.hpp>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include "metrics_view.h"
+#include "openai_api.h"
+#include "replica_model/engine_model.h"
+
+namespace kvlb::replica {
+
+struct ServerOptions {
+  std::string listen_address = "0.0.0.0";
+  uint16_t port = 8000;
+  std::string name = "replica";  // sent as X-Kvlb-Replica on every response
+  std::string model = "meta-llama/Llama-3.1-8B-Instruct";
+  MetricFlavor flavor = MetricFlavor::Vllm;
+  std::chrono::milliseconds load_delay{0};  // /health fails until this has passed
+  uint32_t max_model_len = 4096;
+  size_t max_body_bytes = 1 << 20;
+};
+
+class Session;
+
+class ReplicaServer {
+ public:
+  ReplicaServer(boost::asio::io_context& io, ServerOptions opts,
+                std::unique_ptr<EngineModel> engine);
+  ~ReplicaServer();
+  // Binds and starts accepting. Throws boost::system::system_error.
+  void start();
+  uint16_t bound_port() const;
+
+  // ---- used by sessions ----
+  const ServerOptions& options() const { return opts_; }
+  bool ready() const;
+  std::string metrics_text() const;
+  // Submits a generation for `session`; returns the engine's rejection, if any.
+  std::optional<std::string> submit(uint64_t id, const ApiRequest& r,
+                                    const std::shared_ptr<Session>& session);
+  void cancel(uint64_t id);
+  uint64_t next_request_id() { return ++last_id_; }
+
+ private:
+  void accept();
+  void kick();
+  void dispatch(const std::vector<TokenEvent>& events);
+  double now_s() const;
+
+  struct Pending {
+    std::weak_ptr<Session> session;
+    double arrival_s = 0;
+    bool first_token_seen = false;
+  };
+
+  boost::asio::io_context& io_;
+  ServerOptions opts_;
+  std::unique_ptr<EngineModel> engine_;
+  boost::asio::ip::tcp::acceptor acceptor_;
+  boost::asio::steady_timer step_timer_;
+  bool stepping_ = false;
+  std::chrono::steady_clock::time_point start_;
+  double start_unix_;
+  std::unordered_map<uint64_t, Pending> pending_;
+  LatencyHistograms hist_;
+  uint64_t last_id_ = 0;
+};
+
+}  // namespace kvlb::replica
