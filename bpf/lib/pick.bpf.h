@@ -38,17 +38,10 @@ static __always_inline void kvlb_view_slot(struct kvlb_view* v, __u32 svc_id, __
 
 /* State carried through the bpf_loop() iterations of one pick. */
 struct kvlb_pick_ctx {
+  struct kvlb_pick_state st;
   struct kvlb_select_cfg cfg;
-  struct kvlb_view best;
-  struct kvlb_rng rng;
   __u64 now;
   __u32 svc_id;
-  __u32 n;     /* backends of the service */
-  __u32 k;     /* candidates to sample */
-  __u32 start; /* random rotation of the slot ring */
-  __u32 have;  /* best holds an eligible backend */
-  __u32 scan_all;
-  __u8 policy;
 };
 
 /* One candidate. Runs as a bpf_loop() callback, so the verifier checks this body
@@ -57,18 +50,8 @@ struct kvlb_pick_ctx {
 static long kvlb_pick_step(__u32 i, void* data) {
   struct kvlb_pick_ctx* p = data;
   struct kvlb_view cur;
-  __u32 slot;
-
-  if (p->n == 0) return 1;
-  if (p->scan_all)
-    slot = (p->start + i) % p->n;
-  else
-    slot = kvlb_sample_slot(p->n, p->k, i, p->start, kvlb_rng_next(&p->rng));
-  kvlb_view_slot(&cur, p->svc_id, slot, &p->cfg, p->now);
-  if (cur.eligible && (!p->have || kvlb_prefer(p->policy, &cur, &p->best))) {
-    p->best = cur;
-    p->have = 1;
-  }
+  kvlb_view_slot(&cur, p->svc_id, kvlb_pick_slot(&p->st, i), &p->cfg, p->now);
+  kvlb_pick_consider(&p->st, &cur);
   return 0;
 }
 
@@ -76,28 +59,20 @@ static long kvlb_pick_step(__u32 i, void* data) {
  * service is eligible. */
 static __always_inline __u32 kvlb_pick(const struct kvlb_service* svc) {
   struct kvlb_pick_ctx p = {};
-  __u32 n = svc->backend_count;
 
-  if (n == 0 || svc->id >= KVLB_MAX_SERVICES) return KVLB_BACKEND_NONE;
-  if (n > KVLB_MAX_SLOTS) n = KVLB_MAX_SLOTS;
+  if (svc->backend_count == 0 || svc->id >= KVLB_MAX_SERVICES) return KVLB_BACKEND_NONE;
   kvlb_cfg_load(&p.cfg);
-  kvlb_rng_seed(&p.rng, ((__u64)bpf_get_prandom_u32() << 32) | bpf_get_prandom_u32());
   p.now = bpf_ktime_get_ns();
   p.svc_id = svc->id;
-  p.n = n;
-  p.policy = svc->policy;
-  p.k = kvlb_num_choices(svc->policy, svc->choices, n);
-  p.start = kvlb_rng_next(&p.rng) % n;
+  kvlb_pick_init(&p.st, svc->policy, svc->choices, svc->backend_count,
+                 ((__u64)bpf_get_prandom_u32() << 32) | bpf_get_prandom_u32());
 
-  bpf_loop(p.k, kvlb_pick_step, &p, 0);
-  if (p.have) return p.best.backend_id;
-
-  /* Every sampled candidate was draining or down: fall back to the best
-   * eligible backend of the whole service, so one bad sample never refuses a
-   * connection that a healthy backend could take. */
-  p.scan_all = 1;
-  bpf_loop(n, kvlb_pick_step, &p, 0);
-  return p.have ? p.best.backend_id : KVLB_BACKEND_NONE;
+  bpf_loop(p.st.k, kvlb_pick_step, &p, 0);
+  if (!p.st.have) {
+    kvlb_pick_begin_scan(&p.st);
+    bpf_loop(p.st.n, kvlb_pick_step, &p, 0);
+  }
+  return p.st.have ? p.st.best.backend_id : KVLB_BACKEND_NONE;
 }
 
 #endif /* KVLB_PICK_BPF_H */

@@ -178,4 +178,54 @@ KVLB_INLINE int kvlb_prefer(__u8 policy, const struct kvlb_view* a, const struct
   return c < 0;
 }
 
+/*
+ * One pick, as a small state machine so every caller runs the same steps:
+ *   kvlb_pick_init();  for i in [0, state.k): kvlb_pick_consider(kvlb_view of
+ *   kvlb_pick_slot(i));  if (!state.have) { kvlb_pick_begin_scan(); for i in
+ *   [0, n): consider(view of kvlb_pick_slot(i)) }
+ * The caller only turns a slot into a view (the kernel with map lookups, tests
+ * and the simulator from arrays).
+ */
+struct kvlb_pick_state {
+  struct kvlb_view best;
+  struct kvlb_rng rng;
+  __u32 n;        /* backends of the service (slots in use) */
+  __u32 k;        /* candidates to sample */
+  __u32 start;    /* random rotation of the slot ring */
+  __u32 have;     /* best holds an eligible backend */
+  __u32 scan_all; /* fallback: walk every slot */
+  __u32 policy;
+};
+
+KVLB_INLINE void kvlb_pick_init(struct kvlb_pick_state* p, __u8 policy, __u8 choices, __u32 n,
+                                __u64 seed) {
+  if (n > KVLB_MAX_SLOTS) n = KVLB_MAX_SLOTS;
+  p->have = 0;
+  p->scan_all = 0;
+  p->n = n;
+  p->policy = policy;
+  p->k = kvlb_num_choices(policy, choices, n);
+  kvlb_rng_seed(&p->rng, seed);
+  p->start = n ? kvlb_rng_next(&p->rng) % n : 0;
+}
+
+/* The slot to look at in iteration i. */
+KVLB_INLINE __u32 kvlb_pick_slot(struct kvlb_pick_state* p, __u32 i) {
+  if (p->n == 0) return 0;
+  if (p->scan_all) return (p->start + i) % p->n;
+  return kvlb_sample_slot(p->n, p->k, i, p->start, kvlb_rng_next(&p->rng));
+}
+
+/* Keeps v if it is eligible and better than the best so far. */
+KVLB_INLINE void kvlb_pick_consider(struct kvlb_pick_state* p, const struct kvlb_view* v) {
+  if (v->eligible && (!p->have || kvlb_prefer((__u8)p->policy, v, &p->best))) {
+    p->best = *v;
+    p->have = 1;
+  }
+}
+
+/* Every sampled candidate was draining or down: walk all slots instead, so one
+ * bad sample never refuses a connection that a healthy backend could take. */
+KVLB_INLINE void kvlb_pick_begin_scan(struct kvlb_pick_state* p) { p->scan_all = 1; }
+
 #endif /* KVLB_SELECT_H */

@@ -83,6 +83,7 @@ ExtractResult extract_stats(std::string_view exposition, Engine engine,
                k = contains(set.kv, s.name);
           if (!w && !r && !k) continue;
           auto& a = acc[i];
+          if (w) a.seen_waiting = true;
           if (!std::isfinite(s.value) || s.value < 0) {
             if (a.bad.empty()) a.bad = fmt::format("{} is {}", s.name, s.value);
             continue;
@@ -92,7 +93,6 @@ ExtractResult extract_stats(std::string_view exposition, Engine engine,
             a.models.push_back(*m);
           if (w) {
             a.waiting += s.value;
-            a.seen_waiting = true;
           } else if (r) {
             a.running += s.value;
           } else {

@@ -1,0 +1,116 @@
+#include "agent/config.h"
+
+#include <gtest/gtest.h>
+
+using namespace kvlb::agent;
+
+namespace {
+
+const char* kValid = R"(
+cgroup: kvlb-test
+bpffs: /sys/fs/bpf
+pin_dir: /sys/fs/bpf/kvlb
+scrape_interval: 50ms
+stale_after: 1s
+services:
+  - name: llama
+    vip: 10.96.0.10:8000
+    policy: p2c-queue-kv
+    choices: 3
+    backends:
+      - address: 10.1.0.2:8000
+      - address: 10.1.0.3:8000
+        metrics_url: http://10.1.0.3:9090/metrics
+        engine: vllm
+        weight: 200
+        state: draining
+)";
+
+// Expects a ConfigError whose field is `field` and whose reason contains `reason`.
+void expect_error(const std::string& yaml, const std::string& field, const std::string& reason) {
+  try {
+    parse_config(yaml);
+    ADD_FAILURE() << "accepted invalid config; expected an error on " << field;
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.field(), field) << e.what();
+    EXPECT_NE(std::string(e.what()).find(reason), std::string::npos) << e.what();
+  }
+}
+
+std::string replace(std::string s, const std::string& from, const std::string& to) {
+  auto pos = s.find(from);
+  EXPECT_NE(pos, std::string::npos) << from;
+  return s.replace(pos, from.size(), to);
+}
+
+}  // namespace
+
+TEST(Config, ParsesAValidConfig) {
+  auto c = parse_config(kValid);
+  EXPECT_EQ(c.cgroup, "kvlb-test");
+  EXPECT_EQ(c.scrape_interval.count(), 50);
+  EXPECT_EQ(c.scrape_timeout.count(), 50);  // defaults to the interval
+  EXPECT_EQ(c.stale_after.count(), 1000);
+  ASSERT_EQ(c.services.size(), 1u);
+  const auto& s = c.services[0];
+  EXPECT_EQ(s.vip.to_string(), "10.96.0.10:8000");
+  EXPECT_EQ(s.policy, KVLB_POLICY_P2C_QUEUE_KV);
+  EXPECT_EQ(s.choices, 3);
+  ASSERT_EQ(s.backends.size(), 2u);
+  EXPECT_EQ(s.backends[0].metrics_url, "http://10.1.0.2:8000/metrics");
+  EXPECT_EQ(s.backends[0].engine, kvlb::engines::Engine::Auto);
+  EXPECT_EQ(s.backends[1].metrics_url, "http://10.1.0.3:9090/metrics");
+  EXPECT_EQ(s.backends[1].weight, 200);
+  EXPECT_EQ(s.backends[1].state, KVLB_STATE_DRAINING);
+}
+
+TEST(Config, ErrorsNameTheFieldAndTheReason) {
+  expect_error(replace(kValid, "cgroup: kvlb-test\n", ""), "cgroup", "is required");
+  expect_error(replace(kValid, "scrape_interval: 50ms", "scrape_interval: fast"),
+               "scrape_interval", "not a duration");
+  expect_error(replace(kValid, "scrape_interval: 50ms", "scrape_interval: 1ms"),
+               "scrape_interval", "at least 10 ms");
+  expect_error(replace(kValid, "stale_after: 1s", "stale_after: 20ms"), "stale_after",
+               "longer than scrape_interval");
+  expect_error(replace(kValid, "policy: p2c-queue-kv", "policy: round-robin"),
+               "services[0].policy", "unknown policy 'round-robin'");
+  expect_error(replace(kValid, "choices: 3", "choices: 1"), "services[0].choices", "out of range");
+  expect_error(replace(kValid, "choices: 3", "choices: 17"), "services[0].choices", "out of range");
+  expect_error(replace(kValid, "vip: 10.96.0.10:8000", "vip: 10.96.0.10"), "services[0].vip",
+               "is not ip:port");
+  expect_error(replace(kValid, "- address: 10.1.0.2:8000", "- address: 10.1.0.2:99999"),
+               "services[0].backends[0].address", "is not ip:port");
+  expect_error(replace(kValid, "- address: 10.1.0.2:8000", "- address: 10.1.0.3:8000"),
+               "services[0].backends[1].address", "listed twice");
+  expect_error(replace(kValid, "engine: vllm", "engine: triton"), "services[0].backends[1].engine",
+               "unknown engine 'triton'");
+  expect_error(replace(kValid, "weight: 200", "weight: 0"), "services[0].backends[1].weight",
+               "out of range");
+  expect_error(replace(kValid, "state: draining", "state: sleeping"),
+               "services[0].backends[1].state", "not active or draining");
+  expect_error(replace(kValid, "metrics_url: http://", "metrics_url: ftp://"),
+               "services[0].backends[1].metrics_url", "http://");
+  expect_error(replace(kValid, "pin_dir: /sys/fs/bpf/kvlb", "pin_dir: /tmp/kvlb"), "pin_dir",
+               "below bpffs");
+  expect_error(replace(kValid, "    policy:", "    polcy:"), "services[0].polcy", "unknown field");
+  expect_error(replace(kValid, "scrape_interval:", "scrape_intervall:"), "scrape_intervall",
+               "unknown field");
+  expect_error("cgroup: x\nservices: []\n", "services", "non-empty");
+  expect_error("", "(top level)", "empty");
+  expect_error("cgroup: [unclosed\n", "(yaml)", "line");
+}
+
+TEST(Config, DuplicateServicesAreRejected) {
+  std::string two = std::string(kValid) + R"(
+  - name: llama
+    vip: 10.96.0.11:8000
+    backends: [{address: 10.1.0.9:8000}]
+)";
+  expect_error(two, "services[1].name", "used twice");
+  std::string same_vip = std::string(kValid) + R"(
+  - name: other
+    vip: 10.96.0.10:8000
+    backends: [{address: 10.1.0.9:8000}]
+)";
+  expect_error(same_vip, "services[1].vip", "used by another service");
+}

@@ -1,0 +1,94 @@
+#include "engines/engine_stats.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <sstream>
+
+using namespace kvlb::engines;
+
+namespace {
+std::string fixture(const std::string& name) {
+  std::ifstream in(std::string(KVLB_FIXTURE_DIR) + "/metrics/" + name);
+  EXPECT_TRUE(in) << name;
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+}  // namespace
+
+TEST(EngineStats, VllmV1) {
+  auto r = extract_stats(fixture("vllm_v1.txt"), Engine::Vllm);
+  ASSERT_TRUE(r.stats) << r.error;
+  EXPECT_EQ(r.stats->waiting, 4);
+  EXPECT_EQ(r.stats->running, 27);
+  EXPECT_DOUBLE_EQ(*r.stats->kv_usage, 0.8731);
+  ASSERT_EQ(r.stats->models.size(), 1u);
+  EXPECT_EQ(r.stats->models[0], "meta-llama/Llama-3.1-8B-Instruct");
+}
+
+TEST(EngineStats, VllmLegacyKvName) {
+  auto r = extract_stats(fixture("vllm_legacy.txt"), Engine::Vllm);
+  ASSERT_TRUE(r.stats) << r.error;
+  EXPECT_EQ(r.stats->waiting, 36);
+  EXPECT_DOUBLE_EQ(*r.stats->kv_usage, 0.9912);
+}
+
+TEST(EngineStats, SeveralModelsSumQueuesAndTakeFullestCache) {
+  auto r = extract_stats(fixture("vllm_two_models.txt"), Engine::Vllm);
+  ASSERT_TRUE(r.stats) << r.error;
+  EXPECT_EQ(r.stats->waiting, 5);
+  EXPECT_EQ(r.stats->running, 15);
+  EXPECT_DOUBLE_EQ(*r.stats->kv_usage, 0.7);
+  EXPECT_EQ(r.stats->models.size(), 2u);
+}
+
+TEST(EngineStats, AutoDetectsEachEngine) {
+  struct Case {
+    const char* file;
+    Engine engine;
+    double waiting, running;
+    std::optional<double> kv;
+  };
+  for (const auto& c : {Case{"vllm_v1.txt", Engine::Vllm, 4, 27, 0.8731},
+                        Case{"vllm_legacy.txt", Engine::Vllm, 36, 12, 0.9912},
+                        Case{"tgi.txt", Engine::Tgi, 7, 16, std::nullopt},
+                        Case{"sglang.txt", Engine::Sglang, 1, 9, 0.25},
+                        Case{"llamacpp.txt", Engine::LlamaCpp, 3, 1, std::nullopt}}) {
+    auto r = extract_stats(fixture(c.file), Engine::Auto);
+    ASSERT_TRUE(r.stats) << c.file << ": " << r.error;
+    EXPECT_EQ(r.stats->engine, c.engine) << c.file;
+    EXPECT_EQ(r.stats->waiting, c.waiting) << c.file;
+    EXPECT_EQ(r.stats->running, c.running) << c.file;
+    EXPECT_EQ(r.stats->kv_usage, c.kv) << c.file;
+  }
+}
+
+TEST(EngineStats, WrongEngineOrMissingMetricIsAnError) {
+  auto r = extract_stats(fixture("tgi.txt"), Engine::Vllm);
+  EXPECT_FALSE(r.stats);
+  EXPECT_NE(r.error.find("vllm:num_requests_waiting"), std::string::npos) << r.error;
+  EXPECT_FALSE(extract_stats("up 1\n", Engine::Auto).stats);
+}
+
+TEST(EngineStats, MatchesByNameNotHelpText) {
+  auto r = extract_stats(
+      "# HELP my_gauge vllm:num_requests_waiting is what this is not\n"
+      "my_gauge 99\nvllm:num_requests_waiting 2\n",
+      Engine::Vllm);
+  ASSERT_TRUE(r.stats);
+  EXPECT_EQ(r.stats->waiting, 2);
+}
+
+TEST(EngineStats, NanOrNegativeValuesAreRejected) {
+  auto r = extract_stats("vllm:num_requests_waiting NaN\n", Engine::Vllm);
+  EXPECT_FALSE(r.stats);
+  EXPECT_NE(r.error.find("invalid value"), std::string::npos);
+  EXPECT_FALSE(extract_stats("vllm:num_requests_waiting -1\n", Engine::Vllm).stats);
+}
+
+TEST(EngineStats, MalformedExpositionIsAnErrorWithLine) {
+  auto r = extract_stats("vllm:num_requests_waiting 1\nvllm:kv_cache_usage_perc{ 0.5\n", Engine::Vllm);
+  EXPECT_FALSE(r.stats);
+  EXPECT_NE(r.error.find("line 2"), std::string::npos) << r.error;
+}
