@@ -127,12 +127,17 @@ KVLB_INLINE void kvlb_view_make(struct kvlb_view* v, __u32 backend_id,
   v->weight = (__u32)weight;
   v->stale = s->updated_ns == 0 || now_ns < s->updated_ns ||
              now_ns - s->updated_ns > cfg->stale_ns;
+  /* Load the last scrape cannot have seen: connections assigned since the score
+   * that are still open. A connection that already closed has finished its
+   * request and loads the replica no more, so assignments are capped by the
+   * in-flight count (streaming requests keep their connection open). */
   if (c && c->picks > s->picks_at_score) assigned = c->picks - s->picks_at_score;
+  if (assigned > (__u64)v->inflight) assigned = (__u64)v->inflight;
 
   /* Correction for stale metrics (BRIEF.md "Stale metrics"): most requests sent
    * to a replica that is not queuing are admitted to its running batch at once,
-   * so assignments since the scrape raise its KV estimate, and count as waiting
-   * only once the replica was already queuing or its cache is nearly full. */
+   * so unseen assignments raise its KV estimate, and count as waiting only once
+   * the replica was already queuing or its cache is nearly full. */
   kv = (__u64)s->kv_permille + assigned * cfg->kv_permille_per_pick;
   v->kv = kvlb_clamp_u32(kv);
   v->waiting = s->waiting;

@@ -146,6 +146,20 @@ TEST(ViewMake, AssignmentsSinceScoreRaiseKvAndQueueOnlyWhenQueuing) {
   EXPECT_EQ(v.waiting, 4u);  // 940 + 60 >= 950: the cache is full, they queue
 }
 
+TEST(ViewMake, ClosedConnectionsDoNotCountAsUnseenLoad) {
+  auto conf = cfg();
+  kvlb_view v{};
+  kvlb_score idle = fresh(0, 300);
+  idle.picks_at_score = 10;
+  kvlb_counters c{110, 2};  // 100 picks since the score, but only 2 still open
+  kvlb_view_make(&v, 1, &idle, &c, &conf, kNow);
+  EXPECT_EQ(v.kv, 300u + 2 * 15);
+  EXPECT_EQ(v.waiting, 0u);
+  kvlb_counters old_conns{110, 500};  // many open, but from before the score
+  kvlb_view_make(&v, 1, &idle, &old_conns, &conf, kNow);
+  EXPECT_EQ(v.kv, 300u + 100 * 15);
+}
+
 TEST(ViewMake, StaleAndIneligible) {
   auto conf = cfg();
   kvlb_view v{};

@@ -1,0 +1,165 @@
+# shellcheck shell=bash
+# kvlb harness: network namespaces, veth links, a cgroup and a private bpffs
+# mount, for the end-to-end tests, the demo and the benchmarks.
+#
+# Everything created is named after one unique id and recorded, and
+# harness_cleanup (installed as an EXIT/INT/TERM trap by harness_init) removes it
+# on success, on failure and on interrupt.
+#
+#   source scripts/harness/lib.sh
+#   harness_init e2e            # id, state dir, traps
+#   harness_client              # the client namespace
+#   harness_replica 0           # replica namespace 0 + veth to the client
+#   harness_cgroup; harness_bpffs
+#   harness_spawn "$(harness_ns r0)" r0.log kvlb-replica-sim ...
+#   harness_run_in_cgroup "$(harness_ns c)" kvlb-conn-probe ...
+
+set -o pipefail
+
+harness_log() { printf '[harness %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+harness_die() { harness_log "ERROR: $*"; exit 1; }
+
+# harness_init LABEL: unique id, state directory, a random /16 for addresses.
+harness_init() {
+  [ "$(id -u)" -eq 0 ] || harness_die "must run as root (network namespaces, BPF, cgroups)"
+  local label=$1
+  HARNESS_SHORT=$(head -c 3 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  HARNESS_ID="kvlb-${label}-${HARNESS_SHORT}"
+  HARNESS_DIR="/run/kvlb-harness/${HARNESS_ID}"
+  # 10.<200..249>.x.y: a block per run, so concurrent runs never share addresses.
+  HARNESS_NET="10.$((200 + 0x${HARNESS_SHORT:0:2} % 50))"
+  mkdir -p "$HARNESS_DIR"
+  : >"$HARNESS_DIR/pids"
+  : >"$HARNESS_DIR/netns"
+  HARNESS_CGROUP=""
+  HARNESS_BPFFS=""
+  trap 'harness_cleanup' EXIT
+  trap 'harness_log "interrupted"; exit 130' INT TERM
+  harness_log "id $HARNESS_ID, addresses $HARNESS_NET.0.0/16, state in $HARNESS_DIR"
+}
+
+harness_ns() { echo "${HARNESS_ID}-$1"; }
+harness_client_ip() { echo "${HARNESS_NET}.$(( $1 + 1 )).1"; }
+harness_replica_ip() { echo "${HARNESS_NET}.$(( $1 + 1 )).2"; }
+harness_vip() { echo "${HARNESS_NET}.250.$(( ${1:-0} + 1 ))"; }
+
+_harness_netns_add() {
+  ip netns add "$1" || harness_die "ip netns add $1"
+  echo "$1" >>"$HARNESS_DIR/netns"
+  ip -n "$1" link set lo up
+}
+
+# The client namespace: where the load balancer's clients (and the agent) run.
+# It has no default route: a connection the LB failed to rewrite goes nowhere.
+harness_client() { _harness_netns_add "$(harness_ns c)"; }
+
+# harness_replica I: namespace rI linked to the client namespace by a veth pair,
+# client side .1, replica side .2 of HARNESS_NET.(I+1).0/24.
+harness_replica() {
+  local i=$1 c r vc vr
+  c=$(harness_ns c)
+  r=$(harness_ns "r$i")
+  vc="k${HARNESS_SHORT}c$i"
+  vr="k${HARNESS_SHORT}r$i"
+  _harness_netns_add "$r"
+  ip link add "$vc" netns "$c" type veth peer name "$vr" netns "$r" || harness_die "veth $vc"
+  ip -n "$c" addr add "$(harness_client_ip "$i")/24" dev "$vc"
+  ip -n "$r" addr add "$(harness_replica_ip "$i")/24" dev "$vr"
+  ip -n "$c" link set "$vc" up
+  ip -n "$r" link set "$vr" up
+}
+
+# The cgroup v2 hierarchy's mount point (hybrid hosts have it at .../unified).
+harness_cgroup2_mount() {
+  findmnt -n -t cgroup2 -o TARGET | head -n 1
+}
+
+harness_cgroup() {
+  local root
+  root=$(harness_cgroup2_mount)
+  [ -n "$root" ] || harness_die "no cgroup v2 hierarchy is mounted"
+  HARNESS_CGROUP="$root/$HARNESS_ID"
+  mkdir "$HARNESS_CGROUP" || harness_die "mkdir $HARNESS_CGROUP"
+}
+
+# A private bpffs instance: pins of this run cannot collide with anything else,
+# and unmounting it releases them all.
+harness_bpffs() {
+  HARNESS_BPFFS="$HARNESS_DIR/bpffs"
+  mkdir -p "$HARNESS_BPFFS"
+  mount -t bpf -o mode=0700 bpf "$HARNESS_BPFFS" || harness_die "mount bpffs at $HARNESS_BPFFS"
+}
+
+# harness_spawn NS LOGFILE CMD...: runs CMD in the background in namespace NS
+# (network namespace only: the mount namespace stays, so cgroupfs and bpffs are
+# visible). Prints the pid.
+harness_spawn() {
+  local ns=$1 log=$2
+  shift 2
+  nsenter --net="/run/netns/$ns" -- "$@" >"$log" 2>&1 &
+  local pid=$!
+  echo "$pid" >>"$HARNESS_DIR/pids"
+  echo "$pid"
+}
+
+# harness_run_in_cgroup NS CMD...: runs CMD in the foreground, inside the test
+# cgroup (so the socket LB applies) and in namespace NS.
+harness_run_in_cgroup() {
+  local ns=$1
+  shift
+  [ -n "$HARNESS_CGROUP" ] || harness_die "harness_cgroup was not called"
+  bash -c 'echo $$ > "$1/cgroup.procs" && shift 2 && exec nsenter --net="/run/netns/$0" -- "$@"' \
+    "$ns" "$HARNESS_CGROUP" _ "$@"
+}
+
+# harness_wait_for DESCRIPTION TIMEOUT_S CMD...: polls CMD until it succeeds.
+harness_wait_for() {
+  local what=$1 timeout=$2 start
+  shift 2
+  start=$(date +%s)
+  until "$@" >/dev/null 2>&1; do
+    if (( $(date +%s) - start >= timeout )); then
+      harness_log "timed out after ${timeout}s waiting for: $what"
+      return 1
+    fi
+    sleep 0.2
+  done
+}
+
+harness_stop_pid() {
+  local pid=$1 i
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null
+  for i in $(seq 1 50); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null || true
+}
+
+harness_cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  [ -n "${HARNESS_DIR:-}" ] && [ -d "$HARNESS_DIR" ] || return $rc
+  local pid ns
+  # Processes first (the agent gets SIGTERM and detaches cleanly).
+  if [ -f "$HARNESS_DIR/pids" ]; then
+    tac "$HARNESS_DIR/pids" | while read -r pid; do harness_stop_pid "$pid"; done
+  fi
+  if [ -n "$HARNESS_CGROUP" ] && [ -d "$HARNESS_CGROUP" ]; then
+    for pid in $(cat "$HARNESS_CGROUP/cgroup.procs" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
+    for _ in $(seq 1 50); do rmdir "$HARNESS_CGROUP" 2>/dev/null && break; sleep 0.1; done
+    [ -d "$HARNESS_CGROUP" ] && harness_log "could not remove cgroup $HARNESS_CGROUP"
+  fi
+  if [ -f "$HARNESS_DIR/netns" ]; then
+    while read -r ns; do ip netns del "$ns" 2>/dev/null; done <"$HARNESS_DIR/netns"
+  fi
+  if [ -n "$HARNESS_BPFFS" ] && mountpoint -q "$HARNESS_BPFFS"; then
+    umount "$HARNESS_BPFFS" || umount -l "$HARNESS_BPFFS"
+  fi
+  rm -rf "$HARNESS_DIR"
+  rmdir /run/kvlb-harness 2>/dev/null || true
+  harness_log "cleaned up $HARNESS_ID"
+  return $rc
+}
