@@ -84,9 +84,9 @@ struct kvlb_addr {
 /* Service map key: VIP + port (network byte order) + IP protocol. */
 struct kvlb_service_key {
   struct kvlb_addr vip;
-  __u16 port;   /* network byte order */
-  __u8 proto;   /* IPPROTO_TCP */
-  __u8 family;  /* enum kvlb_family */
+  __u16 port;  /* network byte order */
+  __u8 proto;  /* IPPROTO_TCP */
+  __u8 family; /* enum kvlb_family */
 };
 
 /* Service map value. */
@@ -108,23 +108,23 @@ struct kvlb_slot {
 /* Backend map (array indexed by backend id). */
 struct kvlb_backend {
   struct kvlb_addr addr;
-  __u16 port;   /* network byte order */
-  __u8 family;  /* enum kvlb_family; 0 = unused entry */
+  __u16 port;  /* network byte order */
+  __u8 family; /* enum kvlb_family; 0 = unused entry */
   __u8 pad;
   __u32 reserved;
 };
 
 /* Score map (array indexed by backend id), written by the agent after each scrape. */
 struct kvlb_score {
-  __u32 waiting;       /* requests queued in the engine */
-  __u32 running;       /* requests in the running batch */
-  __u16 kv_permille;   /* KV-cache usage 0..1000 */
-  __u16 weight;        /* relative capacity, 100 = nominal */
-  __u8 state;          /* enum kvlb_backend_state */
+  __u32 waiting;     /* requests queued in the engine */
+  __u32 running;     /* requests in the running batch */
+  __u16 kv_permille; /* KV-cache usage 0..1000 */
+  __u16 weight;      /* relative capacity, 100 = nominal */
+  __u8 state;        /* enum kvlb_backend_state */
   __u8 pad[3];
   __u32 reserved;
-  __u64 updated_ns;    /* CLOCK_MONOTONIC time of the scrape (bpf_ktime_get_ns) */
-  __u64 picks_at_score;/* kvlb_counters.picks when the score was taken */
+  __u64 updated_ns;     /* CLOCK_MONOTONIC time of the scrape (bpf_ktime_get_ns) */
+  __u64 picks_at_score; /* kvlb_counters.picks when the score was taken */
 };
 
 /* Counter map (array indexed by backend id), written only by the kernel

@@ -25,7 +25,7 @@ struct {
 
 struct {
   __uint(type, BPF_MAP_TYPE_ARRAY);
-  __uint(max_entries, KVLB_MAX_SERVICES * KVLB_MAX_SLOTS);
+  __uint(max_entries, KVLB_MAX_SERVICES* KVLB_MAX_SLOTS);
   __type(key, __u32);
   __type(value, struct kvlb_slot);
   __uint(pinning, LIBBPF_PIN_BY_NAME);

@@ -54,7 +54,7 @@ struct kvlb_view {
   __u32 kv;       /* KV permille corrected for assignments since the score */
   __u32 weight;
   __s64 inflight;
-  __u64 score;    /* p2c-score weighted sum, normalised by weight */
+  __u64 score; /* p2c-score weighted sum, normalised by weight */
 };
 
 /* xorshift64*: small, fast, good enough for picking among a few backends. */
@@ -102,12 +102,14 @@ KVLB_INLINE __u32 kvlb_sample_slot(__u32 n, __u32 k, __u32 i, __u32 start, __u32
   return (start + lo + r % size) % n;
 }
 
-KVLB_INLINE __u32 kvlb_clamp_u32(__u64 v) { return v > 0xffffffffull ? 0xffffffffu : (__u32)v; }
+KVLB_INLINE __u32 kvlb_clamp_u32(__u64 v) {
+  return v > 0xffffffffull ? 0xffffffffu : (__u32)v;
+}
 
 /* Builds the comparison view of one backend from its score and kernel counters. */
-KVLB_INLINE void kvlb_view_make(struct kvlb_view* v, __u32 backend_id,
-                                const struct kvlb_score* s, const struct kvlb_counters* c,
-                                const struct kvlb_select_cfg* cfg, __u64 now_ns) {
+KVLB_INLINE void kvlb_view_make(struct kvlb_view* v, __u32 backend_id, const struct kvlb_score* s,
+                                const struct kvlb_counters* c, const struct kvlb_select_cfg* cfg,
+                                __u64 now_ns) {
   __u64 assigned = 0;
   __u64 kv;
   __u64 weight;
@@ -125,8 +127,7 @@ KVLB_INLINE void kvlb_view_make(struct kvlb_view* v, __u32 backend_id,
 
   weight = s->weight ? s->weight : 100;
   v->weight = (__u32)weight;
-  v->stale = s->updated_ns == 0 || now_ns < s->updated_ns ||
-             now_ns - s->updated_ns > cfg->stale_ns;
+  v->stale = s->updated_ns == 0 || now_ns < s->updated_ns || now_ns - s->updated_ns > cfg->stale_ns;
   /* Load the last scrape cannot have seen: connections assigned since the score
    * that are still open. A connection that already closed has finished its
    * request and loads the replica no more, so assignments are capped by the
@@ -231,6 +232,8 @@ KVLB_INLINE void kvlb_pick_consider(struct kvlb_pick_state* p, const struct kvlb
 
 /* Every sampled candidate was draining or down: walk all slots instead, so one
  * bad sample never refuses a connection that a healthy backend could take. */
-KVLB_INLINE void kvlb_pick_begin_scan(struct kvlb_pick_state* p) { p->scan_all = 1; }
+KVLB_INLINE void kvlb_pick_begin_scan(struct kvlb_pick_state* p) {
+  p->scan_all = 1;
+}
 
 #endif /* KVLB_SELECT_H */

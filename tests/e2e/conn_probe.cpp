@@ -98,9 +98,9 @@ int main(int argc, char** argv) {
     }
     if (!o.peer_ok && o.error.rfind("connect:", 0) != 0) ++peer_mismatch;
   }
-  nlohmann::json j = {{"target", target->to_string()}, {"connections", count}, {"ok", ok},
-                      {"peer_mismatch", peer_mismatch}, {"by_replica", by_replica},
-                      {"errors", errors}};
+  nlohmann::json j = {
+      {"target", target->to_string()},  {"connections", count},     {"ok", ok},
+      {"peer_mismatch", peer_mismatch}, {"by_replica", by_replica}, {"errors", errors}};
   fmt::print("{}\n", j.dump());
   return 0;
 }

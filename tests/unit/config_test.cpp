@@ -66,14 +66,14 @@ TEST(Config, ParsesAValidConfig) {
 
 TEST(Config, ErrorsNameTheFieldAndTheReason) {
   expect_error(replace(kValid, "cgroup: kvlb-test\n", ""), "cgroup", "is required");
-  expect_error(replace(kValid, "scrape_interval: 50ms", "scrape_interval: fast"),
-               "scrape_interval", "not a duration");
-  expect_error(replace(kValid, "scrape_interval: 50ms", "scrape_interval: 1ms"),
-               "scrape_interval", "at least 10 ms");
+  expect_error(replace(kValid, "scrape_interval: 50ms", "scrape_interval: fast"), "scrape_interval",
+               "not a duration");
+  expect_error(replace(kValid, "scrape_interval: 50ms", "scrape_interval: 1ms"), "scrape_interval",
+               "at least 10 ms");
   expect_error(replace(kValid, "stale_after: 1s", "stale_after: 20ms"), "stale_after",
                "longer than scrape_interval");
-  expect_error(replace(kValid, "policy: p2c-queue-kv", "policy: round-robin"),
-               "services[0].policy", "unknown policy 'round-robin'");
+  expect_error(replace(kValid, "policy: p2c-queue-kv", "policy: round-robin"), "services[0].policy",
+               "unknown policy 'round-robin'");
   expect_error(replace(kValid, "choices: 3", "choices: 1"), "services[0].choices", "out of range");
   expect_error(replace(kValid, "choices: 3", "choices: 17"), "services[0].choices", "out of range");
   expect_error(replace(kValid, "vip: 10.96.0.10:8000", "vip: 10.96.0.10"), "services[0].vip",

@@ -88,7 +88,8 @@ TEST(EngineStats, NanOrNegativeValuesAreRejected) {
 }
 
 TEST(EngineStats, MalformedExpositionIsAnErrorWithLine) {
-  auto r = extract_stats("vllm:num_requests_waiting 1\nvllm:kv_cache_usage_perc{ 0.5\n", Engine::Vllm);
+  auto r =
+      extract_stats("vllm:num_requests_waiting 1\nvllm:kv_cache_usage_perc{ 0.5\n", Engine::Vllm);
   EXPECT_FALSE(r.stats);
   EXPECT_NE(r.error.find("line 2"), std::string::npos) << r.error;
 }

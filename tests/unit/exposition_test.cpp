@@ -9,9 +9,9 @@
 using namespace kvlb::metrics;
 
 TEST(Exposition, FormatsValuesPrometheusParsesBack) {
-  for (double v : {0.0, 1.0, -2.0, 0.1, 1.75e9, 1e-7, 123456.789,
-                   std::numeric_limits<double>::infinity(),
-                   -std::numeric_limits<double>::infinity()}) {
+  for (double v :
+       {0.0, 1.0, -2.0, 0.1, 1.75e9, 1e-7, 123456.789, std::numeric_limits<double>::infinity(),
+        -std::numeric_limits<double>::infinity()}) {
     auto text = TextWriter::format_value(v);
     auto back = parse_value(text);
     ASSERT_TRUE(back) << text;
@@ -62,4 +62,6 @@ TEST(Exposition, HistogramIsCumulativeWithLeLast) {
   EXPECT_DOUBLE_EQ(count, 4);
 }
 
-TEST(Exposition, RejectsUnsortedBounds) { EXPECT_THROW(Histogram({1.0, 0.5}), std::invalid_argument); }
+TEST(Exposition, RejectsUnsortedBounds) {
+  EXPECT_THROW(Histogram({1.0, 0.5}), std::invalid_argument);
+}

@@ -49,10 +49,12 @@ TEST(OpenAiApi, MaxTokensDefaultsAsVllm) {
 }
 
 TEST(OpenAiApi, StreamOptions) {
-  auto r = ok(R"({"model":"m","prompt":"x","stream":true,"stream_options":{"include_usage":true}})");
+  auto r =
+      ok(R"({"model":"m","prompt":"x","stream":true,"stream_options":{"include_usage":true}})");
   EXPECT_TRUE(r.stream);
   EXPECT_TRUE(r.include_usage);
-  EXPECT_EQ(err(R"({"model":"m","prompt":"x","stream_options":{"include_usage":true}})").status, 400);
+  EXPECT_EQ(err(R"({"model":"m","prompt":"x","stream_options":{"include_usage":true}})").status,
+            400);
 }
 
 TEST(OpenAiApi, Errors) {
@@ -68,7 +70,8 @@ TEST(OpenAiApi, Errors) {
 }
 
 TEST(OpenAiApi, CompletionStreamChunks) {
-  auto r = ok(R"({"model":"m","prompt":"abcd","max_tokens":2,"stream":true,"stream_options":{"include_usage":true}})");
+  auto r = ok(
+      R"({"model":"m","prompt":"abcd","max_tokens":2,"stream":true,"stream_options":{"include_usage":true}})");
   std::string sse = stream_chunk(r, "cmpl-1", 7, 0, false) + stream_chunk(r, "cmpl-1", 7, 1, true) +
                     stream_usage_chunk(r, "cmpl-1", 7, 2) + kStreamDone;
   auto ev = events(sse);

@@ -106,7 +106,8 @@ TEST(SampleSlot, EveryBackendIsSampledEquallyOften) {
       const int rounds = 60000;
       for (int t = 0; t < rounds; ++t) {
         uint32_t start = kvlb_rng_next(&rng) % n;
-        for (uint32_t i = 0; i < k; ++i) ++hits[kvlb_sample_slot(n, k, i, start, kvlb_rng_next(&rng))];
+        for (uint32_t i = 0; i < k; ++i)
+          ++hits[kvlb_sample_slot(n, k, i, start, kvlb_rng_next(&rng))];
       }
       double expect = double(rounds) * k / n;
       for (uint32_t s = 0; s < n; ++s)

@@ -91,7 +91,8 @@ TEST(TextParser, NoLabelsAndEmptyLabelSet) {
 }
 
 TEST(TextParser, EscapedLabelValues) {
-  auto s = parse_ok(R"(m{path="C:\\dir",q="say \"hi\"",nl="a\nb"} 1)" "\n");
+  auto s = parse_ok(R"(m{path="C:\\dir",q="say \"hi\"",nl="a\nb"} 1)"
+                    "\n");
   ASSERT_EQ(s.size(), 1u);
   EXPECT_EQ(s[0].labels.at("path"), "C:\\dir");
   EXPECT_EQ(s[0].labels.at("q"), "say \"hi\"");
@@ -128,15 +129,18 @@ TEST(TextParser, MalformedLinesReportTheirLineNumber) {
 TEST(TextParser, LimitsAreEnforced) {
   ParseLimits lim;
   lim.max_samples = 2;
-  auto err = parse_text("a 1\nb 2\nc 3\n", [](const Sample&) {}, lim);
+  auto err = parse_text(
+      "a 1\nb 2\nc 3\n", [](const Sample&) {}, lim);
   ASSERT_TRUE(err);
   EXPECT_EQ(err->line, 3u);
   lim = {};
   lim.max_line_bytes = 10;
-  EXPECT_TRUE(parse_text("a_very_long_metric_name 1\n", [](const Sample&) {}, lim));
+  EXPECT_TRUE(parse_text(
+      "a_very_long_metric_name 1\n", [](const Sample&) {}, lim));
   lim = {};
   lim.max_labels = 1;
-  EXPECT_TRUE(parse_text("m{a=\"1\",b=\"2\"} 1\n", [](const Sample&) {}, lim));
+  EXPECT_TRUE(parse_text(
+      "m{a=\"1\",b=\"2\"} 1\n", [](const Sample&) {}, lim));
 }
 
 TEST(ParseValue, RejectsGarbage) {

@@ -78,8 +78,8 @@ void Agent::apply_config() {
   for (auto& st : next) {
     if (st.id) continue;
     // A fresh id must not carry connections of a removed backend still in flight.
-    while (cursor < KVLB_MAX_BACKENDS &&
-           (used.count(cursor) || dp_.backend(cursor).family != 0 || dp_.counters(cursor).inflight > 0))
+    while (cursor < KVLB_MAX_BACKENDS && (used.count(cursor) || dp_.backend(cursor).family != 0 ||
+                                          dp_.counters(cursor).inflight > 0))
       ++cursor;
     if (cursor >= KVLB_MAX_BACKENDS)
       throw std::runtime_error(fmt::format("more than {} backends", KVLB_MAX_BACKENDS - 1));
@@ -203,8 +203,7 @@ void Agent::scrape_round() {
     // A failed scrape keeps the last good score (it ages and turns stale in the
     // kernel); after down_after_failures in a row the backend is marked down.
     ++b.consecutive_failures;
-    if (b.last_error != error)
-      spdlog::warn("scrape of {} failed: {}", b.metrics_url, error);
+    if (b.last_error != error) spdlog::warn("scrape of {} failed: {}", b.metrics_url, error);
     b.last_error = error;
     if (!b.down && b.consecutive_failures >= cfg_.down_after_failures) {
       b.down = true;
@@ -223,10 +222,11 @@ void Agent::log_scores() const {
   for (const auto& b : backends_) {
     auto c = dp_.counters(b.id);
     double age_ms = b.last.updated_ns ? (now - b.last.updated_ns) / 1e6 : -1;
-    spdlog::info("score {} state={} waiting={} running={} kv={:.1f}% inflight={} picks={} age={:.0f}ms",
-                 b.address.to_string(), kStates[b.last.state < 3 ? b.last.state : 2],
-                 b.last.waiting, b.last.running, b.last.kv_permille / 10.0,
-                 c.inflight < 0 ? 0 : c.inflight, c.picks, age_ms);
+    spdlog::info(
+        "score {} state={} waiting={} running={} kv={:.1f}% inflight={} picks={} age={:.0f}ms",
+        b.address.to_string(), kStates[b.last.state < 3 ? b.last.state : 2], b.last.waiting,
+        b.last.running, b.last.kv_permille / 10.0, c.inflight < 0 ? 0 : c.inflight, c.picks,
+        age_ms);
   }
 }
 

@@ -13,8 +13,8 @@
 namespace kvlb::agent {
 namespace {
 
-constexpr std::string_view kPolicyNames[] = {"random", "least-inflight", "p2c-kv",
-                                             "p2c-queue-kv", "p2c-score"};
+constexpr std::string_view kPolicyNames[] = {"random", "least-inflight", "p2c-kv", "p2c-queue-kv",
+                                             "p2c-score"};
 
 // Rejects keys this version does not know: a typo must not silently fall back to
 // a default in a load balancer.
@@ -102,9 +102,12 @@ BackendConfig parse_backend(const YAML::Node& n, const std::string& path) {
   if (n["weight"]) b.weight = integer<uint16_t>(n["weight"], join(path, "weight"), 1, 10000);
   if (n["state"]) {
     auto s = scalar(n["state"], join(path, "state"));
-    if (s == "active") b.state = KVLB_STATE_ACTIVE;
-    else if (s == "draining") b.state = KVLB_STATE_DRAINING;
-    else throw ConfigError(join(path, "state"), "'" + s + "' is not active or draining");
+    if (s == "active")
+      b.state = KVLB_STATE_ACTIVE;
+    else if (s == "draining")
+      b.state = KVLB_STATE_DRAINING;
+    else
+      throw ConfigError(join(path, "state"), "'" + s + "' is not active or draining");
   }
   return b;
 }
@@ -117,9 +120,11 @@ ServiceConfig parse_service(const YAML::Node& n, const std::string& path) {
   auto ep = Endpoint::parse(vip);
   if (!ep) throw ConfigError(join(path, "vip"), "'" + vip + "' is not ip:port or [ipv6]:port");
   if (ep->family != KVLB_AF_INET)
-    throw ConfigError(join(path, "vip"), "IPv6 VIPs are not supported by this version (connect6 is not built yet)");
+    throw ConfigError(join(path, "vip"),
+                      "IPv6 VIPs are not supported by this version (connect6 is not built yet)");
   s.vip = *ep;
-  if (n["policy"]) s.policy = parse_policy(scalar(n["policy"], join(path, "policy")), join(path, "policy"));
+  if (n["policy"])
+    s.policy = parse_policy(scalar(n["policy"], join(path, "policy")), join(path, "policy"));
   if (n["choices"])
     s.choices = integer<uint8_t>(n["choices"], join(path, "choices"), 2, KVLB_MAX_CHOICES);
   if (!n["backends"] || !n["backends"].IsSequence() || n["backends"].size() == 0)
@@ -161,9 +166,8 @@ AgentConfig parse_config(const std::string& yaml_text) {
   }
   if (!root || root.IsNull()) throw ConfigError("(top level)", "the configuration is empty");
   check_keys(root, "",
-             {"cgroup", "bpffs", "pin_dir", "scrape_interval", "scrape_timeout",
-              "max_scrape_bytes", "down_after_failures", "stale_after", "kv_permille_per_pick",
-              "services"});
+             {"cgroup", "bpffs", "pin_dir", "scrape_interval", "scrape_timeout", "max_scrape_bytes",
+              "down_after_failures", "stale_after", "kv_permille_per_pick", "services"});
   AgentConfig c;
   c.cgroup = required_string(root, "cgroup", "");
   if (root["bpffs"]) c.bpffs = scalar(root["bpffs"], "bpffs");
@@ -193,7 +197,8 @@ AgentConfig parse_config(const std::string& yaml_text) {
     throw ConfigError("stale_after", fmt::format("must be longer than scrape_interval ({} ms)",
                                                  c.scrape_interval.count()));
   if (root["kv_permille_per_pick"])
-    c.kv_permille_per_pick = integer<uint32_t>(root["kv_permille_per_pick"], "kv_permille_per_pick", 0, 1000);
+    c.kv_permille_per_pick =
+        integer<uint32_t>(root["kv_permille_per_pick"], "kv_permille_per_pick", 0, 1000);
 
   if (!root["services"] || !root["services"].IsSequence() || root["services"].size() == 0)
     throw ConfigError("services", "must be a non-empty list");
@@ -203,7 +208,8 @@ AgentConfig parse_config(const std::string& yaml_text) {
   for (size_t i = 0; i < root["services"].size(); ++i) {
     auto path = fmt::format("services[{}]", i);
     auto s = parse_service(root["services"][i], path);
-    if (!names.insert(s.name).second) throw ConfigError(path + ".name", "'" + s.name + "' is used twice");
+    if (!names.insert(s.name).second)
+      throw ConfigError(path + ".name", "'" + s.name + "' is used twice");
     if (!vips.insert(s.vip.to_string()).second)
       throw ConfigError(path + ".vip", s.vip.to_string() + " is used by another service");
     c.services.push_back(std::move(s));

@@ -16,13 +16,20 @@ namespace {
 
 const char* reason_phrase(int status) {
   switch (status) {
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 413: return "Payload Too Large";
-    case 503: return "Service Unavailable";
-    default: return "Error";
+    case 200:
+      return "OK";
+    case 400:
+      return "Bad Request";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 413:
+      return "Payload Too Large";
+    case 503:
+      return "Service Unavailable";
+    default:
+      return "Error";
   }
 }
 
@@ -43,7 +50,8 @@ class Session : public std::enable_shared_from_this<Session> {
     if (gen_->stream) {
       out_ += chunk(stream_chunk(*gen_, resp_id_, created_, ev.generated - 1, last));
       if (last) {
-        if (gen_->include_usage) out_ += chunk(stream_usage_chunk(*gen_, resp_id_, created_, ev.generated));
+        if (gen_->include_usage)
+          out_ += chunk(stream_usage_chunk(*gen_, resp_id_, created_, ev.generated));
         out_ += chunk(kStreamDone);
         out_ += "0\r\n\r\n";
       }
@@ -79,8 +87,9 @@ class Session : public std::enable_shared_from_this<Session> {
     parser_.emplace();
     parser_->body_limit(srv_.options().max_body_bytes);
     stream_.expires_after(std::chrono::minutes(5));  // idle keep-alive limit
-    http::async_read(stream_, buf_, *parser_,
-                     [self = shared_from_this()](beast::error_code ec, size_t) { self->on_read(ec); });
+    http::async_read(
+        stream_, buf_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, size_t) { self->on_read(ec); });
   }
 
   void on_read(beast::error_code ec) {
@@ -104,24 +113,29 @@ class Session : public std::enable_shared_from_this<Session> {
     const bool get = req.method() == http::verb::get, post = req.method() == http::verb::post;
     if (target == "/health") {
       if (!get) return respond(405, "text/plain", "");
-      return srv_.ready() ? respond(200, "text/plain", "") : respond(503, "text/plain", "model loading\n");
+      return srv_.ready() ? respond(200, "text/plain", "")
+                          : respond(503, "text/plain", "model loading\n");
     }
     if (target == "/metrics") {
       if (!get) return respond(405, "text/plain", "");
       return respond(200, "text/plain; version=0.0.4; charset=utf-8", srv_.metrics_text());
     }
     if (target == "/v1/models") {
-      return respond(200, "application/json",
-                     fmt::format(R"({{"object":"list","data":[{{"id":"{}","object":"model","owned_by":"kvlb","max_model_len":{}}}]}})",
-                                 srv_.options().model, srv_.options().max_model_len));
+      return respond(
+          200, "application/json",
+          fmt::format(
+              R"({{"object":"list","data":[{{"id":"{}","object":"model","owned_by":"kvlb","max_model_len":{}}}]}})",
+              srv_.options().model, srv_.options().max_model_len));
     }
     const bool chat = target == "/v1/chat/completions";
     if (chat || target == "/v1/completions") {
       if (!post) return respond(405, "application/json", error_body({405, "use POST"}));
       if (!srv_.ready())
         return respond(503, "application/json", error_body({503, "model is still loading"}));
-      auto parsed = parse_request(req.body(), chat, srv_.options().model, srv_.options().max_model_len);
-      if (auto* e = std::get_if<ApiError>(&parsed)) return respond(e->status, "application/json", error_body(*e));
+      auto parsed =
+          parse_request(req.body(), chat, srv_.options().model, srv_.options().max_model_len);
+      if (auto* e = std::get_if<ApiError>(&parsed))
+        return respond(e->status, "application/json", error_body(*e));
       auto api = std::get<ApiRequest>(parsed);
       uint64_t id = srv_.next_request_id();
       if (auto rej = srv_.submit(id, api, shared_from_this()))
@@ -130,7 +144,8 @@ class Session : public std::enable_shared_from_this<Session> {
       gen_id_ = id;
       resp_id_ = fmt::format("{}-{}-{}", chat ? "chatcmpl" : "cmpl", srv_.options().name, id);
       created_ = std::chrono::duration_cast<std::chrono::seconds>(
-                     std::chrono::system_clock::now().time_since_epoch()).count();
+                     std::chrono::system_clock::now().time_since_epoch())
+                     .count();
       if (api.stream) {
         out_ += headers(200, "text/event-stream; charset=utf-8");
         out_ += "Transfer-Encoding: chunked\r\nCache-Control: no-cache\r\n\r\n";
@@ -148,17 +163,19 @@ class Session : public std::enable_shared_from_this<Session> {
     if (watching_) return;
     watching_ = true;
     stream_.expires_never();
-    stream_.async_read_some(buf_.prepare(4096), [self = shared_from_this()](beast::error_code ec, size_t n) {
-      self->watching_ = false;
-      self->buf_.commit(n);
-      if (ec) {
-        if (self->gen_) self->srv_.cancel(self->gen_id_);
-        self->gen_.reset();
-        return self->close();
-      }
-      if (self->gen_) return self->watch_peer();
-      if (!self->writing_ && self->out_.empty() && self->keep_alive_) self->read();
-    });
+    stream_.async_read_some(buf_.prepare(4096),
+                            [self = shared_from_this()](beast::error_code ec, size_t n) {
+                              self->watching_ = false;
+                              self->buf_.commit(n);
+                              if (ec) {
+                                if (self->gen_) self->srv_.cancel(self->gen_id_);
+                                self->gen_.reset();
+                                return self->close();
+                              }
+                              if (self->gen_) return self->watch_peer();
+                              if (!self->writing_ && self->out_.empty() && self->keep_alive_)
+                                self->read();
+                            });
   }
 
   void flush() {
@@ -166,21 +183,22 @@ class Session : public std::enable_shared_from_this<Session> {
     writing_ = true;
     wbuf_.swap(out_);
     out_.clear();
-    net::async_write(stream_, net::buffer(wbuf_), [self = shared_from_this()](beast::error_code ec, size_t) {
-      self->writing_ = false;
-      self->wbuf_.clear();
-      if (ec) {
-        if (self->gen_) self->srv_.cancel(self->gen_id_);
-        self->gen_.reset();
-        return self->close();
-      }
-      if (!self->out_.empty()) return self->flush();
-      if (self->response_done_ && !self->gen_) {
-        self->response_done_ = false;
-        if (!self->keep_alive_) return self->close();
-        if (!self->watching_) self->read();  // else the watch read hands over
-      }
-    });
+    net::async_write(stream_, net::buffer(wbuf_),
+                     [self = shared_from_this()](beast::error_code ec, size_t) {
+                       self->writing_ = false;
+                       self->wbuf_.clear();
+                       if (ec) {
+                         if (self->gen_) self->srv_.cancel(self->gen_id_);
+                         self->gen_.reset();
+                         return self->close();
+                       }
+                       if (!self->out_.empty()) return self->flush();
+                       if (self->response_done_ && !self->gen_) {
+                         self->response_done_ = false;
+                         if (!self->keep_alive_) return self->close();
+                         if (!self->watching_) self->read();  // else the watch read hands over
+                       }
+                     });
   }
 
   void close() {
@@ -209,7 +227,8 @@ ReplicaServer::ReplicaServer(net::io_context& io, ServerOptions opts,
       acceptor_(io),
       step_timer_(io),
       start_(std::chrono::steady_clock::now()),
-      start_unix_(std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count()) {}
+      start_unix_(std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
+                      .count()) {}
 
 ReplicaServer::~ReplicaServer() = default;
 
@@ -222,7 +241,9 @@ void ReplicaServer::start() {
   accept();
 }
 
-uint16_t ReplicaServer::bound_port() const { return acceptor_.local_endpoint().port(); }
+uint16_t ReplicaServer::bound_port() const {
+  return acceptor_.local_endpoint().port();
+}
 
 void ReplicaServer::accept() {
   acceptor_.async_accept([this](boost::system::error_code ec, tcp::socket s) {
@@ -297,8 +318,10 @@ void ReplicaServer::dispatch(const std::vector<TokenEvent>& events) {
       hist_.e2e.observe(now - p.arrival_s);
       pending_.erase(it);
     }
-    if (session) session->on_event(ev);
-    else if (ev.kind != TokenEventKind::Finished) cancel(ev.id);
+    if (session)
+      session->on_event(ev);
+    else if (ev.kind != TokenEventKind::Finished)
+      cancel(ev.id);
   }
 }
 

@@ -43,8 +43,10 @@ std::string render_vllm(bool legacy, const std::string& model, const EngineSnaps
                      {"num_gpu_blocks", std::to_string(s.kv_blocks_total)}};
   if (!legacy) info.insert(info.begin(), {"engine", "0"});
   gauge(w, "vllm:cache_config_info", "Information of the LLMEngine CacheConfig", info, 1);
-  gauge(w, "vllm:num_requests_running", "Number of requests in model execution batches.", l, s.running);
-  gauge(w, "vllm:num_requests_waiting", "Number of requests waiting to be processed.", l, s.waiting);
+  gauge(w, "vllm:num_requests_running", "Number of requests in model execution batches.", l,
+        s.running);
+  gauge(w, "vllm:num_requests_waiting", "Number of requests waiting to be processed.", l,
+        s.waiting);
   if (legacy)
     gauge(w, "vllm:gpu_cache_usage_perc", "GPU KV-cache usage. 1 means 100 percent usage.", l,
           s.kv_usage());
@@ -100,10 +102,14 @@ std::string render_sglang(const std::string& model, const EngineSnapshot& s) {
 std::string render_metrics(MetricFlavor flavor, const std::string& model, const EngineSnapshot& s,
                            const LatencyHistograms& h, double t0) {
   switch (flavor) {
-    case MetricFlavor::Vllm: return render_vllm(false, model, s, h, t0);
-    case MetricFlavor::VllmLegacy: return render_vllm(true, model, s, h, t0);
-    case MetricFlavor::Tgi: return render_tgi(s, h);
-    case MetricFlavor::Sglang: return render_sglang(model, s);
+    case MetricFlavor::Vllm:
+      return render_vllm(false, model, s, h, t0);
+    case MetricFlavor::VllmLegacy:
+      return render_vllm(true, model, s, h, t0);
+    case MetricFlavor::Tgi:
+      return render_tgi(s, h);
+    case MetricFlavor::Sglang:
+      return render_sglang(model, s);
   }
   return {};
 }

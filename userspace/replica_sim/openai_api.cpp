@@ -67,10 +67,12 @@ std::variant<ApiRequest, ApiError> parse_request(const std::string& body, bool c
   if (j.contains("max_tokens") && !j["max_tokens"].is_null()) {
     if (!j["max_tokens"].is_number_integer() || j["max_tokens"].get<int64_t>() < 1)
       return ApiError{400, "max_tokens must be a positive integer"};
-    r.max_tokens = static_cast<uint32_t>(std::min<int64_t>(j["max_tokens"].get<int64_t>(), 1 << 30));
+    r.max_tokens =
+        static_cast<uint32_t>(std::min<int64_t>(j["max_tokens"].get<int64_t>(), 1 << 30));
   } else {
     // vLLM's defaults: 16 for completions; the rest of the context for chat.
-    r.max_tokens = chat ? (max_model_len > r.prompt_tokens ? max_model_len - r.prompt_tokens : 1) : 16;
+    r.max_tokens =
+        chat ? (max_model_len > r.prompt_tokens ? max_model_len - r.prompt_tokens : 1) : 16;
   }
   if (j.contains("min_tokens")) {
     if (!j["min_tokens"].is_number_integer() || j["min_tokens"].get<int64_t>() < 0)
@@ -90,8 +92,8 @@ std::variant<ApiRequest, ApiError> parse_request(const std::string& body, bool c
 }
 
 std::string token_text(uint32_t n) {
-  static constexpr const char* kWords[] = {" the", " kv", " cache", " is", " full", " of",
-                                           " tokens", " and"};
+  static constexpr const char* kWords[] = {" the",  " kv", " cache",  " is",
+                                           " full", " of", " tokens", " and"};
   return kWords[n % 8];
 }
 
@@ -101,21 +103,29 @@ std::string stream_chunk(const ApiRequest& r, const std::string& id, int64_t cre
   if (r.chat) {
     json delta = {{"content", token_text(n)}};
     if (n == 0) delta["role"] = "assistant";
-    choice = {{"index", 0}, {"delta", delta}, {"logprobs", nullptr},
+    choice = {{"index", 0},
+              {"delta", delta},
+              {"logprobs", nullptr},
               {"finish_reason", last ? json("length") : json(nullptr)}};
   } else {
-    choice = {{"index", 0}, {"text", token_text(n)}, {"logprobs", nullptr},
+    choice = {{"index", 0},
+              {"text", token_text(n)},
+              {"logprobs", nullptr},
               {"finish_reason", last ? json("length") : json(nullptr)}};
   }
-  json j = {{"id", id}, {"object", object_name(r, true)}, {"created", created},
-            {"model", r.model}, {"choices", json::array({choice})}};
+  json j = {{"id", id},
+            {"object", object_name(r, true)},
+            {"created", created},
+            {"model", r.model},
+            {"choices", json::array({choice})}};
   return "data: " + j.dump() + "\n\n";
 }
 
 std::string stream_usage_chunk(const ApiRequest& r, const std::string& id, int64_t created,
                                uint32_t completion_tokens) {
-  json j = {{"id", id}, {"object", object_name(r, true)}, {"created", created},
-            {"model", r.model}, {"choices", json::array()}, {"usage", usage(r, completion_tokens)}};
+  json j = {
+      {"id", id},         {"object", object_name(r, true)}, {"created", created},
+      {"model", r.model}, {"choices", json::array()},       {"usage", usage(r, completion_tokens)}};
   return "data: " + j.dump() + "\n\n";
 }
 
@@ -125,19 +135,25 @@ std::string full_response(const ApiRequest& r, const std::string& id, int64_t cr
   for (uint32_t i = 0; i < completion_tokens; ++i) text += token_text(i);
   json choice;
   if (r.chat)
-    choice = {{"index", 0}, {"message", {{"role", "assistant"}, {"content", text}}},
-              {"logprobs", nullptr}, {"finish_reason", "length"}};
+    choice = {{"index", 0},
+              {"message", {{"role", "assistant"}, {"content", text}}},
+              {"logprobs", nullptr},
+              {"finish_reason", "length"}};
   else
     choice = {{"index", 0}, {"text", text}, {"logprobs", nullptr}, {"finish_reason", "length"}};
-  json j = {{"id", id}, {"object", object_name(r, false)}, {"created", created},
-            {"model", r.model}, {"choices", json::array({choice})},
+  json j = {{"id", id},
+            {"object", object_name(r, false)},
+            {"created", created},
+            {"model", r.model},
+            {"choices", json::array({choice})},
             {"usage", usage(r, completion_tokens)}};
   return j.dump();
 }
 
 std::string error_body(const ApiError& e) {
   const char* type = e.status == 404 ? "NotFoundError" : "BadRequestError";
-  return json{{"object", "error"}, {"message", e.message}, {"type", type}, {"code", e.status}}.dump();
+  return json{{"object", "error"}, {"message", e.message}, {"type", type}, {"code", e.status}}
+      .dump();
 }
 
 }  // namespace kvlb::replica

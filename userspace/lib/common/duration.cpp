@@ -13,13 +13,20 @@ std::optional<std::chrono::nanoseconds> parse_duration(std::string_view text) {
   if (ec != std::errc() || ptr == text.data()) return std::nullopt;
   std::string_view unit(ptr, text.data() + text.size() - ptr);
   double scale = 0;
-  if (unit == "ns") scale = 1;
-  else if (unit == "us") scale = 1e3;
-  else if (unit == "ms") scale = 1e6;
-  else if (unit == "s") scale = 1e9;
-  else if (unit == "m") scale = 60e9;
-  else if (unit == "h") scale = 3600e9;
-  else return std::nullopt;
+  if (unit == "ns")
+    scale = 1;
+  else if (unit == "us")
+    scale = 1e3;
+  else if (unit == "ms")
+    scale = 1e6;
+  else if (unit == "s")
+    scale = 1e9;
+  else if (unit == "m")
+    scale = 60e9;
+  else if (unit == "h")
+    scale = 3600e9;
+  else
+    return std::nullopt;
   double ns = value * scale;
   if (!std::isfinite(ns) || ns < 0 || ns > 9.2e18) return std::nullopt;
   return std::chrono::nanoseconds(static_cast<int64_t>(ns));

@@ -49,8 +49,10 @@ std::optional<Endpoint> Endpoint::parse(std::string_view text) {
 
 std::string Endpoint::address_string() const {
   char buf[INET6_ADDRSTRLEN] = {};
-  if (family == KVLB_AF_INET) inet_ntop(AF_INET, &addr.words[0], buf, sizeof(buf));
-  else if (family == KVLB_AF_INET6) inet_ntop(AF_INET6, addr.words, buf, sizeof(buf));
+  if (family == KVLB_AF_INET)
+    inet_ntop(AF_INET, &addr.words[0], buf, sizeof(buf));
+  else if (family == KVLB_AF_INET6)
+    inet_ntop(AF_INET6, addr.words, buf, sizeof(buf));
   return buf;
 }
 
@@ -60,8 +62,7 @@ std::string Endpoint::to_string() const {
 }
 
 bool Endpoint::operator==(const Endpoint& o) const {
-  return family == o.family && port == o.port &&
-         std::memcmp(&addr, &o.addr, sizeof(addr)) == 0;
+  return family == o.family && port == o.port && std::memcmp(&addr, &o.addr, sizeof(addr)) == 0;
 }
 
 }  // namespace kvlb

@@ -11,9 +11,9 @@
 namespace kvlb {
 
 struct Endpoint {
-  int family = 0;               // KVLB_AF_INET or KVLB_AF_INET6
-  struct kvlb_addr addr = {};   // network byte order, as in the maps
-  uint16_t port = 0;            // host byte order
+  int family = 0;              // KVLB_AF_INET or KVLB_AF_INET6
+  struct kvlb_addr addr = {};  // network byte order, as in the maps
+  uint16_t port = 0;           // host byte order
 
   // "10.0.0.1:8000" or "[fd00::1]:8000". nullopt on any syntax error.
   static std::optional<Endpoint> parse(std::string_view text);

@@ -36,7 +36,7 @@ std::optional<fs::path> find_cgroup2_mount() {
 }
 
 static bool fs_magic_is(const fs::path& p, long magic) {
-  struct statfs st{};
+  struct statfs st {};
   return ::statfs(p.c_str(), &st) == 0 && static_cast<long>(st.f_type) == magic;
 }
 
@@ -54,7 +54,9 @@ fs::path resolve_cgroup(const std::string& cgroup) {
   return p;
 }
 
-bool is_bpffs(const fs::path& path) { return fs_magic_is(path, BPF_FS_MAGIC); }
+bool is_bpffs(const fs::path& path) {
+  return fs_magic_is(path, BPF_FS_MAGIC);
+}
 
 void ensure_bpffs_dir(const fs::path& bpffs_root, const fs::path& dir) {
   std::error_code ec;
@@ -65,11 +67,9 @@ void ensure_bpffs_dir(const fs::path& bpffs_root, const fs::path& dir) {
           fmt::format("cannot mount bpffs at {}: {}", bpffs_root.string(), std::strerror(errno)));
   }
   fs::create_directories(dir, ec);
-  if (ec)
-    throw std::runtime_error(fmt::format("cannot create {}: {}", dir.string(), ec.message()));
+  if (ec) throw std::runtime_error(fmt::format("cannot create {}: {}", dir.string(), ec.message()));
   fs::permissions(dir, fs::perms::owner_all, fs::perm_options::replace, ec);
-  if (!is_bpffs(dir))
-    throw std::runtime_error(fmt::format("{} is not on bpffs", dir.string()));
+  if (!is_bpffs(dir)) throw std::runtime_error(fmt::format("{} is not on bpffs", dir.string()));
 }
 
 }  // namespace kvlb

@@ -52,7 +52,7 @@ namespace {
 
 // The cgroup id of a cgroup v2 directory is its inode number.
 uint64_t cgroup_id(const fs::path& cg) {
-  struct stat st{};
+  struct stat st {};
   if (::stat(cg.c_str(), &st) != 0) throw_errno(errno, "stat " + cg.string());
   return st.st_ino;
 }
@@ -122,7 +122,9 @@ struct DataPlane::Impl {
   void attach() {
     std::error_code ec;
     fs::create_directories(link_dir(), ec);
-    if (ec) throw std::runtime_error(fmt::format("cannot create {}: {}", link_dir().string(), ec.message()));
+    if (ec)
+      throw std::runtime_error(
+          fmt::format("cannot create {}: {}", link_dir().string(), ec.message()));
     UniqueFd cg(::open(opts.cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!cg) throw_errno(errno, "open cgroup " + opts.cgroup.string());
     const uint64_t want_cg = cgroup_id(opts.cgroup);
@@ -137,10 +139,10 @@ struct DataPlane::Impl {
         if (int err = bpf_obj_get_info_by_fd(bpf_link__fd(link.get()), &info, &len))
           throw_errno(err, "inspect pinned link " + pin.string());
         if (info.type != BPF_LINK_TYPE_CGROUP || info.cgroup.cgroup_id != want_cg)
-          throw std::runtime_error(fmt::format(
-              "pinned link {} is attached to another cgroup (id {}, want {} = {}); "
-              "remove the pin directory or use a different one",
-              pin.string(), info.cgroup.cgroup_id, want_cg, opts.cgroup.string()));
+          throw std::runtime_error(
+              fmt::format("pinned link {} is attached to another cgroup (id {}, want {} = {}); "
+                          "remove the pin directory or use a different one",
+                          pin.string(), info.cgroup.cgroup_id, want_cg, opts.cgroup.string()));
         if (int err = bpf_link__update_program(link.get(), h.prog))
           throw_errno(err, "swap program into " + pin.string());
         h.link = std::move(link);
@@ -177,7 +179,8 @@ struct DataPlane::Impl {
   template <typename V>
   V lookup_array(int fd, uint32_t id, const char* what) const {
     V v{};
-    if (bpf_map_lookup_elem(fd, &id, &v) != 0) throw_errno(errno, fmt::format("read {} {}", what, id));
+    if (bpf_map_lookup_elem(fd, &id, &v) != 0)
+      throw_errno(errno, fmt::format("read {} {}", what, id));
     return v;
   }
   template <typename V>
@@ -210,8 +213,12 @@ std::unique_ptr<DataPlane> DataPlane::open(const DataPlaneOptions& opts) {
   return std::unique_ptr<DataPlane>(new DataPlane(std::move(impl)));
 }
 
-bool DataPlane::adopted() const { return impl_->adopted; }
-void DataPlane::detach_and_unpin() { impl_->detach_and_unpin(); }
+bool DataPlane::adopted() const {
+  return impl_->adopted;
+}
+void DataPlane::detach_and_unpin() {
+  impl_->detach_and_unpin();
+}
 
 std::optional<kvlb_service> DataPlane::service(const kvlb_service_key& key) const {
   kvlb_service v{};

@@ -116,7 +116,8 @@ ExtractResult extract_stats(std::string_view exposition, Engine engine,
     return {st, {}};
   }
   if (engine == Engine::Auto) return {std::nullopt, "no known engine's queue metric found"};
-  return {std::nullopt, fmt::format("metric {} not found", sets[static_cast<size_t>(engine) - 1].waiting.front())};
+  return {std::nullopt, fmt::format("metric {} not found",
+                                    sets[static_cast<size_t>(engine) - 1].waiting.front())};
 }
 
 }  // namespace kvlb::engines

@@ -18,10 +18,10 @@ std::string_view engine_name(Engine e);
 
 // One replica's load, summed over the models it serves.
 struct EngineStats {
-  Engine engine = Engine::Auto;  // the engine whose names were found
-  double waiting = 0;            // requests queued
-  double running = 0;            // requests in the running batch
-  std::optional<double> kv_usage;  // 0..1, the fullest cache when several models
+  Engine engine = Engine::Auto;     // the engine whose names were found
+  double waiting = 0;               // requests queued
+  double running = 0;               // requests in the running batch
+  std::optional<double> kv_usage;   // 0..1, the fullest cache when several models
   std::vector<std::string> models;  // model_name label values seen
 };
 

@@ -13,10 +13,18 @@ namespace {
 bool is_name_start(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':';
 }
-bool is_name_char(char c) { return is_name_start(c) || (c >= '0' && c <= '9'); }
-bool is_label_start(char c) { return is_name_start(c) && c != ':'; }
-bool is_label_char(char c) { return is_name_char(c) && c != ':'; }
-bool is_blank(char c) { return c == ' ' || c == '\t'; }
+bool is_name_char(char c) {
+  return is_name_start(c) || (c >= '0' && c <= '9');
+}
+bool is_label_start(char c) {
+  return is_name_start(c) && c != ':';
+}
+bool is_label_char(char c) {
+  return is_name_char(c) && c != ':';
+}
+bool is_blank(char c) {
+  return c == ' ' || c == '\t';
+}
 
 bool iequals(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
@@ -80,7 +88,9 @@ const std::string* Sample::label(std::string_view n) const {
   return nullptr;
 }
 
-std::string ParseError::to_string() const { return fmt::format("line {}: {}", line, message); }
+std::string ParseError::to_string() const {
+  return fmt::format("line {}: {}", line, message);
+}
 
 std::optional<double> parse_value(std::string_view t) {
   if (t.empty()) return std::nullopt;
@@ -163,10 +173,12 @@ std::optional<ParseError> parse_text(std::string_view text, const SampleCallback
         if (!is_label_start(c.peek())) return fail("expected a label name");
         Label label{c.take_while(is_label_char), {}};
         c.skip_blanks();
-        if (c.done() || c.peek() != '=') return fail(fmt::format("expected '=' after label {}", label.name));
+        if (c.done() || c.peek() != '=')
+          return fail(fmt::format("expected '=' after label {}", label.name));
         ++c.i;
         c.skip_blanks();
-        if (c.done() || c.peek() != '"') return fail(fmt::format("expected '\"' for label {}", label.name));
+        if (c.done() || c.peek() != '"')
+          return fail(fmt::format("expected '\"' for label {}", label.name));
         ++c.i;
         bool closed = false;
         while (!c.done()) {
@@ -178,9 +190,12 @@ std::optional<ParseError> parse_text(std::string_view text, const SampleCallback
           if (ch == '\\') {
             if (c.done()) break;
             char e = line[c.i++];
-            if (e == 'n') label.value.push_back('\n');
-            else if (e == '\\' || e == '"') label.value.push_back(e);
-            else return fail(fmt::format("invalid escape \\{} in label {}", e, label.name));
+            if (e == 'n')
+              label.value.push_back('\n');
+            else if (e == '\\' || e == '"')
+              label.value.push_back(e);
+            else
+              return fail(fmt::format("invalid escape \\{} in label {}", e, label.name));
           } else {
             label.value.push_back(ch);
           }
@@ -192,8 +207,10 @@ std::optional<ParseError> parse_text(std::string_view text, const SampleCallback
         if (sample.labels.size() > limits.max_labels)
           return fail(fmt::format("more than {} labels", limits.max_labels));
         c.skip_blanks();
-        if (!c.done() && c.peek() == ',') ++c.i;
-        else if (c.done() || c.peek() != '}') return fail("expected ',' or '}' in label set");
+        if (!c.done() && c.peek() == ',')
+          ++c.i;
+        else if (c.done() || c.peek() != '}')
+          return fail("expected ',' or '}' in label set");
       }
     }
     c.skip_blanks();

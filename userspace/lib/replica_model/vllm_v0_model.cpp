@@ -34,8 +34,7 @@ void EngineProfile::validate() const {
                                      max_model_len, kv_blocks, block_size));
 }
 
-VllmV0Model::VllmV0Model(EngineProfile p)
-    : p_(p), rng_(p.seed) {
+VllmV0Model::VllmV0Model(EngineProfile p) : p_(p), rng_(p.seed) {
   p_.validate();
   watermark_blocks_ = static_cast<uint32_t>(p_.watermark * p_.kv_blocks);
   counters_.kv_blocks_total = p_.kv_blocks;
@@ -49,7 +48,8 @@ double VllmV0Model::jittered(double seconds) {
 }
 
 std::optional<std::string> VllmV0Model::submit(const GenRequest& r) {
-  if (seqs_.count(r.id)) throw std::invalid_argument(fmt::format("request id {} already queued", r.id));
+  if (seqs_.count(r.id))
+    throw std::invalid_argument(fmt::format("request id {} already queued", r.id));
   Seq s{r};
   s.req.prompt_tokens = std::max<uint32_t>(r.prompt_tokens, 1);
   s.req.output_tokens = std::max<uint32_t>(r.output_tokens, 1);
@@ -62,8 +62,8 @@ std::optional<std::string> VllmV0Model::submit(const GenRequest& r) {
     reason = fmt::format(
         "This model's maximum context length is {} tokens. However, you requested {} tokens "
         "({} in the messages, {} in the completion).",
-        p_.max_model_len, uint64_t(s.req.prompt_tokens) + s.req.output_tokens,
-        s.req.prompt_tokens, s.req.output_tokens);
+        p_.max_model_len, uint64_t(s.req.prompt_tokens) + s.req.output_tokens, s.req.prompt_tokens,
+        s.req.output_tokens);
   if (!reason.empty()) {
     ++counters_.requests_rejected_total;
     return reason;

@@ -57,7 +57,9 @@ class VllmV0Model final : public EngineModel {
   };
   enum class StepKind { None, Prefill, Decode };
 
-  uint32_t blocks_for(uint32_t tokens) const { return (tokens + p_.block_size - 1) / p_.block_size; }
+  uint32_t blocks_for(uint32_t tokens) const {
+    return (tokens + p_.block_size - 1) / p_.block_size;
+  }
   uint32_t free_blocks() const { return p_.kv_blocks - used_blocks_; }
   void free_seq(Seq& s);
   double jittered(double seconds);
@@ -65,8 +67,8 @@ class VllmV0Model final : public EngineModel {
   EngineProfile p_;
   uint32_t watermark_blocks_;
   std::mt19937_64 rng_;
-  std::deque<uint64_t> waiting_;  // FCFS; preempted sequences go back to the front
-  std::vector<uint64_t> running_; // admission order; the newest is preempted first
+  std::deque<uint64_t> waiting_;   // FCFS; preempted sequences go back to the front
+  std::vector<uint64_t> running_;  // admission order; the newest is preempted first
   std::unordered_map<uint64_t, Seq> seqs_;
   uint32_t used_blocks_ = 0;
   StepKind step_ = StepKind::None;

@@ -32,12 +32,18 @@ void global_init_once() {
 
 std::string_view scrape_error_name(ScrapeError e) {
   switch (e) {
-    case ScrapeError::None: return "none";
-    case ScrapeError::Timeout: return "timeout";
-    case ScrapeError::TooLarge: return "too_large";
-    case ScrapeError::Connect: return "connect";
-    case ScrapeError::HttpStatus: return "http_status";
-    case ScrapeError::Other: return "other";
+    case ScrapeError::None:
+      return "none";
+    case ScrapeError::Timeout:
+      return "timeout";
+    case ScrapeError::TooLarge:
+      return "too_large";
+    case ScrapeError::Connect:
+      return "connect";
+    case ScrapeError::HttpStatus:
+      return "http_status";
+    case ScrapeError::Other:
+      return "other";
   }
   return "other";
 }
