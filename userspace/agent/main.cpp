@@ -71,9 +71,11 @@ int main(int argc, char** argv) {
   }
 
   int rc = 0;
+  bool serving = dp->adopted();  // an adopted data plane was serving before us
   try {
     agent::Agent agent(cfg, *dp);
     agent.apply_config();
+    serving = true;
     spdlog::info("kvlb-agent running: {} backends, scrape every {} ms{}", agent.backends().size(),
                  cfg.scrape_interval.count(), dp->adopted() ? " (adopted pinned data plane)" : "");
     auto next_log = std::chrono::steady_clock::now() + *score_period;
@@ -99,7 +101,11 @@ int main(int argc, char** argv) {
     spdlog::error("agent failed: {}", e.what());
     rc = 1;
   }
-  if (keep || rc != 0) {
+  if (!serving) {
+    // The configuration never made it into the maps: do not leave a half-set-up
+    // data plane attached.
+    dp->detach_and_unpin();
+  } else if (keep || rc != 0) {
     // After a failure the pinned programs keep balancing (stale scores fall back
     // to least-inflight) until a new agent adopts them.
     spdlog::info("leaving the data plane in place under {}", cfg.pin_dir.string());
