@@ -1,0 +1,93 @@
+// client.h - runs a request schedule against an OpenAI-compatible server with
+// libcurl multi on one thread: hundreds of concurrent streams, each timestamped
+// as its bytes arrive.
+//
+// Timing, per request (seconds on one steady clock, 0 = run start):
+//   scheduled  when the schedule said it should start
+//   sent       when its bytes started to go out (after any wait for a connection)
+//   first      when the first token chunk arrived
+//   end        when the stream finished
+// client_wait = sent - scheduled; ttft = first - sent; e2e = end - sent;
+// itl = (end - first) / (output - 1) (llm-load-test's definition);
+// tpot = e2e / output.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "arrivals.h"
+#include "dataset.h"
+
+namespace kvlb::loadgen {
+
+enum class ConnectionMode { NewPerRequest, KeepAlivePool };
+
+struct ClientConfig {
+  std::string base_url;  // http://host:port
+  bool chat = false;
+  bool stream = true;
+  std::string model = "meta-llama/Llama-3.1-8B-Instruct";
+  ConnectionMode mode = ConnectionMode::NewPerRequest;
+  uint32_t pool_size = 100;  // keep-alive connections at most (httpx's default)
+  double timeout_s = 900;
+};
+
+struct RequestResult {
+  size_t index = 0;
+  uint32_t input_tokens = 0;
+  uint32_t expected_output = 0;
+  uint32_t output_tokens = 0;  // token chunks received
+  double scheduled = 0, sent = 0, first = -1, end = -1;
+  std::string replica;  // X-Kvlb-Replica of the response, if any
+  std::string target;   // base URL used (differs per request with the oracle)
+  std::string error;    // empty when ok; else a kind: connect, timeout, http_NNN, truncated, ...
+  std::string error_detail;
+  bool ok() const { return error.empty(); }
+  double ttft() const { return first - sent; }
+  double e2e() const { return end - sent; }
+  double client_wait() const { return sent - scheduled; }
+  double itl() const { return output_tokens > 1 ? (end - first) / (output_tokens - 1) : 0; }
+  double tpot() const { return output_tokens ? e2e() / output_tokens : 0; }
+};
+
+// Picks the base URL for the next request (the oracle); empty: use base_url.
+using TargetPicker = std::function<std::string()>;
+
+struct Progress {
+  double t = 0;
+  size_t sent = 0, done = 0, inflight = 0, errors = 0;
+};
+
+class LoadClient {
+ public:
+  explicit LoadClient(ClientConfig c);
+  ~LoadClient();
+  LoadClient(const LoadClient&) = delete;
+  LoadClient& operator=(const LoadClient&) = delete;
+
+  void set_picker(TargetPicker p) { picker_ = std::move(p); }
+  void set_progress(std::function<void(const Progress&)> cb, double every_s);
+
+  // Open loop: request i starts at offsets[i]. Closed loop: `concurrency` requests
+  // in flight until all are done. Returns one result per spec, in order.
+  std::vector<RequestResult> run(const std::vector<RequestSpec>& specs,
+                                 const std::vector<double>& offsets);
+  std::vector<RequestResult> run_closed(const std::vector<RequestSpec>& specs, uint32_t concurrency);
+
+ private:
+  struct Impl;
+  std::vector<RequestResult> run_impl(const std::vector<RequestSpec>& specs,
+                                      const std::vector<double>* offsets, uint32_t concurrency);
+  ClientConfig cfg_;
+  TargetPicker picker_;
+  std::function<void(const Progress&)> progress_;
+  double progress_every_ = 2.0;
+};
+
+// The request body for one spec.
+std::string request_body(const ClientConfig& c, const RequestSpec& s);
+
+}  // namespace kvlb::loadgen

@@ -1,0 +1,75 @@
+#include "monitor.h"
+
+#include <algorithm>
+
+#include "engines/engine_stats.h"
+#include "scrape/scraper.h"
+#include "stats.h"
+
+namespace kvlb::loadgen {
+
+ReplicaMonitor::ReplicaMonitor(std::vector<std::string> urls, std::chrono::milliseconds interval)
+    : interval_(interval) {
+  for (auto& u : urls) series_.push_back(ReplicaSeries{std::move(u), {}, {}, {}, {}, 0});
+}
+
+ReplicaMonitor::~ReplicaMonitor() { stop(); }
+
+void ReplicaMonitor::start() {
+  if (series_.empty()) return;
+  thread_ = std::thread([this] { loop(); });
+}
+
+void ReplicaMonitor::stop() {
+  stop_ = true;
+  if (thread_.joinable()) thread_.join();
+}
+
+void ReplicaMonitor::loop() {
+  Scraper scraper(ScrapeOptions{std::chrono::milliseconds(1000), 4 << 20});
+  std::vector<std::string> urls;
+  for (const auto& s : series_) urls.push_back(s.url);
+  scraper.set_targets(urls);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto next = t0;
+  while (!stop_) {
+    auto results = scraper.scrape_all();
+    double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    for (size_t i = 0; i < results.size(); ++i) {
+      auto& s = series_[i];
+      auto ex = results[i].ok() ? engines::extract_stats(results[i].body, engines::Engine::Auto)
+                                : engines::ExtractResult{};
+      if (!ex.stats) {
+        ++s.failed_scrapes;
+        continue;
+      }
+      s.t.push_back(t);
+      s.waiting.push_back(ex.stats->waiting);
+      s.running.push_back(ex.stats->running);
+      s.kv.push_back(ex.stats->kv_usage.value_or(0));
+    }
+    next += interval_;
+    while (!stop_ && std::chrono::steady_clock::now() < next)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+nlohmann::json ReplicaMonitor::to_json(bool with_series) const {
+  auto arr = nlohmann::json::array();
+  for (const auto& s : series_) {
+    auto w = summarize(s.waiting), kv = summarize(s.kv);
+    nlohmann::json j = {{"url", s.url},
+                        {"samples", s.t.size()},
+                        {"failed_scrapes", s.failed_scrapes},
+                        {"waiting_max", w.max},
+                        {"waiting_p99", w.p99},
+                        {"waiting_mean", w.mean},
+                        {"kv_max", kv.max},
+                        {"kv_mean", kv.mean}};
+    if (with_series) j["series"] = {{"t", s.t}, {"waiting", s.waiting}, {"running", s.running}, {"kv", s.kv}};
+    arr.push_back(std::move(j));
+  }
+  return arr;
+}
+
+}  // namespace kvlb::loadgen

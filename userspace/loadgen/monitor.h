@@ -1,0 +1,40 @@
+// monitor.h - records the replicas' own metrics (queue, running, KV usage) over a
+// run, on a thread of its own, straight from their /metrics (never through the
+// balancer under test).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace kvlb::loadgen {
+
+struct ReplicaSeries {
+  std::string url;
+  std::vector<double> t, waiting, running, kv;
+  size_t failed_scrapes = 0;
+};
+
+class ReplicaMonitor {
+ public:
+  ReplicaMonitor(std::vector<std::string> metrics_urls, std::chrono::milliseconds interval);
+  ~ReplicaMonitor();
+  void start();
+  void stop();
+  // Per replica: max and p99 of waiting, max and mean KV usage, and the series.
+  nlohmann::json to_json(bool with_series) const;
+  const std::vector<ReplicaSeries>& series() const { return series_; }
+
+ private:
+  void loop();
+  std::vector<ReplicaSeries> series_;
+  std::chrono::milliseconds interval_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+}  // namespace kvlb::loadgen
