@@ -67,6 +67,10 @@ harness_replica() {
   ip -n "$r" addr add "$(harness_replica_ip "$i")/24" dev "$vr"
   ip -n "$c" link set "$vc" up
   ip -n "$r" link set "$vr" up
+  # Replies go back through the client namespace whatever source address a
+  # client used (after a DNAT the source may belong to another veth, as on a
+  # node). The client namespace has no default route, so nothing leaves it.
+  ip -n "$r" route add default via "$(harness_client_ip "$i")"
 }
 
 # The cgroup v2 hierarchy's mount point (hybrid hosts have it at .../unified).
@@ -126,16 +130,26 @@ harness_wait_for() {
   done
 }
 
+# True while PID runs. A zombie counts as gone: spawned processes are orphans
+# (their spawning subshell has exited), reaped by whatever PID 1 is, whenever.
+_harness_alive() {
+  local st
+  st=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+  [[ $st != Z* ]]
+}
+
+# harness_stop_pid PID...: SIGTERM to all, up to 5 s for them to exit, then SIGKILL.
 harness_stop_pid() {
-  local pid=$1 i
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null
+  local pid i left
+  for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
   for i in $(seq 1 50); do
-    kill -0 "$pid" 2>/dev/null || return 0
+    left=0
+    for pid in "$@"; do _harness_alive "$pid" && left=1; done
+    [ $left = 0 ] && return 0
     sleep 0.1
   done
-  kill -KILL "$pid" 2>/dev/null
-  wait "$pid" 2>/dev/null || true
+  for pid in "$@"; do _harness_alive "$pid" && kill -KILL "$pid" 2>/dev/null; done
+  return 0
 }
 
 harness_cleanup() {
@@ -145,7 +159,8 @@ harness_cleanup() {
   local pid ns
   # Processes first (the agent gets SIGTERM and detaches cleanly).
   if [ -f "$HARNESS_DIR/pids" ]; then
-    tac "$HARNESS_DIR/pids" | while read -r pid; do harness_stop_pid "$pid"; done
+    # shellcheck disable=SC2046
+    harness_stop_pid $(tac "$HARNESS_DIR/pids")
   fi
   if [ -n "$HARNESS_CGROUP" ] && [ -d "$HARNESS_CGROUP" ]; then
     for pid in $(cat "$HARNESS_CGROUP/cgroup.procs" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done

@@ -44,11 +44,15 @@ TEST(Dataset, ClippedMeanSolverInvertsTheMean) {
 TEST(Dataset, LoadsLlmLoadTestJsonlAndNamesBadLines) {
   auto dir = std::filesystem::temp_directory_path();
   auto good = dir / "kvlb_ds_good.jsonl", bad = dir / "kvlb_ds_bad.jsonl";
-  std::ofstream(good) << R"({"index":0,"question":"hi there","tok_input_length":3,"tok_output_length":40})"
-                      << "\n\n"
-                      << R"({"tok_input_length":500,"tok_output_length":7})" << "\n";
-  std::ofstream(bad) << R"({"tok_input_length":5,"tok_output_length":7})" << "\n"
-                     << R"({"tok_input_length":"x","tok_output_length":7})" << "\n";
+  std::ofstream(good)
+      << R"({"index":0,"question":"hi there","tok_input_length":3,"tok_output_length":40})"
+      << "\n\n"
+      << R"({"tok_input_length":500,"tok_output_length":7})"
+      << "\n";
+  std::ofstream(bad) << R"({"tok_input_length":5,"tok_output_length":7})"
+                     << "\n"
+                     << R"({"tok_input_length":"x","tok_output_length":7})"
+                     << "\n";
   auto v = load_jsonl(good);
   ASSERT_EQ(v.size(), 2u);
   EXPECT_EQ(v[0].output_tokens, 40u);
@@ -58,7 +62,8 @@ TEST(Dataset, LoadsLlmLoadTestJsonlAndNamesBadLines) {
     load_jsonl(bad);
     FAIL();
   } catch (const std::runtime_error& e) {
-    EXPECT_NE(std::string(e.what()).find(":2: field tok_input_length"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(":2: field tok_input_length"), std::string::npos)
+        << e.what();
   }
   std::filesystem::remove(good);
   std::filesystem::remove(bad);
@@ -111,7 +116,7 @@ TEST(Report, MetricsFromTimestampsAndWarmupAndErrors) {
   EXPECT_EQ(s["ok"], 1);
   EXPECT_EQ(s["errors"]["http_503"], 1);
   EXPECT_NEAR(s["ttft_s"]["mean"].get<double>(), 0.5, 1e-9);
-  EXPECT_NEAR(s["itl_s"]["mean"].get<double>(), 0.4, 1e-9);   // (6.6 - 2.6) / 10
+  EXPECT_NEAR(s["itl_s"]["mean"].get<double>(), 0.4, 1e-9);        // (6.6 - 2.6) / 10
   EXPECT_NEAR(s["tpot_s"]["mean"].get<double>(), 4.5 / 11, 1e-9);  // e2e / output
   EXPECT_NEAR(s["client_wait_s"]["mean"].get<double>(), 0.1, 1e-9);
   EXPECT_EQ(s["per_replica"]["r3"], 1);

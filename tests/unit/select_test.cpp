@@ -8,9 +8,7 @@
 #include <set>
 #include <vector>
 
-extern "C" {
-#include "select.h"
-}
+#include "selection/array_pick.h"
 
 namespace {
 
@@ -53,23 +51,9 @@ struct Service {
   uint8_t choices = 2;
 
   int pick(uint64_t seed) {
-    auto conf = cfg();
-    kvlb_pick_state st{};
-    uint32_t n = static_cast<uint32_t>(scores.size());
-    kvlb_pick_init(&st, policy, choices, n, seed);
-    auto consider = [&](uint32_t i) {
-      uint32_t slot = kvlb_pick_slot(&st, i);
-      kvlb_view v{};
-      kvlb_view_make(&v, slot + 1, &scores[slot], &counters[slot], &conf, kNow);
-      kvlb_pick_consider(&st, &v);
-    };
-    for (uint32_t i = 0; i < st.k; ++i) consider(i);
-    if (!st.have) {
-      kvlb_pick_begin_scan(&st);
-      for (uint32_t i = 0; i < st.n; ++i) consider(i);
-    }
-    if (!st.have) return -1;
-    int idx = static_cast<int>(st.best.backend_id) - 1;
+    int idx = kvlb::pick_from_arrays(policy, choices, scores.data(), counters.data(),
+                                     static_cast<uint32_t>(scores.size()), cfg(), kNow, seed);
+    if (idx < 0) return -1;
     counters[idx].picks++;
     counters[idx].inflight++;
     return idx;

@@ -11,7 +11,8 @@ std::vector<double> schedule(const ArrivalConfig& c, size_t n) {
   std::vector<double> t(n);
   std::mt19937_64 rng(c.seed);
   double shape = c.kind == ArrivalKind::Poisson ? 1.0 : c.burstiness;
-  if (c.kind == ArrivalKind::Gamma && !(shape > 0)) throw std::invalid_argument("burstiness must be positive");
+  if (c.kind == ArrivalKind::Gamma && !(shape > 0))
+    throw std::invalid_argument("burstiness must be positive");
   // Gamma inter-arrivals with mean 1/rps: shape k, scale 1/(rps k).
   std::gamma_distribution<double> gap(shape, 1.0 / (c.rps * shape));
   double now = 0;

@@ -103,7 +103,8 @@ struct Transfer {
     if (h.size() > kName.size() && strncasecmp(h.data(), kName.data(), kName.size()) == 0) {
       auto v = h.substr(kName.size());
       while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
-      while (!v.empty() && (v.back() == '\r' || v.back() == '\n' || v.back() == ' ')) v.remove_suffix(1);
+      while (!v.empty() && (v.back() == '\r' || v.back() == '\n' || v.back() == ' '))
+        v.remove_suffix(1);
       t->result->replica = std::string(v);
     }
     return sz * n;
@@ -143,7 +144,8 @@ std::vector<RequestResult> LoadClient::run_impl(const std::vector<RequestSpec>& 
   const bool pool = cfg_.mode == ConnectionMode::KeepAlivePool;
   if (pool) {
     // Like an SDK client: at most pool_size connections to the server, reused.
-    curl_multi_setopt(multi.get(), CURLMOPT_MAX_HOST_CONNECTIONS, static_cast<long>(cfg_.pool_size));
+    curl_multi_setopt(multi.get(), CURLMOPT_MAX_HOST_CONNECTIONS,
+                      static_cast<long>(cfg_.pool_size));
     curl_multi_setopt(multi.get(), CURLMOPT_MAXCONNECTS, static_cast<long>(cfg_.pool_size));
   }
   std::unique_ptr<curl_slist, SlistDeleter> headers(
@@ -211,10 +213,14 @@ std::vector<RequestResult> LoadClient::run_impl(const std::vector<RequestSpec>& 
     long code = 0;
     curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &code);
     CURLcode rc = msg->data.result;
-    if (rc == CURLE_COULDNT_CONNECT) r.error = "connect";
-    else if (rc == CURLE_OPERATION_TIMEDOUT) r.error = "timeout";
-    else if (rc != CURLE_OK) r.error = "transport";
-    else if (code != 200) r.error = fmt::format("http_{}", code);
+    if (rc == CURLE_COULDNT_CONNECT)
+      r.error = "connect";
+    else if (rc == CURLE_OPERATION_TIMEDOUT)
+      r.error = "timeout";
+    else if (rc != CURLE_OK)
+      r.error = "transport";
+    else if (code != 200)
+      r.error = fmt::format("http_{}", code);
     if (rc != CURLE_OK) r.error_detail = curl_easy_strerror(rc);
     if (r.error.empty() && cfg_.stream && !t->done_seen) {
       r.error = "truncated";
@@ -239,7 +245,24 @@ std::vector<RequestResult> LoadClient::run_impl(const std::vector<RequestSpec>& 
     ++done;
   };
 
+  double cut_at = -1;
+  if (offsets && cfg_.drain_s >= 0 && !offsets->empty()) cut_at = offsets->back() + cfg_.drain_s;
   while (done < specs.size()) {
+    if (cut_at >= 0 && next == specs.size() && now() >= cut_at) {
+      // Drain limit: what still runs is cut (its TTFT may still be known).
+      for (auto& t : live) {
+        t->result->cut = true;
+        t->result->end = now();
+        curl_off_t pre = 0;
+        curl_easy_getinfo(t->easy.get(), CURLINFO_PRETRANSFER_TIME_T, &pre);
+        t->result->sent = t->added + static_cast<double>(pre) / 1e6;
+        curl_multi_remove_handle(multi.get(), t->easy.get());
+        ++done;
+      }
+      live.clear();
+      inflight = 0;
+      break;
+    }
     // Start what is due.
     if (offsets) {
       while (next < specs.size() && (*offsets)[next] <= now()) {

@@ -33,6 +33,9 @@ struct ClientConfig {
   ConnectionMode mode = ConnectionMode::NewPerRequest;
   uint32_t pool_size = 100;  // keep-alive connections at most (httpx's default)
   double timeout_s = 900;
+  // Open loop: after the last arrival, wait at most this long, then cut what is
+  // still running (< 0: wait for everything).
+  double drain_s = -1;
 };
 
 struct RequestResult {
@@ -45,7 +48,8 @@ struct RequestResult {
   std::string target;   // base URL used (differs per request with the oracle)
   std::string error;    // empty when ok; else a kind: connect, timeout, http_NNN, truncated, ...
   std::string error_detail;
-  bool ok() const { return error.empty(); }
+  bool cut = false;  // still running when the drain limit ended the run
+  bool ok() const { return error.empty() && !cut; }
   double ttft() const { return first - sent; }
   double e2e() const { return end - sent; }
   double client_wait() const { return sent - scheduled; }
@@ -75,7 +79,8 @@ class LoadClient {
   // in flight until all are done. Returns one result per spec, in order.
   std::vector<RequestResult> run(const std::vector<RequestSpec>& specs,
                                  const std::vector<double>& offsets);
-  std::vector<RequestResult> run_closed(const std::vector<RequestSpec>& specs, uint32_t concurrency);
+  std::vector<RequestResult> run_closed(const std::vector<RequestSpec>& specs,
+                                        uint32_t concurrency);
 
  private:
   struct Impl;

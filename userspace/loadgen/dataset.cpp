@@ -10,13 +10,16 @@
 
 namespace kvlb::loadgen {
 namespace {
-double phi(double x) { return 0.5 * std::erfc(-x / std::sqrt(2.0)); }
+double phi(double x) {
+  return 0.5 * std::erfc(-x / std::sqrt(2.0));
+}
 }  // namespace
 
 double ClippedLogNormal::clipped_mean(double mu, double s, double lo, double hi) {
   double a = std::log(lo), b = std::log(hi);
   double below = phi((a - mu) / s), above = 1.0 - phi((b - mu) / s);
-  double middle = std::exp(mu + s * s / 2) * (phi((b - mu - s * s) / s) - phi((a - mu - s * s) / s));
+  double middle =
+      std::exp(mu + s * s / 2) * (phi((b - mu - s * s) / s) - phi((a - mu - s * s) / s));
   return lo * below + middle + hi * above;
 }
 
@@ -52,8 +55,8 @@ std::vector<RequestSpec> load_jsonl(const std::filesystem::path& file) {
   auto length = [&](const nlohmann::json& j, const char* field) {
     if (!j.contains(field) || !j[field].is_number_integer() || j[field].get<int64_t>() < 1 ||
         j[field].get<int64_t>() > 1'000'000)
-      throw std::runtime_error(fmt::format("{}:{}: field {} must be a positive integer",
-                                           file.string(), line_no, field));
+      throw std::runtime_error(
+          fmt::format("{}:{}: field {} must be a positive integer", file.string(), line_no, field));
     return static_cast<uint32_t>(j[field].get<int64_t>());
   };
   while (std::getline(in, line)) {
@@ -65,7 +68,8 @@ std::vector<RequestSpec> load_jsonl(const std::filesystem::path& file) {
     RequestSpec r;
     r.input_tokens = length(j, "tok_input_length");
     r.output_tokens = length(j, "tok_output_length");
-    if (j.contains("question") && j["question"].is_string()) r.prompt_text = j["question"].get<std::string>();
+    if (j.contains("question") && j["question"].is_string())
+      r.prompt_text = j["question"].get<std::string>();
     v.push_back(std::move(r));
   }
   if (v.empty()) throw std::runtime_error("dataset " + file.string() + " has no records");

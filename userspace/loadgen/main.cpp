@@ -24,14 +24,15 @@ using namespace kvlb::loadgen;
 int main(int argc, char** argv) {
   CLI::App app{"kvlb-loadgen: load generator for OpenAI-compatible LLM servers"};
   std::string url, api = "completions", arrival = "constant", dataset = "synthetic",
-              connections = "new", output, monitor, oracle, label, monitor_interval = "250ms";
-  double rps = 1, burstiness = 1, duration = 0, warmup = 0, timeout = 900;
+                   connections = "new", output, monitor, oracle, label, monitor_interval = "250ms";
+  double rps = 1, burstiness = 1, duration = 0, warmup = 0, timeout = 900, drain = -1;
   uint32_t concurrency = 0, pool = 100;
   size_t requests = 0;
   uint64_t seed = 1;
   bool no_stream = false, quiet = false, series = false;
   app.add_option("--url", url, "server base URL (http://host:port)");
-  app.add_option("--api", api, "completions or chat")->check(CLI::IsMember({"completions", "chat"}));
+  app.add_option("--api", api, "completions or chat")
+      ->check(CLI::IsMember({"completions", "chat"}));
   app.add_flag("--no-stream", no_stream, "ask for whole responses instead of SSE streams");
   app.add_option("--arrival", arrival, "constant, poisson, gamma")
       ->check(CLI::IsMember({"constant", "poisson", "gamma"}));
@@ -42,13 +43,17 @@ int main(int argc, char** argv) {
   app.add_option("--requests", requests, "requests to send");
   app.add_option("--duration", duration, "seconds of arrivals (requests = duration x rps)");
   app.add_option("--warmup", warmup, "seconds at the start left out of the summary");
-  app.add_option("--dataset", dataset, "synthetic (OpenOrca-shaped) or an llm-load-test JSONL file");
+  app.add_option("--dataset", dataset,
+                 "synthetic (OpenOrca-shaped) or an llm-load-test JSONL file");
   app.add_option("--seed", seed, "seed for the dataset and the arrivals");
   app.add_option("--connections", connections, "new (a connection per request) or keepalive")
       ->check(CLI::IsMember({"new", "keepalive"}));
   app.add_option("--pool-size", pool, "keep-alive connections at most");
   app.add_option("--timeout", timeout, "seconds before a request is abandoned");
-  app.add_option("--monitor", monitor, "comma-separated replica /metrics URLs to record during the run");
+  app.add_option("--drain", drain,
+                 "open loop: after the last arrival wait at most this long, then cut the rest");
+  app.add_option("--monitor", monitor,
+                 "comma-separated replica /metrics URLs to record during the run");
   app.add_option("--monitor-interval", monitor_interval, "how often to record them");
   app.add_flag("--monitor-series", series, "include the recorded time series in the JSON");
   app.add_option("--oracle", oracle,
@@ -65,7 +70,8 @@ int main(int argc, char** argv) {
   if (url.empty() == oracle.empty()) return fail("give exactly one of --url and --oracle");
   if (requests == 0 && duration <= 0) return fail("give --requests or --duration");
   if (requests == 0) {
-    if (concurrency) return fail("--duration needs --rps arrivals; use --requests with --concurrency");
+    if (concurrency)
+      return fail("--duration needs --rps arrivals; use --requests with --concurrency");
     requests = static_cast<size_t>(std::ceil(duration * rps));
   }
 
@@ -88,6 +94,7 @@ int main(int argc, char** argv) {
   cc.mode = connections == "new" ? ConnectionMode::NewPerRequest : ConnectionMode::KeepAlivePool;
   cc.pool_size = pool;
   cc.timeout_s = timeout;
+  cc.drain_s = drain;
   LoadClient client(cc);
   std::unique_ptr<OraclePicker> picker;
   if (!oracle.empty()) {
@@ -115,33 +122,44 @@ int main(int argc, char** argv) {
   }
   auto interval = parse_duration(monitor_interval);
   if (!interval) return fail("--monitor-interval: not a duration");
-  ReplicaMonitor mon(monitor_urls, std::chrono::duration_cast<std::chrono::milliseconds>(*interval));
+  ReplicaMonitor mon(monitor_urls,
+                     std::chrono::duration_cast<std::chrono::milliseconds>(*interval));
   mon.start();
 
   ArrivalConfig ac;
-  ac.kind = arrival == "constant" ? ArrivalKind::Constant
+  ac.kind = arrival == "constant"  ? ArrivalKind::Constant
             : arrival == "poisson" ? ArrivalKind::Poisson
                                    : ArrivalKind::Gamma;
   ac.rps = rps;
   ac.burstiness = burstiness;
   ac.seed = seed;
   std::vector<RequestResult> results;
-  if (concurrency) results = client.run_closed(specs, concurrency);
-  else results = client.run(specs, schedule(ac, specs.size()));
+  if (concurrency)
+    results = client.run_closed(specs, concurrency);
+  else
+    results = client.run(specs, schedule(ac, specs.size()));
   mon.stop();
 
   auto summary = summarize_run(results, warmup);
-  nlohmann::json config = {{"label", label},       {"url", url},
-                           {"oracle", oracle},     {"api", api},
-                           {"stream", !no_stream}, {"arrival", concurrency ? "concurrency" : arrival},
-                           {"rps", rps},           {"burstiness", burstiness},
-                           {"concurrency", concurrency}, {"requests", requests},
-                           {"warmup_s", warmup},   {"dataset", dataset},
-                           {"seed", seed},         {"connections", connections},
-                           {"pool_size", pool}};
+  nlohmann::json config = {{"label", label},
+                           {"url", url},
+                           {"oracle", oracle},
+                           {"api", api},
+                           {"stream", !no_stream},
+                           {"arrival", concurrency ? "concurrency" : arrival},
+                           {"rps", rps},
+                           {"burstiness", burstiness},
+                           {"concurrency", concurrency},
+                           {"requests", requests},
+                           {"warmup_s", warmup},
+                           {"dataset", dataset},
+                           {"seed", seed},
+                           {"connections", connections},
+                           {"pool_size", pool},
+                           {"drain_s", drain}};
   fmt::print("{}{}", label.empty() ? "" : "== " + label + "\n", summary_table(summary));
   if (!monitor_urls.empty()) {
-    for (const auto& r : mon.to_json(false))
+    for (const auto& r : mon.to_json(false, warmup))
       fmt::print("replica {}: waiting max {} p99 {:.1f}, kv max {:.3f} mean {:.3f}\n",
                  r["url"].get<std::string>(), r["waiting_max"].get<double>(),
                  r["waiting_p99"].get<double>(), r["kv_max"].get<double>(),
@@ -150,7 +168,7 @@ int main(int argc, char** argv) {
   if (!output.empty()) {
     nlohmann::json report = {{"config", config},
                              {"summary", summary},
-                             {"replicas", mon.to_json(series)},
+                             {"replicas", mon.to_json(series, warmup)},
                              {"results", results_json(results)}};
     std::ofstream out(output);
     if (!out) return fail("cannot write " + output);

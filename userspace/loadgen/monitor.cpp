@@ -13,7 +13,9 @@ ReplicaMonitor::ReplicaMonitor(std::vector<std::string> urls, std::chrono::milli
   for (auto& u : urls) series_.push_back(ReplicaSeries{std::move(u), {}, {}, {}, {}, 0});
 }
 
-ReplicaMonitor::~ReplicaMonitor() { stop(); }
+ReplicaMonitor::~ReplicaMonitor() {
+  stop();
+}
 
 void ReplicaMonitor::start() {
   if (series_.empty()) return;
@@ -54,21 +56,26 @@ void ReplicaMonitor::loop() {
   }
 }
 
-nlohmann::json ReplicaMonitor::to_json(bool with_series) const {
+nlohmann::json series_summary(const ReplicaSeries& s, double from_s, bool with_series) {
+  std::vector<double> waiting, kvs;
+  for (size_t i = 0; i < s.t.size(); ++i)
+    if (s.t[i] >= from_s) {
+      waiting.push_back(s.waiting[i]);
+      kvs.push_back(s.kv[i]);
+    }
+  auto w = summarize(waiting), kv = summarize(kvs);
+  nlohmann::json j = {
+      {"url", s.url},         {"samples", waiting.size()}, {"failed_scrapes", s.failed_scrapes},
+      {"waiting_max", w.max}, {"waiting_p99", w.p99},      {"waiting_mean", w.mean},
+      {"kv_max", kv.max},     {"kv_mean", kv.mean}};
+  if (with_series)
+    j["series"] = {{"t", s.t}, {"waiting", s.waiting}, {"running", s.running}, {"kv", s.kv}};
+  return j;
+}
+
+nlohmann::json ReplicaMonitor::to_json(bool with_series, double from_s) const {
   auto arr = nlohmann::json::array();
-  for (const auto& s : series_) {
-    auto w = summarize(s.waiting), kv = summarize(s.kv);
-    nlohmann::json j = {{"url", s.url},
-                        {"samples", s.t.size()},
-                        {"failed_scrapes", s.failed_scrapes},
-                        {"waiting_max", w.max},
-                        {"waiting_p99", w.p99},
-                        {"waiting_mean", w.mean},
-                        {"kv_max", kv.max},
-                        {"kv_mean", kv.mean}};
-    if (with_series) j["series"] = {{"t", s.t}, {"waiting", s.waiting}, {"running", s.running}, {"kv", s.kv}};
-    arr.push_back(std::move(j));
-  }
+  for (const auto& s : series_) arr.push_back(series_summary(s, from_s, with_series));
   return arr;
 }
 

@@ -19,14 +19,19 @@ struct ReplicaSeries {
   size_t failed_scrapes = 0;
 };
 
+// Max and p99 of waiting, max and mean KV usage over samples at or after
+// `from_s`; the series itself when asked.
+nlohmann::json series_summary(const ReplicaSeries& s, double from_s, bool with_series);
+
 class ReplicaMonitor {
  public:
   ReplicaMonitor(std::vector<std::string> metrics_urls, std::chrono::milliseconds interval);
   ~ReplicaMonitor();
   void start();
   void stop();
-  // Per replica: max and p99 of waiting, max and mean KV usage, and the series.
-  nlohmann::json to_json(bool with_series) const;
+  // Per replica, over samples at or after `from_s`: max and p99 of waiting, max
+  // and mean KV usage; and the whole series when asked.
+  nlohmann::json to_json(bool with_series, double from_s = 0) const;
   const std::vector<ReplicaSeries>& series() const { return series_; }
 
  private:

@@ -15,9 +15,16 @@ nlohmann::json summarize_run(const std::vector<RequestResult>& results, double w
   size_t counted = 0, ok = 0;
   uint64_t out_tokens = 0;
   double first_sent = 1e300, last_end = 0;
+  size_t cut = 0;
   for (const auto& r : results) {
     if (r.scheduled < warmup_s) continue;
     ++counted;
+    if (r.cut) {
+      // Cut by the drain limit: its TTFT is known if its first token came.
+      ++cut;
+      if (r.first >= 0) ttft.push_back(r.ttft());
+      continue;
+    }
     if (!r.ok()) {
       ++errors[r.error];
       continue;
@@ -37,7 +44,8 @@ nlohmann::json summarize_run(const std::vector<RequestResult>& results, double w
   return {{"requests", counted},
           {"ok", ok},
           {"errors", errors},
-          {"error_count", counted - ok},
+          {"error_count", counted - ok - cut},
+          {"cut", cut},
           {"span_s", span},
           {"output_tokens", out_tokens},
           {"throughput_tok_s", span > 0 ? out_tokens / span : 0},
@@ -53,10 +61,14 @@ nlohmann::json summarize_run(const std::vector<RequestResult>& results, double w
 nlohmann::json results_json(const std::vector<RequestResult>& results) {
   auto arr = nlohmann::json::array();
   for (const auto& r : results) {
-    nlohmann::json j = {{"i", r.index},       {"input_tokens", r.input_tokens},
-                        {"output_tokens", r.output_tokens}, {"scheduled", r.scheduled},
-                        {"sent", r.sent},     {"first", r.first},
-                        {"end", r.end},       {"replica", r.replica}};
+    nlohmann::json j = {{"i", r.index},
+                        {"input_tokens", r.input_tokens},
+                        {"output_tokens", r.output_tokens},
+                        {"scheduled", r.scheduled},
+                        {"sent", r.sent},
+                        {"first", r.first},
+                        {"end", r.end},
+                        {"replica", r.replica}};
     if (!r.ok()) {
       j["error"] = r.error;
       j["error_detail"] = r.error_detail;
@@ -68,12 +80,12 @@ nlohmann::json results_json(const std::vector<RequestResult>& results) {
 
 std::string summary_table(const nlohmann::json& s) {
   std::string out = fmt::format(
-      "requests {} ok {} errors {}  throughput {:.0f} tok/s  {:.2f} req/s over {:.1f} s\n",
+      "requests {} ok {} errors {} cut {}  throughput {:.0f} tok/s  {:.2f} req/s over {:.1f} s\n",
       s["requests"].get<size_t>(), s["ok"].get<size_t>(), s["error_count"].get<size_t>(),
-      s["throughput_tok_s"].get<double>(), s["requests_per_s"].get<double>(),
-      s["span_s"].get<double>());
-  out += fmt::format("{:<14}{:>9}{:>9}{:>9}{:>9}{:>9}{:>9}{:>9}{:>9}\n", "metric (s)", "min", "mean",
-                     "median", "p80", "p90", "p95", "p99", "max");
+      s["cut"].get<size_t>(), s["throughput_tok_s"].get<double>(),
+      s["requests_per_s"].get<double>(), s["span_s"].get<double>());
+  out += fmt::format("{:<14}{:>9}{:>9}{:>9}{:>9}{:>9}{:>9}{:>9}{:>9}\n", "metric (s)", "min",
+                     "mean", "median", "p80", "p90", "p95", "p99", "max");
   for (auto key : {"ttft_s", "itl_s", "tpot_s", "e2e_s", "client_wait_s"}) {
     const auto& m = s[key];
     out += fmt::format("{:<14}{:>9.4f}{:>9.4f}{:>9.4f}{:>9.4f}{:>9.4f}{:>9.4f}{:>9.4f}{:>9.4f}\n",

@@ -30,8 +30,8 @@ Summary summarize(std::vector<double> v) {
 }
 
 nlohmann::json Summary::to_json() const {
-  return {{"count", count}, {"min", min},   {"max", max}, {"mean", mean}, {"median", median},
-          {"p80", p80},     {"p90", p90},   {"p95", p95}, {"p99", p99}};
+  return {{"count", count}, {"min", min}, {"max", max}, {"mean", mean}, {"median", median},
+          {"p80", p80},     {"p90", p90}, {"p95", p95}, {"p99", p99}};
 }
 
 }  // namespace kvlb::loadgen

@@ -10,6 +10,7 @@
 #include "common/duration.h"
 #include "common/logging.h"
 #include "http_server.h"
+#include "replica_model/profile_flags.h"
 #include "replica_model/vllm_v0_model.h"
 
 using namespace kvlb;
@@ -27,22 +28,8 @@ int main(int argc, char** argv) {
   app.add_option("--metrics-flavor", flavor, "vllm, vllm-legacy, tgi, sglang");
   app.add_option("--load-delay", load_delay, "time before /health succeeds (model load)");
   app.add_option("--log-level", log_level, "log level");
-  auto* g = app.add_option_group("engine profile", "defaults: Llama-3.1-8B on one A10G (24 GB)");
-  g->add_option("--kv-blocks", p.kv_blocks, "KV-cache blocks");
-  g->add_option("--block-size", p.block_size, "tokens per KV block");
-  g->add_option("--watermark", p.watermark, "fraction of blocks kept free at admission");
-  g->add_option("--max-num-seqs", p.max_num_seqs, "running sequences at most");
-  g->add_option("--max-model-len", p.max_model_len, "context window in tokens");
-  g->add_option("--max-num-batched-tokens", p.max_num_batched_tokens,
-                "prefill token budget (0: max(max_model_len, 2048))");
-  g->add_option("--decode-t0-ms", p.decode_t0_ms, "fixed decode step time");
-  g->add_option("--decode-per-seq-ms", p.decode_per_seq_ms, "decode time per running sequence");
-  g->add_option("--decode-per-ctx-token-us", p.decode_per_ctx_token_us,
-                "decode time per context token");
-  g->add_option("--prefill-tokens-per-s", p.prefill_tokens_per_s, "prefill throughput");
-  g->add_option("--prefill-overhead-ms", p.prefill_overhead_ms, "fixed prefill step time");
-  g->add_option("--jitter", p.jitter, "uniform +- fraction on every step time");
-  g->add_option("--seed", p.seed, "jitter random seed");
+  add_profile_flags(app, p);
+  app.add_option("--seed", p.seed, "jitter random seed");
   CLI11_PARSE(app, argc, argv);
 
   try {

@@ -27,17 +27,6 @@ namespace fs = std::filesystem;
 using bpf::LinkPtr;
 using bpf::SkelPtr;
 
-kvlb_select_cfg default_select_cfg() {
-  kvlb_select_cfg c{};
-  c.stale_ns = 2'000'000'000ull;
-  c.kv_permille_per_pick = 15;
-  c.kv_full_permille = 950;
-  c.w_queue = 1000;
-  c.w_kv = 1;
-  c.w_inflight = 100;
-  return c;
-}
-
 uint64_t monotonic_ns() {
   timespec ts{};
   clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "kvlb_maps.h"
-#include "select.h"
+#include "selection/select_defaults.h"
 
 namespace kvlb {
 
@@ -26,9 +26,6 @@ struct DataPlaneOptions {
   kvlb_select_cfg select = {};
   uint32_t no_backend_errno = 111;  // ECONNREFUSED
 };
-
-// Default selection tunables (see select.h for their meaning).
-kvlb_select_cfg default_select_cfg();
 
 class DataPlane {
  public:
