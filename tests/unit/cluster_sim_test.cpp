@@ -12,12 +12,12 @@ using namespace kvlb;
 
 namespace {
 
-struct Run {
+struct SimRun {
   sim::SimResult r;
   nlohmann::json summary;
 };
 
-Run run(const std::string& balancer, double rps, double duration, uint64_t seed = 5) {
+SimRun run(const std::string& balancer, double rps, double duration, uint64_t seed = 5) {
   sim::SimConfig cfg;
   cfg.select = default_select_cfg();
   cfg.seed = seed;
@@ -53,7 +53,7 @@ TEST(ClusterSim, DeterministicForASeed) {
 }
 
 TEST(ClusterSim, LoadAwareBalancersKeepQueuesShorterThanRandomAtHighLoad) {
-  auto max_wait = [](const Run& x) {
+  auto max_wait = [](const SimRun& x) {
     double m = 0;
     for (const auto& s : x.r.replicas)
       for (double w : s.waiting) m = std::max(m, w);
