@@ -14,8 +14,10 @@ namespace kvlb::sim {
 namespace {
 
 constexpr std::pair<const char*, uint8_t> kPolicies[] = {
-    {"random", KVLB_POLICY_RANDOM},     {"least-inflight", KVLB_POLICY_LEAST_INFLIGHT},
-    {"p2c-kv", KVLB_POLICY_P2C_KV},     {"p2c-queue-kv", KVLB_POLICY_P2C_QUEUE_KV},
+    {"random", KVLB_POLICY_RANDOM},
+    {"least-inflight", KVLB_POLICY_LEAST_INFLIGHT},
+    {"p2c-kv", KVLB_POLICY_P2C_KV},
+    {"p2c-queue-kv", KVLB_POLICY_P2C_QUEUE_KV},
     {"p2c-score", KVLB_POLICY_P2C_SCORE}};
 
 enum class EventKind { StepEnd, Arrival, Scrape, Monitor };
@@ -55,8 +57,10 @@ BalancerSpec parse_balancer(const std::string& text) {
       found = true;
     }
   if (!found) throw std::invalid_argument("unknown balancer '" + text + "'");
-  if (k == "all") b.choices = 0;
-  else if (!k.empty()) b.choices = static_cast<uint8_t>(std::stoi(k));
+  if (k == "all")
+    b.choices = 0;
+  else if (!k.empty())
+    b.choices = static_cast<uint8_t>(std::stoi(k));
   return b;
 }
 
@@ -85,7 +89,8 @@ SimResult simulate(const SimConfig& cfg, const BalancerSpec& bal,
   // Virtual time starts at 1 s on the kernel clock, so no score is ever "time 0".
   auto ns = [](double t) { return static_cast<uint64_t>((t + 1.0) * 1e9); };
   std::mt19937_64 rng(cfg.seed);
-  const uint8_t choices = bal.choices ? bal.choices : static_cast<uint8_t>(std::min<size_t>(n, KVLB_MAX_CHOICES));
+  const uint8_t choices =
+      bal.choices ? bal.choices : static_cast<uint8_t>(std::min<size_t>(n, KVLB_MAX_CHOICES));
   size_t oracle_rr = 0;
 
   auto kick = [&](size_t i, double now) {
@@ -141,7 +146,8 @@ SimResult simulate(const SimConfig& cfg, const BalancerSpec& bal,
           break;
         }
         r.replica = fmt::format("r{}", i);
-        replica::GenRequest g{ev.index, specs[ev.index].input_tokens, specs[ev.index].output_tokens, now};
+        replica::GenRequest g{ev.index, specs[ev.index].input_tokens, specs[ev.index].output_tokens,
+                              now};
         if (auto rej = models[i]->submit(g)) {
           r.error = "http_400";
           r.error_detail = *rej;

@@ -20,7 +20,8 @@ int main(int argc, char** argv) {
   CLI::App app{"kvlb-sim: load-balancing experiments in virtual time"};
   sim::SimConfig cfg;
   cfg.select = default_select_cfg();
-  std::string balancers = "kube-proxy,haproxy-leastconn,nginx-random2-leastconn,kvlb-p2c-kv,kvlb-p2c-queue-kv,oracle";
+  std::string balancers =
+      "kube-proxy,haproxy-leastconn,nginx-random2-leastconn,kvlb-p2c-kv,kvlb-p2c-queue-kv,oracle";
   std::string arrival = "constant", scrape = "50ms", out, dataset = "synthetic";
   double rps = 12, burstiness = 1, duration = 600, warmup = 120;
   uint64_t seed = 42;
@@ -29,7 +30,8 @@ int main(int argc, char** argv) {
   app.add_option("--rps", rps, "requests per second")->check(CLI::PositiveNumber);
   app.add_option("--arrival", arrival, "constant, poisson, gamma")
       ->check(CLI::IsMember({"constant", "poisson", "gamma"}));
-  app.add_option("--burstiness", burstiness, "gamma shape (1 = Poisson)")->check(CLI::PositiveNumber);
+  app.add_option("--burstiness", burstiness, "gamma shape (1 = Poisson)")
+      ->check(CLI::PositiveNumber);
   app.add_option("--duration", duration, "seconds of arrivals");
   app.add_option("--warmup", warmup, "seconds left out of the summary");
   app.add_option("--dataset", dataset, "synthetic or an llm-load-test JSONL file");
@@ -58,7 +60,8 @@ int main(int argc, char** argv) {
   size_t n = static_cast<size_t>(duration * rps);
   std::vector<loadgen::RequestSpec> specs;
   try {
-    if (dataset == "synthetic") specs = loadgen::synthetic_openorca(n, seed);
+    if (dataset == "synthetic")
+      specs = loadgen::synthetic_openorca(n, seed);
     else {
       auto all = loadgen::load_jsonl(dataset);
       for (size_t i = 0; i < n; ++i) specs.push_back(all[i % all.size()]);
@@ -68,7 +71,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   loadgen::ArrivalConfig ac;
-  ac.kind = arrival == "constant" ? loadgen::ArrivalKind::Constant
+  ac.kind = arrival == "constant"  ? loadgen::ArrivalKind::Constant
             : arrival == "poisson" ? loadgen::ArrivalKind::Poisson
                                    : loadgen::ArrivalKind::Gamma;
   ac.rps = rps;
@@ -107,14 +110,20 @@ int main(int argc, char** argv) {
                t["median"].get<double>(), t["p90"].get<double>(), t["p99"].get<double>(),
                summary["itl_s"]["p99"].get<double>(), summary["throughput_tok_s"].get<double>(),
                max_wait, per);
-    report.push_back({{"balancer", name}, {"summary", summary}, {"replicas", replicas}, {"events", r.events}});
+    report.push_back(
+        {{"balancer", name}, {"summary", summary}, {"replicas", replicas}, {"events", r.events}});
   }
   if (!out.empty()) {
     std::ofstream f(out);
     f << nlohmann::json{{"config",
-                         {{"replicas", cfg.replicas}, {"rps", rps}, {"arrival", arrival},
-                          {"burstiness", burstiness}, {"duration", duration}, {"warmup", warmup},
-                          {"scrape_interval", scrape}, {"seed", seed}}},
+                         {{"replicas", cfg.replicas},
+                          {"rps", rps},
+                          {"arrival", arrival},
+                          {"burstiness", burstiness},
+                          {"duration", duration},
+                          {"warmup", warmup},
+                          {"scrape_interval", scrape},
+                          {"seed", seed}}},
                         {"runs", report}}
              .dump()
       << "\n";
