@@ -15,7 +15,8 @@
 #   BAL_CGROUP    1 when clients must run in the harness cgroup (socket LB)
 #   BAL_ARGS      extra kvlb-loadgen arguments (the oracle's targets)
 # balancer_stop NAME removes everything it added.
-# Needs KVLB_BUILD (the build directory); KVLB_CHOICES sets kvlb's choices (2).
+# Needs KVLB_BUILD (the build directory); KVLB_CHOICES overrides kvlb's choices
+# (the agent's default otherwise).
 
 BAL_PROXY_PORT=18080
 
@@ -42,7 +43,7 @@ balancer_start() {
         echo "  - name: llm"
         echo "    vip: $(harness_vip 0):$port"
         echo "    policy: $policy"
-        echo "    choices: ${KVLB_CHOICES:-2}"
+        [ -n "${KVLB_CHOICES:-}" ] && echo "    choices: $KVLB_CHOICES"
         echo "    backends:"
         _bal_backends "$n" "$port" | sed 's/^/      - address: /'
       } >"$HARNESS_DIR/kvlb.yaml"

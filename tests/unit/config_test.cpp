@@ -100,6 +100,11 @@ TEST(Config, ErrorsNameTheFieldAndTheReason) {
   expect_error("cgroup: [unclosed\n", "(yaml)", "line");
 }
 
+TEST(Config, DefaultsToFourChoices) {
+  auto c = parse_config(replace(kValid, "    choices: 3\n", ""));
+  EXPECT_EQ(c.services[0].choices, 4);
+}
+
 TEST(Config, DuplicateServicesAreRejected) {
   std::string two = std::string(kValid) + R"(
   - name: llama

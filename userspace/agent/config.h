@@ -41,7 +41,9 @@ struct ServiceConfig {
   std::string name;
   Endpoint vip;
   kvlb_policy policy = KVLB_POLICY_P2C_QUEUE_KV;
-  uint8_t choices = 2;
+  // 4: the best or near-best p99 TTFT across load, burstiness and scrape interval
+  // in the simulator sweep (docs/benchmarks.md); bounded by the backend count.
+  uint8_t choices = 4;
   std::vector<BackendConfig> backends;
 };
 
