@@ -20,11 +20,11 @@
 /* ---- limits ------------------------------------------------------------ */
 
 /* Services (VIP:port:proto) balanced at once. */
-#define KVLB_MAX_SERVICES 1024
+#define KVLB_MAX_SERVICES 16384
 /* Slots per service in the slot table: the most backends one service can have. */
 #define KVLB_MAX_SLOTS 256
 /* Backends in total, across all services (backend ids are 1..KVLB_MAX_BACKENDS-1). */
-#define KVLB_MAX_BACKENDS 8192
+#define KVLB_MAX_BACKENDS 16384
 /* Upper bound on the number of choices a policy compares (2..KVLB_MAX_CHOICES). */
 #define KVLB_MAX_CHOICES 16
 /* Sockets the per-socket state map can track at once. */
@@ -47,6 +47,9 @@
 #define KVLB_LINK_CONNECT4 "connect4"
 #define KVLB_LINK_GETPEERNAME4 "getpeername4"
 #define KVLB_LINK_SOCK_RELEASE "sock_release"
+#define KVLB_LINK_CONNECT6 "connect6"
+#define KVLB_LINK_GETPEERNAME6 "getpeername6"
+#define KVLB_LINK_SOCKOPS "sockops"
 
 /* ---- enums ------------------------------------------------------------- */
 
@@ -128,10 +131,14 @@ struct kvlb_score {
 };
 
 /* Counter map (array indexed by backend id), written only by the kernel
- * with atomic adds. */
+ * with atomic adds (and by a new agent resetting a freshly allocated id). */
 struct kvlb_counters {
-  __u64 picks;    /* connections assigned, ever */
-  __s64 inflight; /* connections assigned and not yet released */
+  __u64 picks;                /* connections assigned, ever */
+  __s64 inflight;             /* connections assigned and not yet released */
+  __u64 connect_failures;     /* connects that failed or were refused, ever */
+  __u32 consecutive_failures; /* since the last successful connect */
+  __u32 pad;
+  __u64 last_failure_ns; /* bpf_ktime_get_ns() of the last failure */
 };
 
 /* Per-socket state (socket-local storage): what connect() chose, so getpeername()
@@ -158,7 +165,7 @@ KVLB_STATIC_ASSERT(sizeof(struct kvlb_service) == 16, "kvlb_service layout");
 KVLB_STATIC_ASSERT(sizeof(struct kvlb_slot) == 4, "kvlb_slot layout");
 KVLB_STATIC_ASSERT(sizeof(struct kvlb_backend) == 24, "kvlb_backend layout");
 KVLB_STATIC_ASSERT(sizeof(struct kvlb_score) == 40, "kvlb_score layout");
-KVLB_STATIC_ASSERT(sizeof(struct kvlb_counters) == 16, "kvlb_counters layout");
+KVLB_STATIC_ASSERT(sizeof(struct kvlb_counters) == 40, "kvlb_counters layout");
 KVLB_STATIC_ASSERT(sizeof(struct kvlb_sock_state) == 24, "kvlb_sock_state layout");
 KVLB_STATIC_ASSERT(KVLB_MAX_CHOICES >= 2, "at least two choices");
 KVLB_STATIC_ASSERT((KVLB_MAX_SLOTS & (KVLB_MAX_SLOTS - 1)) == 0, "slots a power of two");

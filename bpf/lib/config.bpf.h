@@ -15,6 +15,14 @@ const volatile __u32 cfg_kv_full_permille = 950;
 const volatile __u32 cfg_w_queue = 1000;
 const volatile __u32 cfg_w_kv = 1;
 const volatile __u32 cfg_w_inflight = 100;
+const volatile __u32 cfg_fail_threshold = 1;
+const volatile __u64 cfg_fail_cooldown_ns = 5000000000ull; /* 5 s */
+/* Sockets carrying this mark (SO_MARK) are never balanced: the agent marks its
+ * own scrapes. 0: no bypass. */
+const volatile __u32 cfg_bypass_mark = 0;
+/* When non-zero, only sockets of this network namespace (the host's) are
+ * balanced: pods in their own namespaces connect to VIPs unchanged. */
+const volatile __u64 cfg_host_netns_cookie = 0;
 /* errno returned by connect() to a VIP with no eligible backend. */
 const volatile __u32 cfg_no_backend_errno = 111; /* ECONNREFUSED, as kube-proxy's REJECT */
 

@@ -18,7 +18,8 @@ static __always_inline void kvlb_cfg_load(struct kvlb_select_cfg* cfg) {
   cfg->w_queue = cfg_w_queue;
   cfg->w_kv = cfg_w_kv;
   cfg->w_inflight = cfg_w_inflight;
-  cfg->pad = 0;
+  cfg->fail_threshold = cfg_fail_threshold;
+  cfg->fail_cooldown_ns = cfg_fail_cooldown_ns;
 }
 
 /* View of the backend in slot `slot` of service `svc_id`. */
@@ -33,7 +34,8 @@ static __always_inline void kvlb_view_slot(struct kvlb_view* v, __u32 svc_id, __
     sc = bpf_map_lookup_elem(&kvlb_score_v1, &id);
     c = bpf_map_lookup_elem(&kvlb_ctr_v1, &id);
   }
-  kvlb_view_make(v, id, sc, c, cfg, now);
+  v->backend_id = id;
+  kvlb_view_make(v, sc, c, cfg, now);
 }
 
 /* State carried through the bpf_loop() iterations of one pick. */

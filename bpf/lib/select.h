@@ -9,8 +9,8 @@
  * lookups are the caller's job: the caller turns each sampled slot into a
  * struct kvlb_view with kvlb_view_make() and keeps the best with kvlb_prefer().
  *
- * Everything is static inline and loop-free except where bounded by a constant,
- * so the verifier accepts it.
+ * Everything is loop-free except where bounded by a constant, so the verifier
+ * accepts it; the two comparison functions are BPF global functions (below).
  */
 #ifndef KVLB_SELECT_H
 #define KVLB_SELECT_H
@@ -20,8 +20,14 @@
 #ifndef KVLB_INLINE
 #ifdef __BPF__
 #define KVLB_INLINE static __always_inline
+/* Global BPF functions are verified once, on their own, with their arguments
+ * as unknowns: the branches of the comparison then add to the verifier's work
+ * instead of multiplying with the caller's (which exceeded its 1M limit). They
+ * must return a scalar and check their pointer arguments. */
+#define KVLB_SUBPROG __attribute__((noinline)) int
 #else
 #define KVLB_INLINE static inline
+#define KVLB_SUBPROG static inline int
 #endif
 #endif
 
@@ -42,13 +48,17 @@ struct kvlb_select_cfg {
   __u32 w_queue;
   __u32 w_kv;
   __u32 w_inflight;
-  __u32 pad;
+  /* Passive health: after this many failed connects in a row (0: off), a backend
+   * is cooling down for fail_cooldown_ns: picked only when every candidate is. */
+  __u32 fail_threshold;
+  __u64 fail_cooldown_ns;
 };
 
 /* What the comparison needs to know about one candidate backend. */
 struct kvlb_view {
   __u32 backend_id;
   __u32 eligible; /* active, has an address */
+  __u32 cooling;  /* recent connect failures: only when nothing else is eligible */
   __u32 stale;    /* score too old (or never scored): compare on in-flight only */
   __u32 waiting;  /* waiting corrected for assignments since the score */
   __u32 kv;       /* KV permille corrected for assignments since the score */
@@ -106,24 +116,28 @@ KVLB_INLINE __u32 kvlb_clamp_u32(__u64 v) {
   return v > 0xffffffffull ? 0xffffffffu : (__u32)v;
 }
 
-/* Builds the comparison view of one backend from its score and kernel counters. */
-KVLB_INLINE void kvlb_view_make(struct kvlb_view* v, __u32 backend_id, const struct kvlb_score* s,
-                                const struct kvlb_counters* c, const struct kvlb_select_cfg* cfg,
-                                __u64 now_ns) {
+/* Builds the comparison view of backend v->backend_id (set by the caller: BPF
+ * functions take five arguments at most) from its score and kernel counters
+ * (either may be NULL). Returns 0. */
+KVLB_SUBPROG kvlb_view_make(struct kvlb_view* v, const struct kvlb_score* s,
+                            const struct kvlb_counters* c, const struct kvlb_select_cfg* cfg,
+                            __u64 now_ns) {
   __u64 assigned = 0;
   __u64 kv;
   __u64 weight;
   __s64 inflight = c ? c->inflight : 0;
 
-  v->backend_id = backend_id;
-  v->eligible = backend_id != KVLB_BACKEND_NONE && s && s->state == KVLB_STATE_ACTIVE;
+  if (!v || !cfg) return 0;
+  v->eligible = v->backend_id != KVLB_BACKEND_NONE && s && s->state == KVLB_STATE_ACTIVE;
   v->inflight = inflight < 0 ? 0 : inflight;
+  v->cooling = c && cfg->fail_threshold && c->consecutive_failures >= cfg->fail_threshold &&
+               now_ns >= c->last_failure_ns && now_ns - c->last_failure_ns < cfg->fail_cooldown_ns;
   v->stale = 1;
   v->waiting = 0;
   v->kv = 0;
   v->weight = 100;
   v->score = 0;
-  if (!s) return;
+  if (!s) return 0;
 
   weight = s->weight ? s->weight : 100;
   v->weight = (__u32)weight;
@@ -147,6 +161,7 @@ KVLB_INLINE void kvlb_view_make(struct kvlb_view* v, __u32 backend_id, const str
   v->score = ((__u64)cfg->w_queue * v->waiting + (__u64)cfg->w_kv * v->kv +
               (__u64)cfg->w_inflight * (__u64)v->inflight) *
              100 / weight;
+  return 0;
 }
 
 /* Three-way compare helper: -1 when a < b, 1 when a > b, else 0. */
@@ -157,10 +172,14 @@ KVLB_INLINE void kvlb_view_make(struct kvlb_view* v, __u32 backend_id, const str
  * Ineligible candidates never win. When either score is stale the comparison
  * falls back to in-flight counts, which the kernel keeps exactly.
  */
-KVLB_INLINE int kvlb_prefer(__u8 policy, const struct kvlb_view* a, const struct kvlb_view* b) {
+KVLB_SUBPROG kvlb_prefer(__u8 policy, const struct kvlb_view* a, const struct kvlb_view* b) {
   int c = 0;
+  if (!a || !b) return 0;
   if (!a->eligible) return 0;
   if (!b->eligible) return 1;
+  /* A backend whose connects just failed loses to any healthy one, but still
+   * beats nothing: if every backend is cooling down, connections are tried. */
+  if (a->cooling != b->cooling) return b->cooling;
   if (policy == KVLB_POLICY_RANDOM) return 0;
   if (policy == KVLB_POLICY_LEAST_INFLIGHT || a->stale || b->stale)
     return a->inflight < b->inflight;

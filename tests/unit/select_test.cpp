@@ -9,21 +9,25 @@
 #include <vector>
 
 #include "selection/array_pick.h"
+#include "selection/select_defaults.h"
 
 namespace {
 
+// The shipped defaults, with a 1 s staleness bound.
 kvlb_select_cfg cfg() {
-  kvlb_select_cfg c{};
+  kvlb_select_cfg c = kvlb::default_select_cfg();
   c.stale_ns = 1'000'000'000ull;
-  c.kv_permille_per_pick = 15;
-  c.kv_full_permille = 950;
-  c.w_queue = 1000;
-  c.w_kv = 1;
-  c.w_inflight = 100;
   return c;
 }
 
 constexpr uint64_t kNow = 10'000'000'000ull;
+
+kvlb_counters ctr(uint64_t picks, int64_t inflight) {
+  kvlb_counters c{};
+  c.picks = picks;
+  c.inflight = inflight;
+  return c;
+}
 
 kvlb_score fresh(uint32_t waiting, uint16_t kv, uint8_t state = KVLB_STATE_ACTIVE) {
   kvlb_score s{};
@@ -36,10 +40,11 @@ kvlb_score fresh(uint32_t waiting, uint16_t kv, uint8_t state = KVLB_STATE_ACTIV
 }
 
 kvlb_view view(uint32_t id, const kvlb_score& s, int64_t inflight = 0, uint64_t picks = 0) {
-  kvlb_counters c{picks, inflight};
+  kvlb_counters c = ctr(picks, inflight);
   kvlb_view v{};
   auto conf = cfg();
-  kvlb_view_make(&v, id, &s, &c, &conf, kNow);
+  v.backend_id = id;
+  kvlb_view_make(&v, &s, &c, &conf, kNow);
   return v;
 }
 
@@ -114,20 +119,23 @@ TEST(ViewMake, AssignmentsSinceScoreRaiseKvAndQueueOnlyWhenQueuing) {
   kvlb_view v{};
   kvlb_score idle = fresh(0, 300);
   idle.picks_at_score = 10;
-  kvlb_counters c{14, 4};  // 4 picks since the score
-  kvlb_view_make(&v, 1, &idle, &c, &conf, kNow);
+  kvlb_counters c = ctr(14, 4);  // 4 picks since the score
+  v.backend_id = 1;
+  kvlb_view_make(&v, &idle, &c, &conf, kNow);
   EXPECT_EQ(v.waiting, 0u);  // not queuing: new requests join the running batch
   EXPECT_EQ(v.kv, 300u + 4 * 15);
   EXPECT_FALSE(v.stale);
 
   kvlb_score queuing = fresh(3, 600);
   queuing.picks_at_score = 10;
-  kvlb_view_make(&v, 1, &queuing, &c, &conf, kNow);
+  v.backend_id = 1;
+  kvlb_view_make(&v, &queuing, &c, &conf, kNow);
   EXPECT_EQ(v.waiting, 3u + 4);
 
   kvlb_score full = fresh(0, 940);
   full.picks_at_score = 10;
-  kvlb_view_make(&v, 1, &full, &c, &conf, kNow);
+  v.backend_id = 1;
+  kvlb_view_make(&v, &full, &c, &conf, kNow);
   EXPECT_EQ(v.waiting, 4u);  // 940 + 60 >= 950: the cache is full, they queue
 }
 
@@ -136,12 +144,14 @@ TEST(ViewMake, ClosedConnectionsDoNotCountAsUnseenLoad) {
   kvlb_view v{};
   kvlb_score idle = fresh(0, 300);
   idle.picks_at_score = 10;
-  kvlb_counters c{110, 2};  // 100 picks since the score, but only 2 still open
-  kvlb_view_make(&v, 1, &idle, &c, &conf, kNow);
+  kvlb_counters c = ctr(110, 2);  // 100 picks since the score, but only 2 still open
+  v.backend_id = 1;
+  kvlb_view_make(&v, &idle, &c, &conf, kNow);
   EXPECT_EQ(v.kv, 300u + 2 * 15);
   EXPECT_EQ(v.waiting, 0u);
-  kvlb_counters old_conns{110, 500};  // many open, but from before the score
-  kvlb_view_make(&v, 1, &idle, &old_conns, &conf, kNow);
+  kvlb_counters old_conns = ctr(110, 500);  // many open, but from before the score
+  v.backend_id = 1;
+  kvlb_view_make(&v, &idle, &old_conns, &conf, kNow);
   EXPECT_EQ(v.kv, 300u + 100 * 15);
 }
 
@@ -150,22 +160,28 @@ TEST(ViewMake, StaleAndIneligible) {
   kvlb_view v{};
   kvlb_score old = fresh(0, 100);
   old.updated_ns = kNow - 2'000'000'000ull;
-  kvlb_view_make(&v, 1, &old, nullptr, &conf, kNow);
+  v.backend_id = 1;
+  kvlb_view_make(&v, &old, nullptr, &conf, kNow);
   EXPECT_TRUE(v.stale);
   EXPECT_TRUE(v.eligible);
   kvlb_score never{};
-  kvlb_view_make(&v, 1, &never, nullptr, &conf, kNow);
+  v.backend_id = 1;
+  kvlb_view_make(&v, &never, nullptr, &conf, kNow);
   EXPECT_TRUE(v.stale);
   kvlb_score draining = fresh(0, 0, KVLB_STATE_DRAINING);
-  kvlb_view_make(&v, 1, &draining, nullptr, &conf, kNow);
+  v.backend_id = 1;
+  kvlb_view_make(&v, &draining, nullptr, &conf, kNow);
   EXPECT_FALSE(v.eligible);
   kvlb_score down = fresh(0, 0, KVLB_STATE_DOWN);
-  kvlb_view_make(&v, 1, &down, nullptr, &conf, kNow);
+  v.backend_id = 1;
+  kvlb_view_make(&v, &down, nullptr, &conf, kNow);
   EXPECT_FALSE(v.eligible);
-  kvlb_view_make(&v, KVLB_BACKEND_NONE, &never, nullptr, &conf, kNow);
+  v.backend_id = KVLB_BACKEND_NONE;
+  kvlb_view_make(&v, &never, nullptr, &conf, kNow);
   EXPECT_FALSE(v.eligible);
-  kvlb_counters negative{0, -5};
-  kvlb_view_make(&v, 1, &never, &negative, &conf, kNow);
+  kvlb_counters negative = ctr(0, -5);
+  v.backend_id = 1;
+  kvlb_view_make(&v, &never, &negative, &conf, kNow);
   EXPECT_EQ(v.inflight, 0);
 }
 
@@ -204,8 +220,10 @@ TEST(Prefer, ScorePolicyWeighsAndNormalisesByWeight) {
   big.weight = 200;  // twice the capacity
   kvlb_score small = fresh(1, 500);
   kvlb_view a{}, b{};
-  kvlb_view_make(&a, 1, &big, nullptr, &conf, kNow);
-  kvlb_view_make(&b, 2, &small, nullptr, &conf, kNow);
+  a.backend_id = 1;
+  kvlb_view_make(&a, &big, nullptr, &conf, kNow);
+  b.backend_id = 2;
+  kvlb_view_make(&b, &small, nullptr, &conf, kNow);
   EXPECT_EQ(a.score, (2 * 1000u + 500) * 100 / 200);
   EXPECT_EQ(b.score, (1 * 1000u + 500));
   EXPECT_TRUE(kvlb_prefer(KVLB_POLICY_P2C_SCORE, &a, &b));
@@ -247,9 +265,9 @@ TEST(Pick, LeastInflightWithAllChoicesIsExact) {
   s.policy = KVLB_POLICY_LEAST_INFLIGHT;
   s.choices = 4;
   s.scores = {fresh(0, 0), fresh(0, 0), fresh(0, 0), fresh(0, 0)};
-  s.counters = {{0, 5}, {0, 2}, {0, 7}, {0, 3}};
+  s.counters = {ctr(0, 5), ctr(0, 2), ctr(0, 7), ctr(0, 3)};
   for (uint64_t seed = 1; seed <= 50; ++seed) {
-    s.counters = {{0, 5}, {0, 2}, {0, 7}, {0, 3}};
+    s.counters = {ctr(0, 5), ctr(0, 2), ctr(0, 7), ctr(0, 3)};
     EXPECT_EQ(s.pick(seed), 1);
   }
 }
@@ -272,6 +290,36 @@ TEST(Pick, DrainingAndDownAreNeverPickedAndFallbackScanFindsHealthy) {
               fresh(0, 0, KVLB_STATE_DRAINING), fresh(30, 999), fresh(0, 0, KVLB_STATE_DOWN)};
   s.counters.resize(5);
   for (uint64_t seed = 1; seed <= 500; ++seed) EXPECT_EQ(s.pick(seed), 3);
+}
+
+TEST(Pick, PassiveHealthBenchesAFailingBackendForTheCooldown) {
+  Service s;
+  s.scores = {fresh(0, 100), fresh(0, 100), fresh(0, 100)};
+  s.counters.resize(3);
+  s.counters[1].consecutive_failures = 1;
+  s.counters[1].last_failure_ns = kNow - 1'000'000'000ull;  // 1 s ago, cool-down is 5 s
+  for (uint64_t seed = 1; seed <= 300; ++seed) {
+    EXPECT_NE(s.pick(seed), 1);
+    for (auto& c : s.counters) c.picks = c.inflight = 0;
+  }
+  s.counters[1].last_failure_ns = kNow - 6'000'000'000ull;  // cool-down over: tried again
+  int hits = 0;
+  for (uint64_t seed = 1; seed <= 300; ++seed) {
+    hits += s.pick(seed) == 1;
+    for (auto& c : s.counters) c.picks = c.inflight = 0;
+  }
+  EXPECT_GT(hits, 50);
+}
+
+TEST(Pick, WhenEveryBackendIsCoolingConnectionsAreStillTried) {
+  Service s;
+  s.scores = {fresh(0, 100), fresh(0, 100)};
+  s.counters.resize(2);
+  for (auto& c : s.counters) {
+    c.consecutive_failures = 3;
+    c.last_failure_ns = kNow - 1000;
+  }
+  EXPECT_GE(s.pick(1), 0);
 }
 
 TEST(Pick, NoEligibleBackendPicksNothing) {

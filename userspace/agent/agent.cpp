@@ -43,7 +43,7 @@ Endpoint endpoint_of(const kvlb_backend& b) {
 Agent::Agent(AgentConfig cfg, DataPlane& dp)
     : cfg_(std::move(cfg)),
       dp_(dp),
-      scraper_(ScrapeOptions{cfg_.scrape_timeout, cfg_.max_scrape_bytes}) {}
+      scraper_(ScrapeOptions{cfg_.scrape_timeout, cfg_.max_scrape_bytes, cfg_.bypass_mark}) {}
 
 void Agent::apply_config() {
   // 1. Backends already in the maps, by address.

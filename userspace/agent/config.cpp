@@ -135,8 +135,10 @@ ServiceConfig parse_service(const YAML::Node& n, const std::string& path) {
   for (size_t i = 0; i < n["backends"].size(); ++i) {
     auto bpath = fmt::format("{}.backends[{}]", path, i);
     auto b = parse_backend(n["backends"][i], bpath);
-    if (b.address.family != KVLB_AF_INET)
-      throw ConfigError(join(bpath, "address"), "IPv6 backends need connect6 (not built yet)");
+    if (b.address.family != s.vip.family)
+      throw ConfigError(join(bpath, "address"),
+                        fmt::format("{} is not of the VIP's address family ({})",
+                                    b.address.to_string(), s.vip.to_string()));
     if (!seen.insert(b.address.to_string()).second)
       throw ConfigError(join(bpath, "address"), b.address.to_string() + " is listed twice");
     s.backends.push_back(std::move(b));
@@ -199,6 +201,23 @@ AgentConfig parse_config(const std::string& yaml_text) {
   if (root["kv_permille_per_pick"])
     c.kv_permille_per_pick =
         integer<uint32_t>(root["kv_permille_per_pick"], "kv_permille_per_pick", 0, 1000);
+
+  if (const auto& ph = root["passive_health"]) {
+    check_keys(ph, "passive_health", {"failure_threshold", "cooldown"});
+    if (ph["failure_threshold"])
+      c.failure_threshold =
+          integer<uint32_t>(ph["failure_threshold"], "passive_health.failure_threshold", 0, 1000);
+    if (ph["cooldown"])
+      c.failure_cooldown = duration_ms(ph["cooldown"], "passive_health.cooldown", milliseconds(1));
+  }
+  if (root["host_network_only"]) {
+    auto v = scalar(root["host_network_only"], "host_network_only");
+    if (v != "true" && v != "false")
+      throw ConfigError("host_network_only", "'" + v + "' is not true or false");
+    c.host_network_only = v == "true";
+  }
+  if (root["bypass_mark"])
+    c.bypass_mark = integer<uint32_t>(root["bypass_mark"], "bypass_mark", 0, 0xffffffffu);
 
   if (!root["services"] || !root["services"].IsSequence() || root["services"].size() == 0)
     throw ConfigError("services", "must be a non-empty list");

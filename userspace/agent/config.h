@@ -57,6 +57,15 @@ struct AgentConfig {
   unsigned down_after_failures = 3;
   std::chrono::milliseconds stale_after{2000};
   uint32_t kv_permille_per_pick = 15;
+  // Passive health: after this many failed connects in a row (0: off) a backend
+  // is skipped for `failure_cooldown` unless nothing else is eligible.
+  uint32_t failure_threshold = 1;
+  std::chrono::milliseconds failure_cooldown{5000};
+  // Balance only connections made in the agent's own (the host's) network namespace.
+  bool host_network_only = false;
+  // SO_MARK the agent puts on its own scrape sockets; the socket LB never
+  // rebalances marked sockets. 0: no mark.
+  uint32_t bypass_mark = 0x6b766c62;  // "kvlb"
   std::vector<ServiceConfig> services;
 };
 

@@ -61,9 +61,12 @@ int main(int argc, char** argv) {
     o.bpffs_root = cfg.bpffs;
     o.pin_dir = cfg.pin_dir;
     o.cgroup = resolve_cgroup(cfg.cgroup);
-    o.select = default_select_cfg();
     o.select.stale_ns = static_cast<uint64_t>(cfg.stale_after.count()) * 1'000'000ull;
     o.select.kv_permille_per_pick = cfg.kv_permille_per_pick;
+    o.select.fail_threshold = cfg.failure_threshold;
+    o.select.fail_cooldown_ns = static_cast<uint64_t>(cfg.failure_cooldown.count()) * 1'000'000ull;
+    o.bypass_mark = cfg.bypass_mark;
+    if (cfg.host_network_only) o.host_netns_cookie = current_netns_cookie();
     dp = DataPlane::open(o);
   } catch (const std::exception& e) {
     spdlog::error("cannot set up the data plane: {}", e.what());

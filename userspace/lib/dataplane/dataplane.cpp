@@ -3,6 +3,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -19,8 +20,11 @@
 #include "dataplane/bpf_handles.h"
 
 #include "connect4.skel.h"
+#include "connect6.skel.h"
 #include "getpeername4.skel.h"
+#include "getpeername6.skel.h"
 #include "sock_release.skel.h"
+#include "sockops.skel.h"
 
 namespace kvlb {
 namespace fs = std::filesystem;
@@ -55,45 +59,75 @@ struct Hook {
 
 }  // namespace
 
+uint64_t current_netns_cookie() {
+  UniqueFd fd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!fd) throw_errno(errno, "socket");
+  uint64_t cookie = 0;
+  socklen_t len = sizeof(cookie);
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71
+#endif
+  if (::getsockopt(fd.get(), SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len) != 0)
+    throw_errno(errno, "getsockopt(SO_NETNS_COOKIE)");
+  return cookie;
+}
+
 struct DataPlane::Impl {
   DataPlaneOptions opts;
   SkelPtr<kvlb_connect4, kvlb_connect4__destroy> connect4;
+  SkelPtr<kvlb_connect6, kvlb_connect6__destroy> connect6;
   SkelPtr<kvlb_getpeername4, kvlb_getpeername4__destroy> getpeername4;
+  SkelPtr<kvlb_getpeername6, kvlb_getpeername6__destroy> getpeername6;
   SkelPtr<kvlb_sock_release, kvlb_sock_release__destroy> sock_release;
+  SkelPtr<kvlb_sockops, kvlb_sockops__destroy> sockops;
   std::vector<Hook> hooks;
   bool adopted = false;
   int fd_services = -1, fd_slots = -1, fd_backends = -1, fd_scores = -1, fd_counters = -1;
 
   fs::path link_dir() const { return opts.pin_dir / KVLB_LINK_DIR; }
 
+  // The selection hooks' load-time constants (.rodata, see bpf/lib/config.bpf.h).
   template <typename Skel>
   void set_rodata(Skel* s) {
-    s->rodata->cfg_stale_ns = opts.select.stale_ns;
-    s->rodata->cfg_kv_permille_per_pick = opts.select.kv_permille_per_pick;
-    s->rodata->cfg_kv_full_permille = opts.select.kv_full_permille;
-    s->rodata->cfg_w_queue = opts.select.w_queue;
-    s->rodata->cfg_w_kv = opts.select.w_kv;
-    s->rodata->cfg_w_inflight = opts.select.w_inflight;
-    s->rodata->cfg_no_backend_errno = opts.no_backend_errno;
+    auto* r = s->rodata;
+    r->cfg_stale_ns = opts.select.stale_ns;
+    r->cfg_kv_permille_per_pick = opts.select.kv_permille_per_pick;
+    r->cfg_kv_full_permille = opts.select.kv_full_permille;
+    r->cfg_w_queue = opts.select.w_queue;
+    r->cfg_w_kv = opts.select.w_kv;
+    r->cfg_w_inflight = opts.select.w_inflight;
+    r->cfg_fail_threshold = opts.select.fail_threshold;
+    r->cfg_fail_cooldown_ns = opts.select.fail_cooldown_ns;
+    r->cfg_bypass_mark = opts.bypass_mark;
+    r->cfg_host_netns_cookie = opts.host_netns_cookie;
+    r->cfg_no_backend_errno = opts.no_backend_errno;
+  }
+
+  // Opens and loads one skeleton with the shared pin root; `configure` runs
+  // between open and load (to set .rodata).
+  template <typename Skel, void (*Destroy)(Skel*), typename Open, typename Load, typename Configure>
+  void load_one(SkelPtr<Skel, Destroy>& out, const char* name, Open open, Load load,
+                const bpf_object_open_opts* oo, Configure configure) {
+    out.reset(open(oo));
+    if (!out) throw_errno(errno, fmt::format("open {} BPF object", name));
+    configure(out.get());
+    if (int err = load(out.get())) throw_errno(err, fmt::format("load {} program", name));
   }
 
   void load() {
     std::string pin_root = opts.pin_dir.string();
     LIBBPF_OPTS(bpf_object_open_opts, oo, .pin_root_path = pin_root.c_str());
-    connect4.reset(kvlb_connect4__open_opts(&oo));
-    if (!connect4) throw_errno(errno, "open connect4 BPF object");
-    set_rodata(connect4.get());
-    if (int err = kvlb_connect4__load(connect4.get())) throw_errno(err, "load connect4 program");
-
-    getpeername4.reset(kvlb_getpeername4__open_opts(&oo));
-    if (!getpeername4) throw_errno(errno, "open getpeername4 BPF object");
-    if (int err = kvlb_getpeername4__load(getpeername4.get()))
-      throw_errno(err, "load getpeername4 program");
-
-    sock_release.reset(kvlb_sock_release__open_opts(&oo));
-    if (!sock_release) throw_errno(errno, "open sock_release BPF object");
-    if (int err = kvlb_sock_release__load(sock_release.get()))
-      throw_errno(err, "load sock_release program");
+    auto none = [](auto*) {};
+    auto rodata = [this](auto* s) { set_rodata(s); };
+    load_one(connect4, "connect4", kvlb_connect4__open_opts, kvlb_connect4__load, &oo, rodata);
+    load_one(connect6, "connect6", kvlb_connect6__open_opts, kvlb_connect6__load, &oo, rodata);
+    load_one(getpeername4, "getpeername4", kvlb_getpeername4__open_opts, kvlb_getpeername4__load,
+             &oo, none);
+    load_one(getpeername6, "getpeername6", kvlb_getpeername6__open_opts, kvlb_getpeername6__load,
+             &oo, none);
+    load_one(sock_release, "sock_release", kvlb_sock_release__open_opts, kvlb_sock_release__load,
+             &oo, none);
+    load_one(sockops, "sockops", kvlb_sockops__open_opts, kvlb_sockops__load, &oo, none);
 
     auto& m = connect4->maps;
     fd_services = bpf_map__fd(m.kvlb_svc_v1);
@@ -103,8 +137,11 @@ struct DataPlane::Impl {
     fd_counters = bpf_map__fd(m.kvlb_ctr_v1);
 
     hooks.push_back({KVLB_LINK_CONNECT4, connect4->progs.kvlb_connect4, nullptr});
+    hooks.push_back({KVLB_LINK_CONNECT6, connect6->progs.kvlb_connect6, nullptr});
     hooks.push_back({KVLB_LINK_GETPEERNAME4, getpeername4->progs.kvlb_getpeername4, nullptr});
+    hooks.push_back({KVLB_LINK_GETPEERNAME6, getpeername6->progs.kvlb_getpeername6, nullptr});
     hooks.push_back({KVLB_LINK_SOCK_RELEASE, sock_release->progs.kvlb_sock_release, nullptr});
+    hooks.push_back({KVLB_LINK_SOCKOPS, sockops->progs.kvlb_sockops, nullptr});
   }
 
   // Attaches each hook, or swaps the program into the link a previous agent pinned.
@@ -160,7 +197,7 @@ struct DataPlane::Impl {
     std::error_code ec;
     fs::remove(link_dir(), ec);
     if (connect4) bpf_object__unpin_maps(connect4->obj, nullptr);
-    // getpeername4 and sock_release only reference the same pinned maps.
+    // The other objects only reference the same pinned maps.
     fs::remove(opts.pin_dir, ec);
     spdlog::info("detached and removed pins under {}", opts.pin_dir.string());
   }

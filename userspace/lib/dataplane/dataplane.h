@@ -23,9 +23,14 @@ struct DataPlaneOptions {
   std::filesystem::path bpffs_root = "/sys/fs/bpf";
   std::filesystem::path pin_dir = "/sys/fs/bpf/kvlb";
   std::filesystem::path cgroup;  // absolute path of a cgroup v2 directory
-  kvlb_select_cfg select = {};
+  kvlb_select_cfg select = default_select_cfg();
   uint32_t no_backend_errno = 111;  // ECONNREFUSED
+  uint32_t bypass_mark = 0;         // sockets with this SO_MARK are never balanced (0: none)
+  uint64_t host_netns_cookie = 0;   // balance only this network namespace (0: all)
 };
+
+// The cookie of the calling thread's network namespace (SO_NETNS_COOKIE).
+uint64_t current_netns_cookie();
 
 class DataPlane {
  public:

@@ -1,6 +1,7 @@
 #include "scraper.h"
 
 #include <curl/curl.h>
+#include <sys/socket.h>
 
 #include <map>
 #include <mutex>
@@ -72,6 +73,15 @@ struct Scraper::Impl {
     return len;
   }
 
+  // Marks scrape sockets so the socket LB never rebalances them (SO_MARK needs
+  // CAP_NET_ADMIN; without it the scrape still goes out, unmarked).
+  static int on_socket(void* user, curl_socket_t fd, curlsocktype purpose) {
+    auto mark = *static_cast<uint32_t*>(user);
+    if (purpose == CURLSOCKTYPE_IPCXN && mark)
+      setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark));
+    return CURL_SOCKOPT_OK;
+  }
+
   EasyPtr make_easy(Target* t) {
     EasyPtr e(curl_easy_init());
     if (!e) throw std::runtime_error("curl_easy_init failed");
@@ -86,6 +96,10 @@ struct Scraper::Impl {
     curl_easy_setopt(e.get(), CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e.get(), CURLOPT_ACCEPT_ENCODING, "");  // gzip if offered
     curl_easy_setopt(e.get(), CURLOPT_USERAGENT, "kvlb-agent/0.1");
+    if (opts.socket_mark) {
+      curl_easy_setopt(e.get(), CURLOPT_SOCKOPTFUNCTION, &Impl::on_socket);
+      curl_easy_setopt(e.get(), CURLOPT_SOCKOPTDATA, &opts.socket_mark);
+    }
     static const char* kAccept = "Accept: text/plain;version=0.0.4";
     static curl_slist accept_header{const_cast<char*>(kAccept), nullptr};
     curl_easy_setopt(e.get(), CURLOPT_HTTPHEADER, &accept_header);

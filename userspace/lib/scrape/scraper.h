@@ -28,6 +28,7 @@ struct ScrapeResult {
 struct ScrapeOptions {
   std::chrono::milliseconds timeout{1000};
   size_t max_body_bytes = 4 * 1024 * 1024;
+  uint32_t socket_mark = 0;  // SO_MARK on every scrape socket (0: none)
 };
 
 class Scraper {

@@ -21,7 +21,8 @@ inline int pick_from_arrays(uint8_t policy, uint8_t choices, const kvlb_score* s
   auto consider = [&](uint32_t i) {
     uint32_t slot = kvlb_pick_slot(&st, i);
     kvlb_view v{};
-    kvlb_view_make(&v, slot + 1, &scores[slot], &counters[slot], &cfg, now_ns);
+    v.backend_id = slot + 1;
+    kvlb_view_make(&v, &scores[slot], &counters[slot], &cfg, now_ns);
     kvlb_pick_consider(&st, &v);
   };
   for (uint32_t i = 0; i < st.k; ++i) consider(i);

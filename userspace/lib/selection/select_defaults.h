@@ -16,6 +16,8 @@ inline kvlb_select_cfg default_select_cfg() {
   c.w_queue = 1000;
   c.w_kv = 1;
   c.w_inflight = 100;
+  c.fail_threshold = 1;                   // the first refused connect...
+  c.fail_cooldown_ns = 5'000'000'000ull;  // ...benches a backend for 5 s
   return c;
 }
 

@@ -1,0 +1,88 @@
+/* SPDX-License-Identifier: (GPL-2.0 OR Apache-2.0) */
+/*
+ * sock_lb.bpf.h - the socket load balancer's core, shared by the connect4 and
+ * connect6 hooks: internals return 0 or a negative errno, and the one-line entry
+ * points of each hook turn that into the verdict.
+ */
+#ifndef KVLB_SOCK_LB_BPF_H
+#define KVLB_SOCK_LB_BPF_H
+
+#include <linux/bpf.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "maps.bpf.h"
+#include "counters.bpf.h"
+#include "pick.bpf.h"
+
+/* sys/socket.h does not build for the BPF target; the one constant we need: */
+#ifndef SOCK_STREAM
+#define SOCK_STREAM 1
+#endif
+
+/* Connections the socket LB must leave alone: not TCP; marked by the agent (its
+ * own scrapes); or, with the host-only option, from another network namespace. */
+static __always_inline int sock_lb_bypass(struct bpf_sock_addr* ctx) {
+  struct bpf_sock* sk;
+  if (ctx->type != SOCK_STREAM) return 1;
+  if (ctx->protocol != IPPROTO_TCP && ctx->protocol != 0) return 1;
+  if (cfg_bypass_mark) {
+    sk = ctx->sk;
+    if (sk && sk->mark == cfg_bypass_mark) return 1;
+  }
+  if (cfg_host_netns_cookie && bpf_get_netns_cookie(ctx) != cfg_host_netns_cookie) return 1;
+  return 0;
+}
+
+/*
+ * Picks a backend for a connect() to `key`. Returns 0 with *out = NULL when the
+ * destination is not a VIP, 0 with *out set to the backend, or -errno when the
+ * VIP has no eligible backend. Records the choice in the socket's storage (for
+ * getpeername and release) and counts the pick.
+ */
+static __always_inline int sock_lb_select(struct bpf_sock_addr* ctx,
+                                          const struct kvlb_service_key* key,
+                                          struct kvlb_backend** out) {
+  struct kvlb_service* svc;
+  struct kvlb_backend* be;
+  struct kvlb_sock_state* st;
+  __u32 id;
+
+  *out = 0;
+  svc = bpf_map_lookup_elem(&kvlb_svc_v1, key);
+  if (!svc) return 0;
+  id = kvlb_pick(svc);
+  if (id == KVLB_BACKEND_NONE) return -(int)cfg_no_backend_errno;
+  be = bpf_map_lookup_elem(&kvlb_be_v1, &id);
+  if (!be || be->family != key->family) return -(int)cfg_no_backend_errno;
+
+  st = bpf_sk_storage_get(&kvlb_sock_v1, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+  if (st) {
+    /* A second connect() on the same socket (after a failed attempt) moves the
+     * in-flight count instead of counting the socket twice. */
+    if (st->backend_id != KVLB_BACKEND_NONE) kvlb_account_release(st->backend_id);
+    st->vip = key->vip;
+    st->vip_port = key->port;
+    st->family = key->family;
+    st->backend_id = id;
+  }
+  kvlb_account_pick(id);
+  *out = be;
+  return 0;
+}
+
+/* The verdict of a connect hook for an internal result. */
+static __always_inline int sock_lb_verdict(int err) {
+  if (err < 0) {
+    bpf_set_retval(err);
+    return 0; /* reject: connect() fails with the errno set above */
+  }
+  return 1;
+}
+
+/* IPv4-mapped IPv6 address (::ffff:a.b.c.d): an AF_INET6 socket dialling IPv4. */
+static __always_inline int sock_lb_v4mapped(const __u32* ip6) {
+  return ip6[0] == 0 && ip6[1] == 0 && ip6[2] == bpf_htonl(0xffff);
+}
+
+#endif /* KVLB_SOCK_LB_BPF_H */
