@@ -46,4 +46,6 @@ static __always_inline int sock6_xlate(struct bpf_sock_addr* ctx) {
 }
 
 SEC("cgroup/connect6")
-int kvlb_connect6(struct bpf_sock_addr* ctx) { return sock_lb_verdict(sock6_xlate(ctx)); }
+int kvlb_connect6(struct bpf_sock_addr* ctx) {
+  return sock_lb_verdict(sock6_xlate(ctx));
+}

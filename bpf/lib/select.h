@@ -220,12 +220,14 @@ struct kvlb_pick_state {
   __u32 have;     /* best holds an eligible backend */
   __u32 scan_all; /* fallback: walk every slot */
   __u32 policy;
+  __u32 ties; /* candidates equal to best so far */
 };
 
 KVLB_INLINE void kvlb_pick_init(struct kvlb_pick_state* p, __u8 policy, __u8 choices, __u32 n,
                                 __u64 seed) {
   if (n > KVLB_MAX_SLOTS) n = KVLB_MAX_SLOTS;
   p->have = 0;
+  p->ties = 0;
   p->scan_all = 0;
   p->n = n;
   p->policy = policy;
@@ -241,11 +243,20 @@ KVLB_INLINE __u32 kvlb_pick_slot(struct kvlb_pick_state* p, __u32 i) {
   return kvlb_sample_slot(p->n, p->k, i, p->start, kvlb_rng_next(&p->rng));
 }
 
-/* Keeps v if it is eligible and better than the best so far. */
+/* Keeps v if it is eligible and better than the best so far. Candidates that
+ * compare equal are kept with probability 1/(number of equals so far)
+ * (reservoir sampling): ties are broken uniformly, whatever order the slots were
+ * visited in. Keeping the first one would favour the backend that follows a
+ * worse one in the ring. */
 KVLB_INLINE void kvlb_pick_consider(struct kvlb_pick_state* p, const struct kvlb_view* v) {
-  if (v->eligible && (!p->have || kvlb_prefer((__u8)p->policy, v, &p->best))) {
+  if (!v->eligible) return;
+  if (!p->have || kvlb_prefer((__u8)p->policy, v, &p->best)) {
     p->best = *v;
     p->have = 1;
+    p->ties = 1;
+  } else if (!kvlb_prefer((__u8)p->policy, &p->best, v)) {
+    p->ties++;
+    if (kvlb_rng_next(&p->rng) % p->ties == 0) p->best = *v;
   }
 }
 

@@ -250,6 +250,23 @@ TEST(Pick, BusyBackendIsAvoidedByP2cQueueKv) {
   EXPECT_NEAR(hits[2], 1500, 150);
 }
 
+TEST(Pick, TiesAreBrokenUniformlyWhenAllBackendsAreCompared) {
+  // One busy backend and two equal idle ones, every backend compared: the idle
+  // ones must share evenly, whichever follows the busy one in the ring.
+  Service s;
+  s.choices = 4;
+  s.scores = {fresh(20, 990), fresh(0, 300), fresh(0, 300)};
+  s.counters.resize(3);
+  std::vector<int> hits(3, 0);
+  for (uint64_t seed = 1; seed <= 6000; ++seed) {
+    ++hits[s.pick(seed)];
+    for (auto& c : s.counters) c = kvlb_counters{};
+  }
+  EXPECT_EQ(hits[0], 0);
+  EXPECT_NEAR(hits[1], 3000, 200);
+  EXPECT_NEAR(hits[2], 3000, 200);
+}
+
 TEST(Pick, RandomIsUniform) {
   Service s;
   s.policy = KVLB_POLICY_RANDOM;
