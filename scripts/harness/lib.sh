@@ -42,6 +42,11 @@ harness_ns() { echo "${HARNESS_ID}-$1"; }
 harness_client_ip() { echo "${HARNESS_NET}.$(( $1 + 1 )).1"; }
 harness_replica_ip() { echo "${HARNESS_NET}.$(( $1 + 1 )).2"; }
 harness_vip() { echo "${HARNESS_NET}.250.$(( ${1:-0} + 1 ))"; }
+# IPv6: a ULA /48 per run, fdXX:XXXX:<link>::/64 per veth link.
+harness_net6() { echo "fd${HARNESS_SHORT:0:2}:${HARNESS_SHORT:2:4}"; }
+harness_client_ip6() { echo "$(harness_net6):$(( $1 + 1 ))::1"; }
+harness_replica_ip6() { echo "$(harness_net6):$(( $1 + 1 ))::2"; }
+harness_vip6() { echo "$(harness_net6):fa::$(( ${1:-0} + 1 ))"; }
 
 _harness_netns_add() {
   ip netns add "$1" || harness_die "ip netns add $1"
@@ -65,12 +70,16 @@ harness_replica() {
   ip link add "$vc" netns "$c" type veth peer name "$vr" netns "$r" || harness_die "veth $vc"
   ip -n "$c" addr add "$(harness_client_ip "$i")/24" dev "$vc"
   ip -n "$r" addr add "$(harness_replica_ip "$i")/24" dev "$vr"
+  # nodad: usable at once, no duplicate-address detection delay.
+  ip -n "$c" -6 addr add "$(harness_client_ip6 "$i")/64" dev "$vc" nodad
+  ip -n "$r" -6 addr add "$(harness_replica_ip6 "$i")/64" dev "$vr" nodad
   ip -n "$c" link set "$vc" up
   ip -n "$r" link set "$vr" up
   # Replies go back through the client namespace whatever source address a
   # client used (after a DNAT the source may belong to another veth, as on a
   # node). The client namespace has no default route, so nothing leaves it.
   ip -n "$r" route add default via "$(harness_client_ip "$i")"
+  ip -n "$r" -6 route add default via "$(harness_client_ip6 "$i")"
 }
 
 # The cgroup v2 hierarchy's mount point (hybrid hosts have it at .../unified).

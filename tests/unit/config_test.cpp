@@ -100,6 +100,22 @@ TEST(Config, ErrorsNameTheFieldAndTheReason) {
   expect_error("cgroup: [unclosed\n", "(yaml)", "line");
 }
 
+TEST(Config, PassiveHealthHostOnlyAndMark) {
+  auto c = parse_config(std::string(kValid) +
+                        "passive_health: {failure_threshold: 2, cooldown: 3s}\n"
+                        "host_network_only: true\nbypass_mark: 7\n");
+  EXPECT_EQ(c.failure_threshold, 2u);
+  EXPECT_EQ(c.failure_cooldown.count(), 3000);
+  EXPECT_TRUE(c.host_network_only);
+  EXPECT_EQ(c.bypass_mark, 7u);
+  expect_error(std::string(kValid) + "host_network_only: yes please\n", "host_network_only",
+               "not true or false");
+  expect_error(std::string(kValid) + "passive_health: {threshold: 2}\n", "passive_health.threshold",
+               "unknown field");
+  expect_error(replace(kValid, "- address: 10.1.0.2:8000", "- address: \"[fd00::2]:8000\""),
+               "services[0].backends[0].address", "not of the VIP's address family");
+}
+
 TEST(Config, DefaultsToFourChoices) {
   auto c = parse_config(replace(kValid, "    choices: 3\n", ""));
   EXPECT_EQ(c.services[0].choices, 4);
@@ -118,4 +134,10 @@ TEST(Config, DuplicateServicesAreRejected) {
     backends: [{address: 10.1.0.9:8000}]
 )";
   expect_error(same_vip, "services[1].vip", "used by another service");
+  std::string conflicting = std::string(kValid) + R"(
+  - name: other
+    vip: 10.96.0.11:8000
+    backends: [{address: 10.1.0.2:8000, state: draining}]
+)";
+  expect_error(conflicting, "services[1].backends[0]", "is also services[0].backends[0]");
 }

@@ -3,6 +3,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -119,9 +120,6 @@ ServiceConfig parse_service(const YAML::Node& n, const std::string& path) {
   auto vip = required_string(n, "vip", path);
   auto ep = Endpoint::parse(vip);
   if (!ep) throw ConfigError(join(path, "vip"), "'" + vip + "' is not ip:port or [ipv6]:port");
-  if (ep->family != KVLB_AF_INET)
-    throw ConfigError(join(path, "vip"),
-                      "IPv6 VIPs are not supported by this version (connect6 is not built yet)");
   s.vip = *ep;
   if (n["policy"])
     s.policy = parse_policy(scalar(n["policy"], join(path, "policy")), join(path, "policy"));
@@ -169,7 +167,8 @@ AgentConfig parse_config(const std::string& yaml_text) {
   if (!root || root.IsNull()) throw ConfigError("(top level)", "the configuration is empty");
   check_keys(root, "",
              {"cgroup", "bpffs", "pin_dir", "scrape_interval", "scrape_timeout", "max_scrape_bytes",
-              "down_after_failures", "stale_after", "kv_permille_per_pick", "services"});
+              "down_after_failures", "stale_after", "kv_permille_per_pick", "passive_health",
+              "host_network_only", "bypass_mark", "services"});
   AgentConfig c;
   c.cgroup = required_string(root, "cgroup", "");
   if (root["bpffs"]) c.bpffs = scalar(root["bpffs"], "bpffs");
@@ -224,6 +223,9 @@ AgentConfig parse_config(const std::string& yaml_text) {
   if (root["services"].size() > KVLB_MAX_SERVICES)
     throw ConfigError("services", fmt::format("more than {} services", KVLB_MAX_SERVICES));
   std::set<std::string> names, vips;
+  // A replica listed by several services is one backend with one state, weight,
+  // engine and metrics URL: conflicting settings are an error, not a silent pick.
+  std::map<std::string, std::pair<std::string, BackendConfig>> replicas;
   for (size_t i = 0; i < root["services"].size(); ++i) {
     auto path = fmt::format("services[{}]", i);
     auto s = parse_service(root["services"][i], path);
@@ -231,6 +233,17 @@ AgentConfig parse_config(const std::string& yaml_text) {
       throw ConfigError(path + ".name", "'" + s.name + "' is used twice");
     if (!vips.insert(s.vip.to_string()).second)
       throw ConfigError(path + ".vip", s.vip.to_string() + " is used by another service");
+    for (size_t b = 0; b < s.backends.size(); ++b) {
+      const auto& bc = s.backends[b];
+      auto here = fmt::format("{}.backends[{}]", path, b);
+      auto [it, fresh] = replicas.emplace(bc.address.to_string(), std::make_pair(here, bc));
+      const auto& other = it->second.second;
+      if (!fresh && (other.state != bc.state || other.weight != bc.weight ||
+                     other.engine != bc.engine || other.metrics_url != bc.metrics_url))
+        throw ConfigError(here, fmt::format("{} is also {} with a different state, weight, engine "
+                                            "or metrics_url; a replica has one of each",
+                                            bc.address.to_string(), it->second.first));
+    }
     c.services.push_back(std::move(s));
   }
   return c;

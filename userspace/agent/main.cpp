@@ -66,7 +66,11 @@ int main(int argc, char** argv) {
     o.select.fail_threshold = cfg.failure_threshold;
     o.select.fail_cooldown_ns = static_cast<uint64_t>(cfg.failure_cooldown.count()) * 1'000'000ull;
     o.bypass_mark = cfg.bypass_mark;
-    if (cfg.host_network_only) o.host_netns_cookie = current_netns_cookie();
+    if (cfg.host_network_only) {
+      o.host_netns_cookie = current_netns_cookie();
+      spdlog::info("host_network_only: balancing only network namespace cookie {}",
+                   o.host_netns_cookie);
+    }
     dp = DataPlane::open(o);
   } catch (const std::exception& e) {
     spdlog::error("cannot set up the data plane: {}", e.what());
