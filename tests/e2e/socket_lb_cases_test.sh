@@ -182,6 +182,9 @@ check "dead r2 benched after its first refused connect: $(j .ok "$R")/60 ok" \
 FAILS=$(bpftool map dump pinned "$HARNESS_BPFFS/kvlb/kvlb_ctr_v1" -j |
   jq '[.[] | (.formatted // .) | select(.value.connect_failures > 0)] | length')
 check "the kernel counted the failed connect against one backend" test "$FAILS" = 1
+r2_stale() { grep -q "backend $(harness_replica_ip 2):$PORT: score older than 500 ms" "$HARNESS_DIR/agent-c.log"; }
+harness_wait_for "the agent to count r2's stale score" 10 r2_stale
+check "the agent counts the dead backend's score as stale" r2_stale
 start_replica 2
 
 # --- draining and host_network_only (a new agent with a new config)

@@ -192,6 +192,7 @@ void Agent::scrape_round() {
                        b.consecutive_failures);
         b.consecutive_failures = 0;
         b.down = false;
+        b.stale = false;
         b.last_error.clear();
         write_score(b, make_score(*ex.stats, b.weight, b.configured, taken, picks[i]));
         continue;
@@ -203,6 +204,13 @@ void Agent::scrape_round() {
     // A failed scrape keeps the last good score (it ages and turns stale in the
     // kernel); after down_after_failures in a row the backend is marked down.
     ++b.consecutive_failures;
+    const uint64_t stale_ns = static_cast<uint64_t>(cfg_.stale_after.count()) * 1'000'000ull;
+    if (!b.stale && taken > b.last.updated_ns + stale_ns) {
+      b.stale = true;
+      ++b.stale_events;
+      spdlog::warn("backend {}: score older than {} ms, the kernel compares it on in-flight only",
+                   b.address.to_string(), cfg_.stale_after.count());
+    }
     if (b.last_error != error) spdlog::warn("scrape of {} failed: {}", b.metrics_url, error);
     b.last_error = error;
     if (!b.down && b.consecutive_failures >= cfg_.down_after_failures) {
@@ -216,6 +224,18 @@ void Agent::scrape_round() {
   }
 }
 
+size_t Agent::stale_now() const {
+  size_t n = 0;
+  for (const auto& b : backends_) n += b.stale;
+  return n;
+}
+
+uint64_t Agent::stale_events() const {
+  uint64_t n = 0;
+  for (const auto& b : backends_) n += b.stale_events;
+  return n;
+}
+
 void Agent::log_scores() const {
   const uint64_t now = monotonic_ns();
   static constexpr const char* kStates[] = {"active", "draining", "down"};
@@ -223,11 +243,13 @@ void Agent::log_scores() const {
     auto c = dp_.counters(b.id);
     double age_ms = b.last.updated_ns ? (now - b.last.updated_ns) / 1e6 : -1;
     spdlog::info(
-        "score {} state={} waiting={} running={} kv={:.1f}% inflight={} picks={} age={:.0f}ms",
+        "score {} state={} waiting={} running={} kv={:.1f}% inflight={} picks={} "
+        "connect_failures={} age={:.0f}ms{}",
         b.address.to_string(), kStates[b.last.state < 3 ? b.last.state : 2], b.last.waiting,
         b.last.running, b.last.kv_permille / 10.0, c.inflight < 0 ? 0 : c.inflight, c.picks,
-        age_ms);
+        c.connect_failures, age_ms, b.stale ? " STALE" : "");
   }
+  spdlog::info("stale backends now {}, turned stale {} times", stale_now(), stale_events());
 }
 
 }  // namespace kvlb::agent

@@ -26,6 +26,8 @@ struct BackendState {
   bool down = false;
   std::string last_error;
   kvlb_score last = {};  // what was last written to the kernel
+  bool stale = false;    // the kernel is comparing it on in-flight only
+  uint64_t stale_events = 0;
 };
 
 class Agent {
@@ -45,6 +47,10 @@ class Agent {
   void log_scores() const;
 
   const std::vector<BackendState>& backends() const { return backends_; }
+  // Backends whose last good score is older than stale_after right now, and how
+  // many times a backend has turned stale since the agent started.
+  size_t stale_now() const;
+  uint64_t stale_events() const;
   const AgentConfig& config() const { return cfg_; }
 
  private:

@@ -45,7 +45,8 @@ int serve(const std::string& listen, uint16_t port) {
   sa.sin_family = AF_INET;
   sa.sin_port = htons(port);
   sa.sin_addr.s_addr = ep->addr.words[0];
-  if (::bind(ls.get(), reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0 || ::listen(ls.get(), 4096) != 0) {
+  if (::bind(ls.get(), reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0 ||
+      ::listen(ls.get(), 4096) != 0) {
     fmt::print(stderr, "bind/listen {}:{}: {}\n", listen, port, std::strerror(errno));
     return 1;
   }
@@ -108,17 +109,20 @@ int run_client(const std::vector<sockaddr_in>& targets, double seconds, uint64_t
     for (int i = 0; i < 64; ++i) {  // check the clock every 64 connections
       const auto& sa = targets[pick(rng)];
       int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-      if (::connect(fd, reinterpret_cast<const sockaddr*>(&sa), sizeof(sa)) == 0) ++ok;
-      else ++errors[std::strerror(errno)];
+      if (::connect(fd, reinterpret_cast<const sockaddr*>(&sa), sizeof(sa)) == 0)
+        ++ok;
+      else
+        ++errors[std::strerror(errno)];
       setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
       ::close(fd);
     }
     now = std::chrono::steady_clock::now();
   }
   double secs = std::chrono::duration<double>(now - start).count();
-  fmt::print("{}\n", nlohmann::json{{"connections", ok}, {"seconds", secs}, {"rate", ok / secs},
-                                    {"errors", errors}}
-                         .dump());
+  fmt::print("{}\n",
+             nlohmann::json{
+                 {"connections", ok}, {"seconds", secs}, {"rate", ok / secs}, {"errors", errors}}
+                 .dump());
   return 0;
 }
 
@@ -136,7 +140,8 @@ int main(int argc, char** argv) {
   server->add_option("--port", port, "port");
   auto* client = app.add_subcommand("client", "connect and close in a loop");
   client->add_option("--targets", targets, "ip:port,ip:port,...");
-  client->add_option("--targets-file", targets_file, "file of ip:port, whitespace or comma separated");
+  client->add_option("--targets-file", targets_file,
+                     "file of ip:port, whitespace or comma separated");
   client->add_option("--seconds", seconds, "how long");
   client->add_option("--seed", seed, "target choice seed");
   CLI11_PARSE(app, argc, argv);
