@@ -25,7 +25,10 @@ _bal_backends() {  # N PORT -> "ip:port" lines
   for ((i = 0; i < $1; i++)); do echo "$(harness_replica_ip "$i"):$2"; done
 }
 
+# Proxies run on the gateway host when there is one, else next to the client.
 _bal_ns() { harness_ns c; }
+_bal_proxy_ns() { harness_ns "$HARNESS_UPSTREAM"; }
+_bal_proxy_addr() { [ "$HARNESS_UPSTREAM" = g ] && harness_gateway_ip || echo 127.0.0.1; }
 
 balancer_start() {
   local name=$1 n=$2 port=$3 c
@@ -60,7 +63,11 @@ balancer_start() {
       vip=$(harness_vip 1)
       # The VIP must be routable for the locally generated SYN to reach nat OUTPUT
       # (a node has a default route); DNAT then re-routes it to the backend.
-      ip -n "$c" route add "$vip/32" dev "k${HARNESS_SHORT}c0"
+      if [ "$HARNESS_UPSTREAM" = g ]; then
+        ip -n "$c" route add "$vip/32" via "$(harness_gateway_ip)"
+      else
+        ip -n "$c" route add "$vip/32" dev "k${HARNESS_SHORT}c0"
+      fi
       $ipt -N KUBE-SERVICES
       $ipt -A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
       $ipt -N KUBE-SVC-KVLBLLM
@@ -86,14 +93,14 @@ balancer_start() {
       {
         printf 'global\n  maxconn 8000\n  pidfile %s/haproxy.pid\n' "$HARNESS_DIR"
         printf 'defaults\n  mode http\n  timeout connect 5s\n  timeout client 900s\n  timeout server 900s\n'
-        printf 'frontend llm\n  bind 127.0.0.1:%s\n  default_backend replicas\n' "$BAL_PROXY_PORT"
+        printf 'frontend llm\n  bind %s:%s\n  default_backend replicas\n' "$(_bal_proxy_addr)" "$BAL_PROXY_PORT"
         # One server connection per request, so leastconn counts requests in flight.
         printf 'backend replicas\n  balance %s\n  http-reuse never\n  option http-server-close\n' "$algo"
         local i=0 b
         for b in $(_bal_backends "$n" "$port"); do printf '  server r%d %s maxconn 10000\n' $((i++)) "$b"; done
       } >"$HARNESS_DIR/haproxy.cfg"
-      BAL_PID=$(harness_spawn "$c" "$HARNESS_DIR/haproxy.log" haproxy -db -f "$HARNESS_DIR/haproxy.cfg")
-      BAL_URL="http://127.0.0.1:$BAL_PROXY_PORT"
+      BAL_PID=$(harness_spawn "$(_bal_proxy_ns)" "$HARNESS_DIR/haproxy.log" haproxy -db -f "$HARNESS_DIR/haproxy.cfg")
+      BAL_URL="http://$(_bal_proxy_addr):$BAL_PROXY_PORT"
       harness_wait_for "haproxy" 10 nsenter --net="/run/netns/$c" curl -sf "$BAL_URL/health" ||
         { cat "$HARNESS_DIR/haproxy.log" >&2; return 1; }
       ;;
@@ -108,12 +115,12 @@ balancer_start() {
         printf '  upstream replicas {\n    random two least_conn;\n'
         local b
         for b in $(_bal_backends "$n" "$port"); do printf '    server %s;\n' "$b"; done
-        printf '  }\n  server {\n    listen 127.0.0.1:%s;\n    location / {\n' "$BAL_PROXY_PORT"
+        printf '  }\n  server {\n    listen %s:%s;\n    location / {\n' "$(_bal_proxy_addr)" "$BAL_PROXY_PORT"
         printf '      proxy_pass http://replicas;\n      proxy_http_version 1.1;\n'
         printf '      proxy_buffering off;\n      proxy_read_timeout 900s;\n    }\n  }\n}\n'
       } >"$HARNESS_DIR/nginx/nginx.conf"
-      BAL_PID=$(harness_spawn "$c" "$HARNESS_DIR/nginx/stderr.log" nginx -e "$HARNESS_DIR/nginx/error.log" -p "$HARNESS_DIR/nginx" -c "$HARNESS_DIR/nginx/nginx.conf")
-      BAL_URL="http://127.0.0.1:$BAL_PROXY_PORT"
+      BAL_PID=$(harness_spawn "$(_bal_proxy_ns)" "$HARNESS_DIR/nginx/stderr.log" nginx -e "$HARNESS_DIR/nginx/error.log" -p "$HARNESS_DIR/nginx" -c "$HARNESS_DIR/nginx/nginx.conf")
+      BAL_URL="http://$(_bal_proxy_addr):$BAL_PROXY_PORT"
       harness_wait_for "nginx" 10 nsenter --net="/run/netns/$c" curl -sf "$BAL_URL/health" ||
         { cat "$HARNESS_DIR/nginx/stderr.log" "$HARNESS_DIR/nginx/error.log" >&2; return 1; }
       ;;

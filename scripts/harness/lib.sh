@@ -39,6 +39,8 @@ harness_init() {
 }
 
 harness_ns() { echo "${HARNESS_ID}-$1"; }
+# Where replicas are linked: the client namespace, or the gateway (harness_gateway).
+HARNESS_UPSTREAM=c
 harness_client_ip() { echo "${HARNESS_NET}.$(( $1 + 1 )).1"; }
 harness_replica_ip() { echo "${HARNESS_NET}.$(( $1 + 1 )).2"; }
 harness_vip() { echo "${HARNESS_NET}.250.$(( ${1:-0} + 1 ))"; }
@@ -58,11 +60,34 @@ _harness_netns_add() {
 # It has no default route: a connection the LB failed to rewrite goes nowhere.
 harness_client() { _harness_netns_add "$(harness_ns c)"; }
 
-# harness_replica I: namespace rI linked to the client namespace by a veth pair,
-# client side .1, replica side .2 of HARNESS_NET.(I+1).0/24.
+# An optional gateway host between the client and the replicas (call it after
+# harness_client, before harness_replica): replicas are linked to the gateway,
+# which forwards for the client; proxies can run there, as on a gateway host.
+# The client reaches the gateway at harness_gateway_ip over HARNESS_NET.0.0/24.
+harness_gateway() {
+  local c g vc vg
+  c=$(harness_ns c)
+  g=$(harness_ns g)
+  vc="k${HARNESS_SHORT}cg"
+  vg="k${HARNESS_SHORT}gc"
+  _harness_netns_add "$g"
+  ip link add "$vc" netns "$c" type veth peer name "$vg" netns "$g" || harness_die "veth $vc"
+  ip -n "$c" addr add "${HARNESS_NET}.0.1/24" dev "$vc"
+  ip -n "$g" addr add "${HARNESS_NET}.0.2/24" dev "$vg"
+  ip -n "$c" -6 addr add "$(harness_net6):0::1/64" dev "$vc" nodad
+  ip -n "$g" -6 addr add "$(harness_net6):0::2/64" dev "$vg" nodad
+  ip -n "$c" link set "$vc" up
+  ip -n "$g" link set "$vg" up
+  ip netns exec "$g" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
+  HARNESS_UPSTREAM=g
+}
+harness_gateway_ip() { echo "${HARNESS_NET}.0.2"; }
+
+# harness_replica I: namespace rI linked to the client namespace (or the gateway)
+# by a veth pair, upstream side .1, replica side .2 of HARNESS_NET.(I+1).0/24.
 harness_replica() {
   local i=$1 c r vc vr
-  c=$(harness_ns c)
+  c=$(harness_ns "$HARNESS_UPSTREAM")
   r=$(harness_ns "r$i")
   vc="k${HARNESS_SHORT}c$i"
   vr="k${HARNESS_SHORT}r$i"
@@ -80,6 +105,10 @@ harness_replica() {
   # node). The client namespace has no default route, so nothing leaves it.
   ip -n "$r" route add default via "$(harness_client_ip "$i")"
   ip -n "$r" -6 route add default via "$(harness_client_ip6 "$i")"
+  if [ "$HARNESS_UPSTREAM" = g ]; then  # the client reaches replicas through the gateway
+    ip -n "$(harness_ns c)" route add "${HARNESS_NET}.$(( i + 1 )).0/24" via "$(harness_gateway_ip)"
+    ip -n "$(harness_ns c)" -6 route add "$(harness_net6):$(( i + 1 ))::/64" via "$(harness_net6):0::2"
+  fi
 }
 
 # The cgroup v2 hierarchy's mount point (hybrid hosts have it at .../unified).

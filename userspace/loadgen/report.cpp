@@ -64,6 +64,7 @@ nlohmann::json results_json(const std::vector<RequestResult>& results) {
     nlohmann::json j = {{"i", r.index},
                         {"input_tokens", r.input_tokens},
                         {"output_tokens", r.output_tokens},
+                        {"expected_output", r.expected_output},
                         {"scheduled", r.scheduled},
                         {"sent", r.sent},
                         {"first", r.first},
