@@ -64,6 +64,26 @@ TEST(EngineStats, AutoDetectsEachEngine) {
   }
 }
 
+TEST(EngineStats, TensorRtLlmByLabels) {
+  for (auto e : {Engine::TensorRtLlm, Engine::Auto}) {
+    auto r = extract_stats(fixture("trtllm.txt"), e);
+    ASSERT_TRUE(r.stats) << r.error;
+    EXPECT_EQ(r.stats->engine, Engine::TensorRtLlm);
+    EXPECT_EQ(r.stats->waiting, 6);
+    EXPECT_EQ(r.stats->running, 14);
+    EXPECT_DOUBLE_EQ(*r.stats->kv_usage, 0.25);  // 300 / 1200 blocks
+  }
+  // Without a waiting series: active - scheduled.
+  auto r = extract_stats(
+      "nv_trt_llm_request_metrics{request_type=\"active\"} 9\n"
+      "nv_trt_llm_request_metrics{request_type=\"scheduled\"} 5\n",
+      Engine::TensorRtLlm);
+  ASSERT_TRUE(r.stats) << r.error;
+  EXPECT_EQ(r.stats->waiting, 4);
+  EXPECT_FALSE(r.stats->kv_usage);
+  EXPECT_FALSE(extract_stats(fixture("vllm_v1.txt"), Engine::TensorRtLlm).stats);
+}
+
 TEST(EngineStats, WrongEngineOrMissingMetricIsAnError) {
   auto r = extract_stats(fixture("tgi.txt"), Engine::Vllm);
   EXPECT_FALSE(r.stats);

@@ -97,7 +97,7 @@ BackendConfig parse_backend(const YAML::Node& n, const std::string& path) {
     auto engine = engines::parse_engine(e);
     if (!engine)
       throw ConfigError(join(path, "engine"),
-                        "unknown engine '" + e + "' (auto, vllm, tgi, sglang, llamacpp)");
+                        "unknown engine '" + e + "' (auto, vllm, tgi, sglang, llamacpp, tensorrt-llm)");
     b.engine = *engine;
   }
   if (n["weight"]) b.weight = integer<uint16_t>(n["weight"], join(path, "weight"), 1, 10000);

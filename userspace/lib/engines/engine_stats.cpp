@@ -49,19 +49,63 @@ bool contains(const std::vector<std::string_view>& v, std::string_view s) {
 
 std::optional<Engine> parse_engine(std::string_view name) {
   if (name == "auto") return Engine::Auto;
+  if (name == "tensorrt-llm") return Engine::TensorRtLlm;
   for (const auto& s : name_sets())
     if (s.name == name) return s.engine;
   return std::nullopt;
 }
 
 std::string_view engine_name(Engine e) {
+  if (e == Engine::TensorRtLlm) return "tensorrt-llm";
   for (const auto& s : name_sets())
     if (s.engine == e) return s.name;
   return "auto";
 }
 
+namespace {
+
+// TensorRT-LLM (Triton backend): one gauge family per quantity, told apart by a
+// label. Waiting: request_type="waiting" where the backend exports it, else
+// active - scheduled; running: scheduled; KV: used / max blocks.
+struct TrtAcc {
+  std::optional<double> waiting, active, scheduled, kv_used, kv_max;
+  std::string bad;
+  bool seen() const { return waiting || active || scheduled; }
+  void add(const metrics::Sample& s) {
+    const std::string* kind = nullptr;
+    std::optional<double>* slot = nullptr;
+    if (s.name == "nv_trt_llm_request_metrics" && (kind = s.label("request_type"))) {
+      if (*kind == "waiting") slot = &waiting;
+      else if (*kind == "active") slot = &active;
+      else if (*kind == "scheduled") slot = &scheduled;
+    } else if (s.name == "nv_trt_llm_kv_cache_block_metrics" &&
+               (kind = s.label("kv_cache_block_type"))) {
+      if (*kind == "used") slot = &kv_used;
+      else if (*kind == "max") slot = &kv_max;
+    }
+    if (!slot) return;
+    if (!std::isfinite(s.value) || s.value < 0) {
+      if (bad.empty()) bad = fmt::format("{}{{{}}} is {}", s.name, *kind, s.value);
+      return;
+    }
+    *slot = slot->value_or(0) + s.value;  // summed over models
+  }
+  EngineStats stats() const {
+    EngineStats st;
+    st.engine = Engine::TensorRtLlm;
+    st.running = scheduled.value_or(0);
+    st.waiting = waiting ? *waiting : std::max(0.0, active.value_or(0) - scheduled.value_or(0));
+    if (kv_used && kv_max && *kv_max > 0) st.kv_usage = std::min(1.0, *kv_used / *kv_max);
+    return st;
+  }
+};
+
+}  // namespace
+
 ExtractResult extract_stats(std::string_view exposition, Engine engine,
                             const metrics::ParseLimits& limits) {
+  TrtAcc trt;
+  const bool want_trt = engine == Engine::Auto || engine == Engine::TensorRtLlm;
   // Accumulate per engine, so Auto can decide after one pass.
   struct Acc {
     bool seen_waiting = false;
@@ -76,6 +120,7 @@ ExtractResult extract_stats(std::string_view exposition, Engine engine,
   auto err = metrics::parse_text(
       exposition,
       [&](const metrics::Sample& s) {
+        if (want_trt) trt.add(s);
         for (size_t i = 0; i < sets.size(); ++i) {
           const auto& set = sets[i];
           if (engine != Engine::Auto && engine != set.engine) continue;
@@ -115,7 +160,13 @@ ExtractResult extract_stats(std::string_view exposition, Engine engine,
     st.models = a.models;
     return {st, {}};
   }
+  if (want_trt && trt.seen()) {
+    if (!trt.bad.empty()) return {std::nullopt, "invalid value: " + trt.bad};
+    return {trt.stats(), {}};
+  }
   if (engine == Engine::Auto) return {std::nullopt, "no known engine's queue metric found"};
+  if (engine == Engine::TensorRtLlm)
+    return {std::nullopt, "metric nv_trt_llm_request_metrics not found"};
   return {std::nullopt, fmt::format("metric {} not found",
                                     sets[static_cast<size_t>(engine) - 1].waiting.front())};
 }

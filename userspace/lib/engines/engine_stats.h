@@ -11,7 +11,7 @@
 
 namespace kvlb::engines {
 
-enum class Engine { Auto, Vllm, Tgi, Sglang, LlamaCpp };
+enum class Engine { Auto, Vllm, Tgi, Sglang, LlamaCpp, TensorRtLlm };
 
 std::optional<Engine> parse_engine(std::string_view name);
 std::string_view engine_name(Engine e);
