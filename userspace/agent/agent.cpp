@@ -42,15 +42,28 @@ Endpoint endpoint_of(const kvlb_backend& b) {
 
 Agent::Agent(AgentConfig cfg, DataPlane& dp)
     : cfg_(std::move(cfg)),
-      dp_(dp),
-      scraper_(ScrapeOptions{cfg_.scrape_timeout, cfg_.max_scrape_bytes, cfg_.bypass_mark}) {}
+      dp_(&dp),
+      scraper_(std::make_unique<Scraper>(
+          ScrapeOptions{cfg_.scrape_timeout, cfg_.max_scrape_bytes, cfg_.bypass_mark})) {}
+
+void Agent::reconfigure(AgentConfig cfg, DataPlane& dp) {
+  const bool scrape_changed = cfg.scrape_timeout != cfg_.scrape_timeout ||
+                              cfg.max_scrape_bytes != cfg_.max_scrape_bytes ||
+                              cfg.bypass_mark != cfg_.bypass_mark;
+  cfg_ = std::move(cfg);
+  dp_ = &dp;
+  if (scrape_changed)
+    scraper_ = std::make_unique<Scraper>(
+        ScrapeOptions{cfg_.scrape_timeout, cfg_.max_scrape_bytes, cfg_.bypass_mark});
+  apply_config();
+}
 
 void Agent::apply_config() {
   // 1. Backends already in the maps, by address.
   std::map<std::string, uint32_t> existing;
   std::set<uint32_t> used;
   for (uint32_t id = 1; id < KVLB_MAX_BACKENDS; ++id) {
-    auto b = dp_.backend(id);
+    auto b = dp_->backend(id);
     if (b.family == 0) continue;
     existing.emplace(endpoint_of(b).to_string(), id);
   }
@@ -78,25 +91,25 @@ void Agent::apply_config() {
   for (auto& st : next) {
     if (st.id) continue;
     // A fresh id must not carry connections of a removed backend still in flight.
-    while (cursor < KVLB_MAX_BACKENDS && (used.count(cursor) || dp_.backend(cursor).family != 0 ||
-                                          dp_.counters(cursor).inflight > 0))
+    while (cursor < KVLB_MAX_BACKENDS && (used.count(cursor) || dp_->backend(cursor).family != 0 ||
+                                          dp_->counters(cursor).inflight > 0))
       ++cursor;
     if (cursor >= KVLB_MAX_BACKENDS)
       throw std::runtime_error(fmt::format("more than {} backends", KVLB_MAX_BACKENDS - 1));
     st.id = cursor;
     used.insert(cursor);
-    dp_.reset_counters(st.id);
-    dp_.put_score(st.id, kvlb_score{});
+    dp_->reset_counters(st.id);
+    dp_->put_score(st.id, kvlb_score{});
   }
 
   // 3. Backend entries, and scores: an adopted score keeps its values and age;
   //    state and weight follow the new config.
   for (auto& st : next) {
-    dp_.put_backend(st.id, backend_entry(st.address));
-    kvlb_score s = dp_.score(st.id);
+    dp_->put_backend(st.id, backend_entry(st.address));
+    kvlb_score s = dp_->score(st.id);
     s.weight = st.weight;
     s.state = static_cast<uint8_t>(st.configured);
-    dp_.put_score(st.id, s);
+    dp_->put_score(st.id, s);
     st.last = s;
   }
 
@@ -105,7 +118,7 @@ void Agent::apply_config() {
   std::map<std::string, uint32_t> svc_ids;
   std::set<uint32_t> svc_used;
   std::set<std::string> wanted;
-  auto present = dp_.services();
+  auto present = dp_->services();
   for (const auto& svc : cfg_.services) wanted.insert(svc.vip.to_string());
   for (const auto& [k, v] : present) {
     Endpoint vip;
@@ -126,18 +139,18 @@ void Agent::apply_config() {
       id = svc_cursor;
       svc_used.insert(id);
     }
-    auto old = dp_.service(key);
+    auto old = dp_->service(key);
     uint32_t n = static_cast<uint32_t>(svc.backends.size());
     kvlb_service v{};
     v.id = id;
     v.backend_count = static_cast<uint16_t>(n);
     v.policy = static_cast<uint8_t>(svc.policy);
     v.choices = svc.choices;
-    if (old && old->backend_count > n) dp_.put_service(key, v);  // shrink first
+    if (old && old->backend_count > n) dp_->put_service(key, v);  // shrink first
     for (uint32_t i = 0; i < n; ++i)
-      dp_.put_slot(id, i, next[index.at(svc.backends[i].address.to_string())].id);
-    dp_.put_service(key, v);
-    for (uint32_t i = n; old && i < old->backend_count; ++i) dp_.put_slot(id, i, KVLB_BACKEND_NONE);
+      dp_->put_slot(id, i, next[index.at(svc.backends[i].address.to_string())].id);
+    dp_->put_service(key, v);
+    for (uint32_t i = n; old && i < old->backend_count; ++i) dp_->put_slot(id, i, KVLB_BACKEND_NONE);
     spdlog::info("service {} vip {} policy {} choices {} backends {} (id {})", svc.name,
                  svc.vip.to_string(), policy_name(svc.policy), svc.choices, n, id);
   }
@@ -149,26 +162,26 @@ void Agent::apply_config() {
     vip.addr = k.vip;
     vip.port = ntohs(k.port);
     if (wanted.count(vip.to_string())) continue;
-    dp_.delete_service(k);
-    for (uint32_t i = 0; i < v.backend_count; ++i) dp_.put_slot(v.id, i, KVLB_BACKEND_NONE);
+    dp_->delete_service(k);
+    for (uint32_t i = 0; i < v.backend_count; ++i) dp_->put_slot(v.id, i, KVLB_BACKEND_NONE);
     spdlog::info("removed service vip {}", vip.to_string());
   }
   for (const auto& [addr, id] : existing) {
     if (used.count(id)) continue;
-    dp_.put_backend(id, kvlb_backend{});
+    dp_->put_backend(id, kvlb_backend{});
     kvlb_score s{};
     s.state = KVLB_STATE_DOWN;
-    dp_.put_score(id, s);
+    dp_->put_score(id, s);
   }
 
   backends_ = std::move(next);
   std::vector<std::string> urls;
   for (const auto& b : backends_) urls.push_back(b.metrics_url);
-  scraper_.set_targets(urls);
+  scraper_->set_targets(urls);
 }
 
 void Agent::write_score(BackendState& b, const kvlb_score& s) {
-  dp_.put_score(b.id, s);
+  dp_->put_score(b.id, s);
   b.last = s;
 }
 
@@ -176,9 +189,9 @@ void Agent::scrape_round() {
   // The picks the kernel had made when the scrape started: the kernel counts the
   // picks since then as assigned-but-not-yet-visible in the replica's metrics.
   std::vector<uint64_t> picks(backends_.size());
-  for (size_t i = 0; i < backends_.size(); ++i) picks[i] = dp_.counters(backends_[i].id).picks;
+  for (size_t i = 0; i < backends_.size(); ++i) picks[i] = dp_->counters(backends_[i].id).picks;
   const uint64_t taken = monotonic_ns();
-  auto results = scraper_.scrape_all();
+  auto results = scraper_->scrape_all();
 
   for (size_t i = 0; i < backends_.size(); ++i) {
     auto& b = backends_[i];
@@ -240,7 +253,7 @@ void Agent::log_scores() const {
   const uint64_t now = monotonic_ns();
   static constexpr const char* kStates[] = {"active", "draining", "down"};
   for (const auto& b : backends_) {
-    auto c = dp_.counters(b.id);
+    auto c = dp_->counters(b.id);
     double age_ms = b.last.updated_ns ? (now - b.last.updated_ns) / 1e6 : -1;
     spdlog::info(
         "score {} state={} waiting={} running={} kv={:.1f}% inflight={} picks={} "

@@ -34,6 +34,11 @@ class Agent {
  public:
   Agent(AgentConfig cfg, DataPlane& dp);
 
+  // Takes a new configuration (already validated) and a data plane (the same one,
+  // or a reloaded one whose programs were swapped into the pinned links), and
+  // reconciles the maps with it. Connections in flight are untouched.
+  void reconfigure(AgentConfig cfg, DataPlane& dp);
+
   // Writes services, slots, backends and initial scores into the maps, reusing
   // the ids of backends and services already there (an adopted data plane keeps
   // its in-flight counts attached to the right replicas).
@@ -57,8 +62,8 @@ class Agent {
   void write_score(BackendState& b, const kvlb_score& s);
 
   AgentConfig cfg_;
-  DataPlane& dp_;
-  Scraper scraper_;
+  DataPlane* dp_;
+  std::unique_ptr<Scraper> scraper_;
   std::vector<BackendState> backends_;
 };
 

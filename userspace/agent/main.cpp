@@ -1,5 +1,6 @@
 // kvlb-agent: scrapes inference replicas and steers the kernel socket LB.
 #include <signal.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include <CLI/CLI.hpp>
@@ -13,9 +14,57 @@
 
 using namespace kvlb;
 
+namespace {
+
+// The data plane's options for a configuration.
+DataPlaneOptions dataplane_options(const agent::AgentConfig& cfg) {
+  DataPlaneOptions o;
+  o.bpffs_root = cfg.bpffs;
+  o.pin_dir = cfg.pin_dir;
+  o.cgroup = resolve_cgroup(cfg.cgroup);
+  o.select.stale_ns = static_cast<uint64_t>(cfg.stale_after.count()) * 1'000'000ull;
+  o.select.kv_permille_per_pick = cfg.kv_permille_per_pick;
+  o.select.fail_threshold = cfg.failure_threshold;
+  o.select.fail_cooldown_ns = static_cast<uint64_t>(cfg.failure_cooldown.count()) * 1'000'000ull;
+  o.bypass_mark = cfg.bypass_mark;
+  if (cfg.host_network_only) {
+    o.host_netns_cookie = current_netns_cookie();
+    spdlog::info("host_network_only: balancing only network namespace cookie {}",
+                 o.host_netns_cookie);
+  }
+  return o;
+}
+
+// Settings baked into the programs at load time: a change reloads the programs
+// (swapped into the pinned links, as an upgrade is).
+bool program_settings_differ(const agent::AgentConfig& a, const agent::AgentConfig& b) {
+  return a.stale_after != b.stale_after || a.kv_permille_per_pick != b.kv_permille_per_pick ||
+         a.failure_threshold != b.failure_threshold || a.failure_cooldown != b.failure_cooldown ||
+         a.bypass_mark != b.bypass_mark || a.host_network_only != b.host_network_only;
+}
+
+// What identifies the file's content for change detection (stat follows
+// symlinks, so a Kubernetes ConfigMap's ..data swap is seen too).
+struct FileStamp {
+  ino_t ino = 0;
+  off_t size = 0;
+  timespec mtime{};
+  bool operator!=(const FileStamp& o) const {
+    return ino != o.ino || size != o.size || mtime.tv_sec != o.mtime.tv_sec ||
+           mtime.tv_nsec != o.mtime.tv_nsec;
+  }
+};
+FileStamp stamp(const std::string& path) {
+  struct stat st{};
+  if (::stat(path.c_str(), &st) != 0) return {};
+  return {st.st_ino, st.st_size, st.st_mtim};
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   CLI::App app{"kvlb-agent: LLM-aware kernel load balancer agent"};
-  std::string config_path, log_level = "info", score_log = "0s";
+  std::string config_path, log_level = "info", score_log = "0s", watch = "1s";
   bool keep = false, check_only = false;
   app.add_option("-c,--config", config_path, "YAML configuration file")->required();
   app.add_flag("--keep-dataplane", keep,
@@ -23,6 +72,7 @@ int main(int argc, char** argv) {
   app.add_flag("--check-config", check_only, "validate the configuration and exit");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error");
   app.add_option("--log-scores", score_log, "log every backend's score at this period (0s: off)");
+  app.add_option("--watch-config", watch, "check the config file for changes this often (0s: off)");
   CLI11_PARSE(app, argc, argv);
 
   try {
@@ -32,8 +82,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   auto score_period = parse_duration(score_log);
-  if (!score_period) {
-    spdlog::error("--log-scores: '{}' is not a duration", score_log);
+  auto watch_period = parse_duration(watch);
+  if (!score_period || !watch_period) {
+    spdlog::error("--log-scores and --watch-config take durations (like 1s)");
     return 2;
   }
 
@@ -57,21 +108,7 @@ int main(int argc, char** argv) {
 
   std::unique_ptr<DataPlane> dp;
   try {
-    DataPlaneOptions o;
-    o.bpffs_root = cfg.bpffs;
-    o.pin_dir = cfg.pin_dir;
-    o.cgroup = resolve_cgroup(cfg.cgroup);
-    o.select.stale_ns = static_cast<uint64_t>(cfg.stale_after.count()) * 1'000'000ull;
-    o.select.kv_permille_per_pick = cfg.kv_permille_per_pick;
-    o.select.fail_threshold = cfg.failure_threshold;
-    o.select.fail_cooldown_ns = static_cast<uint64_t>(cfg.failure_cooldown.count()) * 1'000'000ull;
-    o.bypass_mark = cfg.bypass_mark;
-    if (cfg.host_network_only) {
-      o.host_netns_cookie = current_netns_cookie();
-      spdlog::info("host_network_only: balancing only network namespace cookie {}",
-                   o.host_netns_cookie);
-    }
-    dp = DataPlane::open(o);
+    dp = DataPlane::open(dataplane_options(cfg));
   } catch (const std::exception& e) {
     spdlog::error("cannot set up the data plane: {}", e.what());
     return 1;
@@ -85,13 +122,54 @@ int main(int argc, char** argv) {
     serving = true;
     spdlog::info("kvlb-agent running: {} backends, scrape every {} ms{}", agent.backends().size(),
                  cfg.scrape_interval.count(), dp->adopted() ? " (adopted pinned data plane)" : "");
+    FileStamp seen = stamp(config_path);
     auto next_log = std::chrono::steady_clock::now() + *score_period;
+    auto next_watch = std::chrono::steady_clock::now() + *watch_period;
+
+    // Reload: validate fully first; the old configuration stays in force on any error.
+    auto reload = [&](const char* why) {
+      seen = stamp(config_path);
+      agent::AgentConfig next;
+      try {
+        next = agent::load_config(config_path);
+      } catch (const agent::ConfigError& e) {
+        spdlog::error("{}: new configuration rejected, keeping the old one: {}", why, e.what());
+        return;
+      }
+      if (next.cgroup != cfg.cgroup || next.bpffs != cfg.bpffs || next.pin_dir != cfg.pin_dir) {
+        spdlog::error("{}: new configuration rejected, keeping the old one: cgroup, bpffs and "
+                      "pin_dir cannot change while running (restart the agent)",
+                      why);
+        return;
+      }
+      try {
+        if (program_settings_differ(next, cfg)) {
+          auto fresh = DataPlane::open(dataplane_options(next));  // swaps into the pinned links
+          agent.reconfigure(next, *fresh);
+          dp = std::move(fresh);
+        } else {
+          agent.reconfigure(next, *dp);
+        }
+      } catch (const std::exception& e) {
+        spdlog::error("{}: applying the new configuration failed: {}", why, e.what());
+        return;
+      }
+      cfg = std::move(next);
+      spdlog::info("{}: configuration reloaded: {} services, {} backends", why,
+                   cfg.services.size(), agent.backends().size());
+    };
+
     for (;;) {
       auto round_start = std::chrono::steady_clock::now();
       agent.scrape_round();
-      if (score_period->count() > 0 && std::chrono::steady_clock::now() >= next_log) {
+      auto now = std::chrono::steady_clock::now();
+      if (score_period->count() > 0 && now >= next_log) {
         agent.log_scores();
         next_log += *score_period;
+      }
+      if (watch_period->count() > 0 && now >= next_watch) {
+        next_watch = now + *watch_period;
+        if (stamp(config_path) != seen) reload("config file changed");
       }
       auto wait = round_start + cfg.scrape_interval - std::chrono::steady_clock::now();
       if (wait < std::chrono::nanoseconds(0)) wait = std::chrono::nanoseconds(0);
@@ -102,7 +180,7 @@ int main(int argc, char** argv) {
         spdlog::info("signal {}: stopping", sig);
         break;
       }
-      if (sig == SIGHUP) spdlog::info("SIGHUP: configuration reload is not implemented yet");
+      if (sig == SIGHUP) reload("SIGHUP");
     }
   } catch (const std::exception& e) {
     spdlog::error("agent failed: {}", e.what());
