@@ -108,7 +108,7 @@ void Agent::apply_config() {
     dp_->put_backend(st.id, backend_entry(st.address));
     kvlb_score s = dp_->score(st.id);
     s.weight = st.weight;
-    s.state = static_cast<uint8_t>(st.configured);
+    s.state = static_cast<uint8_t>(effective_state(st));
     dp_->put_score(st.id, s);
     st.last = s;
   }
@@ -150,7 +150,8 @@ void Agent::apply_config() {
     for (uint32_t i = 0; i < n; ++i)
       dp_->put_slot(id, i, next[index.at(svc.backends[i].address.to_string())].id);
     dp_->put_service(key, v);
-    for (uint32_t i = n; old && i < old->backend_count; ++i) dp_->put_slot(id, i, KVLB_BACKEND_NONE);
+    for (uint32_t i = n; old && i < old->backend_count; ++i)
+      dp_->put_slot(id, i, KVLB_BACKEND_NONE);
     spdlog::info("service {} vip {} policy {} choices {} backends {} (id {})", svc.name,
                  svc.vip.to_string(), policy_name(svc.policy), svc.choices, n, id);
   }
@@ -181,8 +182,128 @@ void Agent::apply_config() {
 }
 
 void Agent::write_score(BackendState& b, const kvlb_score& s) {
+  auto t0 = std::chrono::steady_clock::now();
   dp_->put_score(b.id, s);
+  map_update_latency_.observe(
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   b.last = s;
+}
+
+kvlb_backend_state Agent::effective_state(const BackendState& b) const {
+  if (b.down) return KVLB_STATE_DOWN;
+  auto it = drained_.find(b.address.to_string());
+  if (it != drained_.end()) return it->second ? KVLB_STATE_DRAINING : KVLB_STATE_ACTIVE;
+  return b.configured;
+}
+
+bool Agent::set_drained(const std::string& address, bool drained) {
+  for (auto& b : backends_) {
+    if (b.address.to_string() != address) continue;
+    drained_[address] = drained;
+    kvlb_score s = b.last;
+    s.state = static_cast<uint8_t>(effective_state(b));
+    write_score(b, s);
+    spdlog::info("backend {} {}", address, drained ? "drained (no new connections)" : "undrained");
+    return true;
+  }
+  return false;
+}
+
+namespace {
+const char* state_name(uint8_t s) {
+  static constexpr const char* kStates[] = {"active", "draining", "down"};
+  return s < 3 ? kStates[s] : "down";
+}
+}  // namespace
+
+nlohmann::json Agent::services_json() const {
+  auto arr = nlohmann::json::array();
+  for (const auto& svc : cfg_.services) {
+    std::vector<std::string> backends;
+    for (const auto& b : svc.backends) backends.push_back(b.address.to_string());
+    arr.push_back({{"name", svc.name},
+                   {"vip", svc.vip.to_string()},
+                   {"policy", policy_name(svc.policy)},
+                   {"choices", svc.choices},
+                   {"backends", backends}});
+  }
+  return arr;
+}
+
+nlohmann::json Agent::backends_json() const {
+  const uint64_t now = monotonic_ns();
+  auto arr = nlohmann::json::array();
+  for (const auto& b : backends_) {
+    auto c = dp_->counters(b.id);
+    arr.push_back({{"address", b.address.to_string()},
+                   {"id", b.id},
+                   {"engine", engines::engine_name(b.engine)},
+                   {"state", state_name(b.last.state)},
+                   {"waiting", b.last.waiting},
+                   {"running", b.last.running},
+                   {"kv_usage", b.last.kv_permille / 1000.0},
+                   {"weight", b.last.weight},
+                   {"inflight", c.inflight < 0 ? 0 : c.inflight},
+                   {"picks", c.picks},
+                   {"connect_failures", c.connect_failures},
+                   {"score_age_s", b.last.updated_ns ? (now - b.last.updated_ns) / 1e9 : -1.0},
+                   {"stale", b.stale},
+                   {"scrape_failures", b.consecutive_failures},
+                   {"last_error", b.last_error}});
+  }
+  return arr;
+}
+
+std::string Agent::metrics_text() const {
+  using metrics::ExpositionType;
+  metrics::TextWriter w;
+  const uint64_t now = monotonic_ns();
+  w.family("kvlb_agent_scrape_duration_seconds", "Time to scrape a replica's /metrics.",
+           ExpositionType::Histogram);
+  scrape_latency_.write(w, "kvlb_agent_scrape_duration_seconds", {});
+  w.family("kvlb_agent_map_update_duration_seconds", "Time to write one score into the kernel.",
+           ExpositionType::Histogram);
+  map_update_latency_.write(w, "kvlb_agent_map_update_duration_seconds", {});
+  w.family("kvlb_agent_scrape_errors_total", "Failed scrapes by backend and kind.",
+           ExpositionType::Counter);
+  for (const auto& [key, n] : scrape_errors_)
+    w.sample("kvlb_agent_scrape_errors_total", {{"backend", key.first}, {"kind", key.second}},
+             static_cast<double>(n));
+  w.family("kvlb_agent_stale_backends", "Backends whose last good score is older than stale_after.",
+           ExpositionType::Gauge);
+  w.sample("kvlb_agent_stale_backends", {}, static_cast<double>(stale_now()));
+  w.family("kvlb_agent_stale_events_total", "Times a backend's score turned stale.",
+           ExpositionType::Counter);
+  w.sample("kvlb_agent_stale_events_total", {}, static_cast<double>(stale_events()));
+  struct Row {
+    const BackendState* b;
+    kvlb_counters c;
+  };
+  std::vector<Row> rows;
+  for (const auto& b : backends_) rows.push_back({&b, dp_->counters(b.id)});
+  auto per_backend = [&](const char* name, const char* help, ExpositionType t, auto value) {
+    w.family(name, help, t);
+    for (const auto& r : rows) w.sample(name, {{"backend", r.b->address.to_string()}}, value(r));
+  };
+  per_backend("kvlb_backend_score_age_seconds", "Age of the score the kernel is using.",
+              ExpositionType::Gauge, [&](const Row& r) {
+                return r.b->last.updated_ns ? (now - r.b->last.updated_ns) / 1e9 : -1.0;
+              });
+  per_backend("kvlb_backend_picks_total", "Connections the kernel assigned to the backend.",
+              ExpositionType::Counter, [](const Row& r) { return static_cast<double>(r.c.picks); });
+  per_backend(
+      "kvlb_backend_inflight", "Connections assigned and still open.", ExpositionType::Gauge,
+      [](const Row& r) { return static_cast<double>(r.c.inflight < 0 ? 0 : r.c.inflight); });
+  per_backend("kvlb_backend_connect_failures_total", "Connects to the backend that failed.",
+              ExpositionType::Counter,
+              [](const Row& r) { return static_cast<double>(r.c.connect_failures); });
+  per_backend("kvlb_backend_waiting", "Requests waiting, as last scraped.", ExpositionType::Gauge,
+              [](const Row& r) { return static_cast<double>(r.b->last.waiting); });
+  per_backend("kvlb_backend_kv_usage", "KV-cache usage 0..1, as last scraped.",
+              ExpositionType::Gauge, [](const Row& r) { return r.b->last.kv_permille / 1000.0; });
+  per_backend("kvlb_backend_state", "0 active, 1 draining, 2 down.", ExpositionType::Gauge,
+              [](const Row& r) { return static_cast<double>(r.b->last.state); });
+  return w.take();
 }
 
 void Agent::scrape_round() {
@@ -207,12 +328,15 @@ void Agent::scrape_round() {
         b.down = false;
         b.stale = false;
         b.last_error.clear();
-        write_score(b, make_score(*ex.stats, b.weight, b.configured, taken, picks[i]));
+        write_score(b, make_score(*ex.stats, b.weight, effective_state(b), taken, picks[i]));
+        scrape_latency_.observe(std::chrono::duration<double>(r.latency).count());
         continue;
       }
       error = ex.error;
+      ++scrape_errors_[{b.address.to_string(), "malformed"}];
     } else {
       error = fmt::format("{}: {}", scrape_error_name(r.error), r.detail);
+      ++scrape_errors_[{b.address.to_string(), std::string(scrape_error_name(r.error))}];
     }
     // A failed scrape keeps the last good score (it ages and turns stale in the
     // kernel); after down_after_failures in a row the backend is marked down.

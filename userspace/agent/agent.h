@@ -4,11 +4,13 @@
 
 #include <chrono>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "agent/config.h"
+#include "metrics/exposition.h"
 #include "dataplane/dataplane.h"
 #include "scrape/scraper.h"
 
@@ -26,7 +28,8 @@ struct BackendState {
   bool down = false;
   std::string last_error;
   kvlb_score last = {};  // what was last written to the kernel
-  bool stale = false;    // the kernel is comparing it on in-flight only
+  std::string last_error_kind;
+  bool stale = false;  // the kernel is comparing it on in-flight only
   uint64_t stale_events = 0;
 };
 
@@ -51,6 +54,16 @@ class Agent {
   // Logs one line per backend: scores and kernel counters.
   void log_scores() const;
 
+  // Runtime drain/undrain of the replica at `address` (ip:port): takes effect in
+  // the kernel at once and survives reloads. False when no backend has it.
+  bool set_drained(const std::string& address, bool drained);
+
+  // What the admin API and kvlbctl show.
+  nlohmann::json services_json() const;
+  nlohmann::json backends_json() const;
+  // The agent's own metrics, Prometheus text format.
+  std::string metrics_text() const;
+
   const std::vector<BackendState>& backends() const { return backends_; }
   // Backends whose last good score is older than stale_after right now, and how
   // many times a backend has turned stale since the agent started.
@@ -61,8 +74,17 @@ class Agent {
  private:
   void write_score(BackendState& b, const kvlb_score& s);
 
+  kvlb_backend_state effective_state(const BackendState& b) const;
+
   AgentConfig cfg_;
   DataPlane* dp_;
+  std::map<std::string, bool> drained_;  // runtime overrides by address
+  // Own metrics.
+  metrics::Histogram scrape_latency_{{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1}};
+  metrics::Histogram map_update_latency_{
+      {1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3}};
+  std::map<std::pair<std::string, std::string>, uint64_t> scrape_errors_;  // (backend, kind)
+  uint64_t rounds_ = 0;
   std::unique_ptr<Scraper> scraper_;
   std::vector<BackendState> backends_;
 };

@@ -96,8 +96,9 @@ BackendConfig parse_backend(const YAML::Node& n, const std::string& path) {
     auto e = scalar(n["engine"], join(path, "engine"));
     auto engine = engines::parse_engine(e);
     if (!engine)
-      throw ConfigError(join(path, "engine"),
-                        "unknown engine '" + e + "' (auto, vllm, tgi, sglang, llamacpp, tensorrt-llm)");
+      throw ConfigError(
+          join(path, "engine"),
+          "unknown engine '" + e + "' (auto, vllm, tgi, sglang, llamacpp, tensorrt-llm)");
     b.engine = *engine;
   }
   if (n["weight"]) b.weight = integer<uint16_t>(n["weight"], join(path, "weight"), 1, 10000);
@@ -168,7 +169,7 @@ AgentConfig parse_config(const std::string& yaml_text) {
   check_keys(root, "",
              {"cgroup", "bpffs", "pin_dir", "scrape_interval", "scrape_timeout", "max_scrape_bytes",
               "down_after_failures", "stale_after", "kv_permille_per_pick", "passive_health",
-              "host_network_only", "bypass_mark", "services"});
+              "host_network_only", "bypass_mark", "admin", "services"});
   AgentConfig c;
   c.cgroup = required_string(root, "cgroup", "");
   if (root["bpffs"]) c.bpffs = scalar(root["bpffs"], "bpffs");
@@ -214,6 +215,19 @@ AgentConfig parse_config(const std::string& yaml_text) {
     if (v != "true" && v != "false")
       throw ConfigError("host_network_only", "'" + v + "' is not true or false");
     c.host_network_only = v == "true";
+  }
+  if (const auto& admin = root["admin"]) {
+    check_keys(admin, "admin", {"socket", "listen"});
+    if (admin["socket"]) {
+      c.admin_socket = scalar(admin["socket"], "admin.socket");
+      if (!c.admin_socket.empty() && !c.admin_socket.is_absolute())
+        throw ConfigError("admin.socket", "must be an absolute path (or empty: no socket)");
+    }
+    if (admin["listen"]) {
+      c.admin_listen = scalar(admin["listen"], "admin.listen");
+      if (!c.admin_listen.empty() && !Endpoint::parse(c.admin_listen))
+        throw ConfigError("admin.listen", "'" + c.admin_listen + "' is not ip:port");
+    }
   }
   if (root["bypass_mark"])
     c.bypass_mark = integer<uint32_t>(root["bypass_mark"], "bypass_mark", 0, 0xffffffffu);

@@ -66,6 +66,10 @@ struct AgentConfig {
   // SO_MARK the agent puts on its own scrape sockets; the socket LB never
   // rebalances marked sockets. 0: no mark.
   uint32_t bypass_mark = 0x6b766c62;  // "kvlb"
+  // Admin API: a unix socket (root only), and optionally a TCP address for a
+  // Prometheus server (loopback unless you mean otherwise).
+  std::filesystem::path admin_socket = "/run/kvlb/agent.sock";
+  std::string admin_listen;
   std::vector<ServiceConfig> services;
 };
 

@@ -6,6 +6,9 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include <mutex>
+
+#include "agent/admin_server.h"
 #include "agent/agent.h"
 #include "agent/config.h"
 #include "common/duration.h"
@@ -55,9 +58,37 @@ struct FileStamp {
   }
 };
 FileStamp stamp(const std::string& path) {
-  struct stat st{};
+  struct stat st {};
   if (::stat(path.c_str(), &st) != 0) return {};
   return {st.st_ino, st.st_size, st.st_mtim};
+}
+
+// The admin API's routes.
+agent::AdminResponse admin_route(agent::Agent& agent, const agent::AdminRequest& r) {
+  const std::string prefix = "/v1/backends/";
+  if (r.method == "GET" && r.target == "/v1/services")
+    return {200, "application/json", agent.services_json().dump()};
+  if (r.method == "GET" && r.target == "/v1/backends")
+    return {200, "application/json", agent.backends_json().dump()};
+  if (r.method == "GET" && r.target == "/metrics")
+    return {200, "text/plain; version=0.0.4; charset=utf-8", agent.metrics_text()};
+  if (r.method == "GET" && r.target == "/healthz") return {200, "text/plain", "ok\n"};
+  if (r.target.rfind(prefix, 0) == 0) {
+    auto rest = r.target.substr(prefix.size());
+    auto slash = rest.rfind('/');
+    if (slash != std::string::npos && r.method == "POST") {
+      auto address = rest.substr(0, slash), verb = rest.substr(slash + 1);
+      if (verb == "drain" || verb == "undrain") {
+        if (!agent.set_drained(address, verb == "drain"))
+          return {404, "application/json",
+                  nlohmann::json{{"error", "no backend " + address}}.dump()};
+        return {200, "application/json",
+                nlohmann::json{{"backend", address}, {"action", verb}}.dump()};
+      }
+    }
+  }
+  return {404, "application/json",
+          nlohmann::json{{"error", r.method + " " + r.target + ": no such route"}}.dump()};
 }
 
 }  // namespace
@@ -116,10 +147,21 @@ int main(int argc, char** argv) {
 
   int rc = 0;
   bool serving = dp->adopted();  // an adopted data plane was serving before us
+  std::mutex mu;                 // the agent's state: the loop and the admin thread take turns
   try {
     agent::Agent agent(cfg, *dp);
     agent.apply_config();
     serving = true;
+    std::unique_ptr<agent::AdminServer> admin;
+    if (!cfg.admin_socket.empty() || !cfg.admin_listen.empty()) {
+      admin = std::make_unique<agent::AdminServer>(cfg.admin_socket, cfg.admin_listen,
+                                                   [&](const agent::AdminRequest& r) {
+                                                     std::lock_guard lock(mu);
+                                                     return admin_route(agent, r);
+                                                   });
+      spdlog::info("admin API on {}{}", cfg.admin_socket.string(),
+                   cfg.admin_listen.empty() ? "" : " and " + cfg.admin_listen);
+    }
     spdlog::info("kvlb-agent running: {} backends, scrape every {} ms{}", agent.backends().size(),
                  cfg.scrape_interval.count(), dp->adopted() ? " (adopted pinned data plane)" : "");
     FileStamp seen = stamp(config_path);
@@ -137,9 +179,10 @@ int main(int argc, char** argv) {
         return;
       }
       if (next.cgroup != cfg.cgroup || next.bpffs != cfg.bpffs || next.pin_dir != cfg.pin_dir) {
-        spdlog::error("{}: new configuration rejected, keeping the old one: cgroup, bpffs and "
-                      "pin_dir cannot change while running (restart the agent)",
-                      why);
+        spdlog::error(
+            "{}: new configuration rejected, keeping the old one: cgroup, bpffs and "
+            "pin_dir cannot change while running (restart the agent)",
+            why);
         return;
       }
       try {
@@ -155,12 +198,13 @@ int main(int argc, char** argv) {
         return;
       }
       cfg = std::move(next);
-      spdlog::info("{}: configuration reloaded: {} services, {} backends", why,
-                   cfg.services.size(), agent.backends().size());
+      spdlog::info("{}: configuration reloaded: {} services, {} backends", why, cfg.services.size(),
+                   agent.backends().size());
     };
 
     for (;;) {
       auto round_start = std::chrono::steady_clock::now();
+      std::unique_lock lock(mu);
       agent.scrape_round();
       auto now = std::chrono::steady_clock::now();
       if (score_period->count() > 0 && now >= next_log) {
@@ -171,6 +215,7 @@ int main(int argc, char** argv) {
         next_watch = now + *watch_period;
         if (stamp(config_path) != seen) reload("config file changed");
       }
+      lock.unlock();
       auto wait = round_start + cfg.scrape_interval - std::chrono::steady_clock::now();
       if (wait < std::chrono::nanoseconds(0)) wait = std::chrono::nanoseconds(0);
       timespec ts{static_cast<time_t>(wait.count() / 1'000'000'000),
@@ -180,7 +225,10 @@ int main(int argc, char** argv) {
         spdlog::info("signal {}: stopping", sig);
         break;
       }
-      if (sig == SIGHUP) reload("SIGHUP");
+      if (sig == SIGHUP) {
+        std::lock_guard relock(mu);
+        reload("SIGHUP");
+      }
     }
   } catch (const std::exception& e) {
     spdlog::error("agent failed: {}", e.what());

@@ -75,13 +75,18 @@ struct TrtAcc {
     const std::string* kind = nullptr;
     std::optional<double>* slot = nullptr;
     if (s.name == "nv_trt_llm_request_metrics" && (kind = s.label("request_type"))) {
-      if (*kind == "waiting") slot = &waiting;
-      else if (*kind == "active") slot = &active;
-      else if (*kind == "scheduled") slot = &scheduled;
+      if (*kind == "waiting")
+        slot = &waiting;
+      else if (*kind == "active")
+        slot = &active;
+      else if (*kind == "scheduled")
+        slot = &scheduled;
     } else if (s.name == "nv_trt_llm_kv_cache_block_metrics" &&
                (kind = s.label("kv_cache_block_type"))) {
-      if (*kind == "used") slot = &kv_used;
-      else if (*kind == "max") slot = &kv_max;
+      if (*kind == "used")
+        slot = &kv_used;
+      else if (*kind == "max")
+        slot = &kv_max;
     }
     if (!slot) return;
     if (!std::isfinite(s.value) || s.value < 0) {

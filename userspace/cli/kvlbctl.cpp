@@ -1,0 +1,146 @@
+// kvlbctl: the operator's view of a running kvlb-agent, over its admin socket.
+//
+//   kvlbctl services | backends | top | drain ADDR | undrain ADDR | metrics
+//   [--socket /run/kvlb/agent.sock] [-o table|json]
+#include <curl/curl.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+namespace {
+
+struct Reply {
+  long status = 0;
+  std::string body;
+  std::string error;
+};
+
+Reply call(const std::string& socket, const std::string& method, const std::string& path) {
+  Reply r;
+  CURL* c = curl_easy_init();
+  if (!c) return {0, "", "curl_easy_init failed"};
+  std::string url = "http://kvlb-agent" + path;
+  curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, socket.c_str());
+  curl_easy_setopt(c, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method.c_str());
+  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, +[](char* p, size_t s, size_t n, void* u) {
+    static_cast<std::string*>(u)->append(p, s * n);
+    return s * n;
+  });
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &r.body);
+  CURLcode rc = curl_easy_perform(c);
+  if (rc != CURLE_OK)
+    r.error = fmt::format("cannot reach the agent at {}: {}", socket, curl_easy_strerror(rc));
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
+  curl_easy_cleanup(c);
+  return r;
+}
+
+std::string services_table(const nlohmann::json& j) {
+  std::string out = fmt::format("{:<20} {:<24} {:<16} {:>7}  {}\n", "NAME", "VIP", "POLICY",
+                                "CHOICES", "BACKENDS");
+  for (const auto& s : j)
+    out += fmt::format("{:<20} {:<24} {:<16} {:>7}  {}\n", s["name"].get<std::string>(),
+                       s["vip"].get<std::string>(), s["policy"].get<std::string>(),
+                       s["choices"].get<int>(), s["backends"].size());
+  return out;
+}
+
+std::string backends_table(const nlohmann::json& j) {
+  std::string out = fmt::format("{:<26} {:<9} {:>7} {:>7} {:>6} {:>8} {:>9} {:>6} {:>8}  {}\n",
+                                "BACKEND", "STATE", "WAITING", "RUNNING", "KV%", "INFLIGHT",
+                                "PICKS", "FAILS", "AGE", "NOTE");
+  for (const auto& b : j) {
+    double age = b["score_age_s"].get<double>();
+    std::string note = b["stale"].get<bool>() ? "stale" : "";
+    if (!b["last_error"].get<std::string>().empty()) note += (note.empty() ? "" : "; ") + b["last_error"].get<std::string>();
+    out += fmt::format("{:<26} {:<9} {:>7} {:>7} {:>6.1f} {:>8} {:>9} {:>6} {:>8}  {}\n",
+                       b["address"].get<std::string>(), b["state"].get<std::string>(),
+                       b["waiting"].get<uint64_t>(), b["running"].get<uint64_t>(),
+                       b["kv_usage"].get<double>() * 100, b["inflight"].get<int64_t>(),
+                       b["picks"].get<uint64_t>(), b["connect_failures"].get<uint64_t>(),
+                       age < 0 ? std::string("-") : fmt::format("{:.0f}ms", age * 1000), note);
+  }
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"kvlbctl: inspect and steer a running kvlb-agent"};
+  std::string socket = "/run/kvlb/agent.sock", output = "table", address;
+  double interval = 1.0;
+  int iterations = 0;
+  app.add_option("--socket", socket, "the agent's admin socket");
+  app.add_option("-o,--output", output, "table or json")->check(CLI::IsMember({"table", "json"}));
+  app.fallthrough();  // --socket and -o also after the subcommand
+  app.require_subcommand(1);
+  auto* services = app.add_subcommand("services", "services: VIP, policy, choices, backends");
+  auto* backends = app.add_subcommand("backends", "backends: state, scores, in-flight, picks, age");
+  auto* top = app.add_subcommand("top", "backends, refreshed live");
+  top->add_option("--interval", interval, "seconds between refreshes");
+  top->add_option("--iterations", iterations, "stop after this many refreshes (0: until Ctrl-C)");
+  auto* drain = app.add_subcommand("drain", "no new connections to a backend (ip:port)");
+  drain->add_option("address", address, "backend ip:port")->required();
+  auto* undrain = app.add_subcommand("undrain", "accept new connections again");
+  undrain->add_option("address", address, "backend ip:port")->required();
+  auto* metrics = app.add_subcommand("metrics", "the agent's Prometheus metrics");
+  CLI11_PARSE(app, argc, argv);
+  curl_global_init(CURL_GLOBAL_DEFAULT);
+
+  auto get = [&](const std::string& method, const std::string& path) -> std::optional<std::string> {
+    auto r = call(socket, method, path);
+    if (!r.error.empty()) {
+      fmt::print(stderr, "kvlbctl: {}\n", r.error);
+      return std::nullopt;
+    }
+    if (r.status != 200) {
+      auto j = nlohmann::json::parse(r.body, nullptr, false);
+      fmt::print(stderr, "kvlbctl: {}\n",
+                 !j.is_discarded() && j.contains("error") ? j["error"].get<std::string>() : r.body);
+      return std::nullopt;
+    }
+    return r.body;
+  };
+  auto show = [&](const std::string& path, std::string (*table)(const nlohmann::json&)) {
+    auto body = get("GET", path);
+    if (!body) return 1;
+    auto j = nlohmann::json::parse(*body);
+    fmt::print("{}", output == "json" ? j.dump(2) + "\n" : table(j));
+    return 0;
+  };
+
+  if (*services) return show("/v1/services", services_table);
+  if (*backends) return show("/v1/backends", backends_table);
+  if (*metrics) {
+    auto body = get("GET", "/metrics");
+    if (!body) return 1;
+    fmt::print("{}", *body);
+    return 0;
+  }
+  if (*drain || *undrain) {
+    auto body = get("POST", "/v1/backends/" + address + (*drain ? "/drain" : "/undrain"));
+    if (!body) return 1;
+    fmt::print("{}", output == "json" ? *body + "\n" : fmt::format("{} {}\n", address, *drain ? "drained" : "undrained"));
+    return 0;
+  }
+  // top
+  const bool tty = isatty(STDOUT_FILENO);
+  for (int i = 0; iterations == 0 || i < iterations; ++i) {
+    auto body = get("GET", "/v1/backends");
+    if (!body) return 1;
+    auto j = nlohmann::json::parse(*body);
+    if (tty) fmt::print("\033[H\033[2J");
+    fmt::print("{}", output == "json" ? j.dump() + "\n" : backends_table(j));
+    std::fflush(stdout);
+    if (iterations == 0 || i + 1 < iterations)
+      std::this_thread::sleep_for(std::chrono::duration<double>(interval));
+  }
+  return 0;
+}
