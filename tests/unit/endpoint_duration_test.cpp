@@ -1,5 +1,6 @@
 #include "common/duration.h"
 #include "common/endpoint.h"
+#include "common/logging.h"
 
 #include <gtest/gtest.h>
 
@@ -34,4 +35,10 @@ TEST(Endpoint, ParsesV4AndV6) {
   for (auto bad : {"10.0.0.1", "10.0.0.1:0", "10.0.0.1:65536", "fd00::1:80", "[10.0.0.1]:80",
                    "host:80", "10.0.0.1:80x", "[fd00::1]80", ""})
     EXPECT_FALSE(Endpoint::parse(bad)) << bad;
+}
+
+TEST(Logging, JsonEscape) {
+  EXPECT_EQ(json_escape("plain"), "plain");
+  EXPECT_EQ(json_escape("a \"q\" \\ b\nc\t\x01"), "a \\\"q\\\" \\\\ b\\nc\\t\\u0001");
+  EXPECT_THROW(setup_logging("info", "xml"), std::invalid_argument);
 }

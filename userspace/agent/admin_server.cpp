@@ -73,7 +73,8 @@ template <typename Acceptor>
 void accept_loop(Acceptor& a, const AdminHandler& h) {
   a.async_accept([&a, &h](beast::error_code ec, typename Acceptor::protocol_type::socket s) {
     if (ec == net::error::operation_aborted) return;
-    if (!ec) std::make_shared<Session<typename Acceptor::protocol_type::socket>>(std::move(s), h)->start();
+    if (!ec)
+      std::make_shared<Session<typename Acceptor::protocol_type::socket>>(std::move(s), h)->start();
     accept_loop(a, h);
   });
 }

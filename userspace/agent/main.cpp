@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include <mutex>
+#include <random>
 
 #include "agent/admin_server.h"
 #include "agent/agent.h"
@@ -95,19 +96,20 @@ agent::AdminResponse admin_route(agent::Agent& agent, const agent::AdminRequest&
 
 int main(int argc, char** argv) {
   CLI::App app{"kvlb-agent: LLM-aware kernel load balancer agent"};
-  std::string config_path, log_level = "info", score_log = "0s", watch = "1s";
+  std::string config_path, log_level = "info", log_format = "text", score_log = "0s", watch = "1s";
   bool keep = false, check_only = false;
   app.add_option("-c,--config", config_path, "YAML configuration file")->required();
   app.add_flag("--keep-dataplane", keep,
                "on exit, leave programs attached and maps pinned (restart or upgrade)");
   app.add_flag("--check-config", check_only, "validate the configuration and exit");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error");
+  app.add_option("--log-format", log_format, "text or json (one object per line)");
   app.add_option("--log-scores", score_log, "log every backend's score at this period (0s: off)");
   app.add_option("--watch-config", watch, "check the config file for changes this often (0s: off)");
   CLI11_PARSE(app, argc, argv);
 
   try {
-    setup_logging(log_level, "text");
+    setup_logging(log_level, log_format);
   } catch (const std::exception& e) {
     fmt::print(stderr, "kvlb-agent: {}\n", e.what());
     return 2;
@@ -165,6 +167,8 @@ int main(int argc, char** argv) {
     spdlog::info("kvlb-agent running: {} backends, scrape every {} ms{}", agent.backends().size(),
                  cfg.scrape_interval.count(), dp->adopted() ? " (adopted pinned data plane)" : "");
     FileStamp seen = stamp(config_path);
+    std::mt19937_64 rng(std::random_device{}());
+    std::uniform_int_distribution<int> jitter(900, 1100);
     auto next_log = std::chrono::steady_clock::now() + *score_period;
     auto next_watch = std::chrono::steady_clock::now() + *watch_period;
 
@@ -216,7 +220,11 @@ int main(int argc, char** argv) {
         if (stamp(config_path) != seen) reload("config file changed");
       }
       lock.unlock();
-      auto wait = round_start + cfg.scrape_interval - std::chrono::steady_clock::now();
+      // +-10% jitter: agents on many nodes drift apart instead of scraping every
+      // replica in lockstep.
+      auto period = std::chrono::duration_cast<std::chrono::nanoseconds>(cfg.scrape_interval) *
+                    jitter(rng) / 1000;
+      auto wait = round_start + period - std::chrono::steady_clock::now();
       if (wait < std::chrono::nanoseconds(0)) wait = std::chrono::nanoseconds(0);
       timespec ts{static_cast<time_t>(wait.count() / 1'000'000'000),
                   static_cast<long>(wait.count() % 1'000'000'000)};

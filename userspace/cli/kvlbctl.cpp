@@ -29,10 +29,11 @@ Reply call(const std::string& socket, const std::string& method, const std::stri
   curl_easy_setopt(c, CURLOPT_URL, url.c_str());
   curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method.c_str());
   curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
-  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, +[](char* p, size_t s, size_t n, void* u) {
-    static_cast<std::string*>(u)->append(p, s * n);
-    return s * n;
-  });
+  curl_easy_setopt(
+      c, CURLOPT_WRITEFUNCTION, +[](char* p, size_t s, size_t n, void* u) {
+        static_cast<std::string*>(u)->append(p, s * n);
+        return s * n;
+      });
   curl_easy_setopt(c, CURLOPT_WRITEDATA, &r.body);
   CURLcode rc = curl_easy_perform(c);
   if (rc != CURLE_OK)
@@ -59,7 +60,8 @@ std::string backends_table(const nlohmann::json& j) {
   for (const auto& b : j) {
     double age = b["score_age_s"].get<double>();
     std::string note = b["stale"].get<bool>() ? "stale" : "";
-    if (!b["last_error"].get<std::string>().empty()) note += (note.empty() ? "" : "; ") + b["last_error"].get<std::string>();
+    if (!b["last_error"].get<std::string>().empty())
+      note += (note.empty() ? "" : "; ") + b["last_error"].get<std::string>();
     out += fmt::format("{:<26} {:<9} {:>7} {:>7} {:>6.1f} {:>8} {:>9} {:>6} {:>8}  {}\n",
                        b["address"].get<std::string>(), b["state"].get<std::string>(),
                        b["waiting"].get<uint64_t>(), b["running"].get<uint64_t>(),
@@ -127,7 +129,9 @@ int main(int argc, char** argv) {
   if (*drain || *undrain) {
     auto body = get("POST", "/v1/backends/" + address + (*drain ? "/drain" : "/undrain"));
     if (!body) return 1;
-    fmt::print("{}", output == "json" ? *body + "\n" : fmt::format("{} {}\n", address, *drain ? "drained" : "undrained"));
+    fmt::print("{}", output == "json"
+                         ? *body + "\n"
+                         : fmt::format("{} {}\n", address, *drain ? "drained" : "undrained"));
     return 0;
   }
   // top
