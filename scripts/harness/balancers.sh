@@ -2,7 +2,8 @@
 # Balancers of the experiments, each started and stopped the same way, in front
 # of the replicas that lib.sh created (harness_replica 0..N-1):
 #
-#   kvlb-<policy>           kvlb socket LB (connect4 in the client's cgroup), VIP 0
+#   kvlb-<policy>[:<k>]     kvlb socket LB (connect4 in the client's cgroup), VIP 0,
+#                           comparing k backends (default: the agent's)
 #   kube-proxy              iptables DNAT chains with the statistic match, as
 #                           kube-proxy's iptables mode writes them, VIP 1
 #   haproxy-leastconn       HAProxy, mode http, balance leastconn (Knative-style least requests)
@@ -36,7 +37,12 @@ balancer_start() {
   BAL_URL="" BAL_CGROUP=0 BAL_ARGS=()
   case "$name" in
     kvlb-*)
-      local policy=${name#kvlb-}
+      # kvlb-<policy>[:<choices>]
+      local policy=${name#kvlb-} choices=${KVLB_CHOICES:-}
+      if [[ $policy == *:* ]]; then
+        choices=${policy#*:}
+        policy=${policy%%:*}
+      fi
       {
         echo "cgroup: $HARNESS_CGROUP"
         echo "bpffs: $HARNESS_BPFFS"
@@ -46,7 +52,7 @@ balancer_start() {
         echo "  - name: llm"
         echo "    vip: $(harness_vip 0):$port"
         echo "    policy: $policy"
-        [ -n "${KVLB_CHOICES:-}" ] && echo "    choices: $KVLB_CHOICES"
+        [ -n "$choices" ] && echo "    choices: $choices"
         echo "    backends:"
         _bal_backends "$n" "$port" | sed 's/^/      - address: /'
       } >"$HARNESS_DIR/kvlb.yaml"
