@@ -9,7 +9,7 @@ BUILD=${1:-build}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=harness/lib.sh
 source "$ROOT/scripts/harness/lib.sh"
-SIM=$BUILD/userspace/replica_sim/kvlb-replica-sim
+KVLB_BUILD=$BUILD
 AGENT=$BUILD/userspace/kvlb-agent
 PROBE=$BUILD/tests/e2e/kvlb-conn-probe
 CONNS=${DEMO_CONNECTIONS:-200}
@@ -25,23 +25,12 @@ VIP_RANDOM=$(harness_vip 0)
 VIP_KVLB=$(harness_vip 1)
 
 echo "== 3 replicas (emulated vLLM, Llama-3.1-8B on A10G profile); r0 limited to 2 running sequences"
-for i in 0 1 2; do
-  extra=()
-  [ "$i" -eq 0 ] && extra=(--max-num-seqs 2)
-  harness_spawn "$(harness_ns "r$i")" "$HARNESS_DIR/r$i.log" \
-    "$SIM" --listen "$(harness_replica_ip "$i")" --port $PORT --name "r$i" "${extra[@]}" >/dev/null
-done
-for i in 0 1 2; do
-  harness_wait_for "replica r$i" 20 nsenter --net="/run/netns/$C" \
-    curl -sf "http://$(harness_replica_ip "$i"):$PORT/health" || harness_die "replica r$i did not start"
-done
+harness_start_replica 0 --max-num-seqs 2 >/dev/null
+harness_start_replica 1 >/dev/null
+harness_start_replica 2 >/dev/null
 
 echo "== making r0 busy: 12 long generations sent straight to it"
-for n in $(seq 1 12); do
-  harness_spawn "$C" /dev/null curl -s --max-time 120 \
-    "http://$(harness_replica_ip 0):$PORT/v1/completions" -H 'Content-Type: application/json' \
-    -d '{"model":"meta-llama/Llama-3.1-8B-Instruct","prompt":"hello","max_tokens":3000,"min_tokens":3000}' >/dev/null
-done
+harness_keep_busy 0 12
 
 backends=$(for i in 0 1 2; do echo "      - address: $(harness_replica_ip "$i"):$PORT"; done)
 cat >"$HARNESS_DIR/agent.yaml" <<YAML

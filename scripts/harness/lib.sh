@@ -144,6 +144,35 @@ harness_spawn() {
   echo "$pid"
 }
 
+# harness_start_replica I [kvlb-replica-sim args...]: an emulated replica named rI
+# in namespace rI, on its address and port ${HARNESS_PORT:-8000} unless the args
+# say --listen/--port; waits until its /health answers from the client namespace.
+# Prints the pid. Needs KVLB_BUILD.
+harness_start_replica() {
+  local i=$1 pid listen=(--listen "$(harness_replica_ip "$1")")
+  shift
+  [[ " $* " == *" --listen "* ]] && listen=()
+  pid=$(harness_spawn "$(harness_ns "r$i")" "$HARNESS_DIR/r$i.log" \
+    "$KVLB_BUILD/userspace/replica_sim/kvlb-replica-sim" "${listen[@]}" --port "${HARNESS_PORT:-8000}" \
+    --name "r$i" "$@")
+  harness_wait_for "replica r$i" 20 nsenter --net="/run/netns/$(harness_ns c)" \
+    curl -sf "http://$(harness_replica_ip "$i"):${HARNESS_PORT:-8000}/health" ||
+    harness_die "replica r$i did not start: $(tail -n 3 "$HARNESS_DIR/r$i.log")"
+  echo "$pid"
+}
+
+# harness_keep_busy I N: N long generations sent straight to replica I (not
+# through any balancer), so its queue builds; they end with the run.
+harness_keep_busy() {
+  local i=$1 n=$2 k
+  for k in $(seq 1 "$n"); do
+    harness_spawn "$(harness_ns c)" /dev/null curl -s --max-time 300 \
+      "http://$(harness_replica_ip "$i"):${HARNESS_PORT:-8000}/v1/completions" \
+      -H 'Content-Type: application/json' \
+      -d '{"model":"meta-llama/Llama-3.1-8B-Instruct","prompt":"x","max_tokens":4000,"min_tokens":4000}' >/dev/null
+  done
+}
+
 # harness_run_in_cgroup NS CMD...: runs CMD in the foreground, inside the test
 # cgroup (so the socket LB applies) and in namespace NS.
 harness_run_in_cgroup() {

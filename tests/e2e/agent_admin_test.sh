@@ -7,6 +7,7 @@ BUILD=${1:?usage: agent_admin_test.sh BUILD_DIR}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=../../scripts/harness/lib.sh
 source "$ROOT/scripts/harness/lib.sh"
+KVLB_BUILD=$BUILD
 PROBE=$BUILD/tests/e2e/kvlb-conn-probe
 CTL=$BUILD/userspace/cli/kvlbctl
 PORT=8000 ADMIN=127.0.0.1:19464 PROM=127.0.0.1:19090
@@ -20,11 +21,7 @@ harness_cgroup
 harness_bpffs
 C=$(harness_ns c)
 VIP=$(harness_vip 0)
-for i in 0 1; do
-  harness_spawn "$(harness_ns "r$i")" "$HARNESS_DIR/r$i.log" "$BUILD/userspace/replica_sim/kvlb-replica-sim" \
-    --listen "$(harness_replica_ip "$i")" --port $PORT --name "r$i" >/dev/null
-done
-for i in 0 1; do harness_wait_for "r$i" 20 nsenter --net="/run/netns/$C" curl -sf "http://$(harness_replica_ip "$i"):$PORT/health"; done
+for i in 0 1; do harness_start_replica "$i" >/dev/null; done
 SOCK=$HARNESS_DIR/agent.sock
 R0=$(harness_replica_ip 0):$PORT
 cat >"$HARNESS_DIR/agent.yaml" <<YAML

@@ -10,6 +10,7 @@ BUILD=${1:?usage: agent_reload_test.sh BUILD_DIR}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=../../scripts/harness/lib.sh
 source "$ROOT/scripts/harness/lib.sh"
+KVLB_BUILD=$BUILD
 PROBE=$BUILD/tests/e2e/kvlb-conn-probe
 PORT=8000
 fail() { harness_log "FAIL: $*"; tail -n 20 "$HARNESS_DIR/agent.log" >&2; exit 1; }
@@ -22,11 +23,7 @@ harness_cgroup
 harness_bpffs
 C=$(harness_ns c)
 VIP=$(harness_vip 0)
-for i in 0 1 2; do
-  harness_spawn "$(harness_ns "r$i")" "$HARNESS_DIR/r$i.log" "$BUILD/userspace/replica_sim/kvlb-replica-sim" \
-    --listen "$(harness_replica_ip "$i")" --port $PORT --name "r$i" >/dev/null
-done
-for i in 0 1 2; do harness_wait_for "r$i" 20 nsenter --net="/run/netns/$C" curl -sf "http://$(harness_replica_ip "$i"):$PORT/health"; done
+for i in 0 1 2; do harness_start_replica "$i" >/dev/null; done
 
 config() {  # stale_after policy replica-indexes...
   local stale=$1 policy=$2

@@ -25,13 +25,8 @@ harness_bpffs
 C=$(harness_ns c)
 monitor=""
 for i in $(seq 0 $((N - 1))); do
-  harness_spawn "$(harness_ns "r$i")" "$HARNESS_DIR/r$i.log" "$BUILD/userspace/replica_sim/kvlb-replica-sim" \
-    --listen "$(harness_replica_ip "$i")" --port $PORT --name "r$i" >/dev/null
+  harness_start_replica "$i" >/dev/null  # reached through the gateway
   monitor+="${monitor:+,}http://$(harness_replica_ip "$i"):$PORT/metrics"
-done
-for i in $(seq 0 $((N - 1))); do
-  harness_wait_for "replica r$i" 20 nsenter --net="/run/netns/$C" curl -sf "http://$(harness_replica_ip "$i"):$PORT/health" ||
-    harness_die "replica r$i unreachable through the gateway"
 done
 
 checks=0

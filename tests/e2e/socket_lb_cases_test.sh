@@ -15,6 +15,7 @@ BUILD=${1:?usage: socket_lb_cases_test.sh BUILD_DIR}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=../../scripts/harness/lib.sh
 source "$ROOT/scripts/harness/lib.sh"
+KVLB_BUILD=$BUILD
 SIM=$BUILD/userspace/replica_sim/kvlb-replica-sim
 AGENT=$BUILD/userspace/kvlb-agent
 PROBE=$BUILD/tests/e2e/kvlb-conn-probe
@@ -43,22 +44,12 @@ C=$(harness_ns c)
 VIP4=$(harness_vip 0) VIPNONE=$(harness_vip 1) VIPMARK=$(harness_vip 2) VIP6=$(harness_vip6 0)
 
 declare -A RPID
-start_replica() {  # i [extra args]
-  local i=$1
-  shift
-  RPID[$i]=$(harness_spawn "$(harness_ns "r$i")" "$HARNESS_DIR/r$i.log" "$SIM" --listen :: --port $PORT --name "r$i" "$@")
-  harness_wait_for "replica r$i" 20 nsenter --net="/run/netns/$C" curl -sf "http://$(harness_replica_ip "$i"):$PORT/health" ||
-    fail "replica r$i did not start"
-}
-start_replica 0 --max-num-seqs 2
-start_replica 1
-start_replica 2
+# Dual-stack replicas (IPv4 and IPv6 VIPs reach the same ones).
+RPID[0]=$(harness_start_replica 0 --listen :: --max-num-seqs 2)
+RPID[1]=$(harness_start_replica 1 --listen ::)
+RPID[2]=$(harness_start_replica 2 --listen ::)
 # r0 is kept busy: 12 long generations straight to it, so its queue is ~10.
-for n in $(seq 1 12); do
-  harness_spawn "$C" /dev/null curl -s --max-time 300 "http://$(harness_replica_ip 0):$PORT/v1/completions" \
-    -H 'Content-Type: application/json' \
-    -d '{"model":"meta-llama/Llama-3.1-8B-Instruct","prompt":"x","max_tokens":4000,"min_tokens":4000}' >/dev/null
-done
+harness_keep_busy 0 12
 # A listener on VIPMARK inside the client namespace: a connection that the LB
 # leaves alone reaches it ("untouched"); a balanced one reaches r0..r2.
 ip -n "$C" addr add "$VIPMARK/32" dev lo
@@ -185,7 +176,7 @@ check "the kernel counted the failed connect against one backend" test "$FAILS" 
 r2_stale() { grep -q "backend $(harness_replica_ip 2):$PORT: score older than 500 ms" "$HARNESS_DIR/agent-c.log"; }
 harness_wait_for "the agent to count r2's stale score" 10 r2_stale
 check "the agent counts the dead backend's score as stale" r2_stale
-start_replica 2
+RPID[2]=$(harness_start_replica 2 --listen ::)
 
 # --- draining and host_network_only (a new agent with a new config)
 probe --target "$VIP4:$PORT" --hold 3 >"$HARNESS_DIR/held2.json" &

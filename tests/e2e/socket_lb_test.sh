@@ -15,10 +15,10 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=../../scripts/harness/lib.sh
 source "$ROOT/scripts/harness/lib.sh"
 
-SIM=$BUILD/userspace/replica_sim/kvlb-replica-sim
+KVLB_BUILD=$BUILD
 AGENT=$BUILD/userspace/kvlb-agent
 PROBE=$BUILD/tests/e2e/kvlb-conn-probe
-for b in "$SIM" "$AGENT" "$PROBE"; do [ -x "$b" ] || harness_die "missing binary $b"; done
+for b in "$AGENT" "$PROBE"; do [ -x "$b" ] || harness_die "missing binary $b"; done
 
 # On failure, show what the kernel saw: scores and counters of the backends.
 dump_state() {
@@ -41,24 +41,12 @@ C=$(harness_ns c)
 VIP=$(harness_vip 0)
 PORT=8000
 
-for i in 0 1 2; do
-  extra=()
-  [ "$i" -eq 0 ] && extra=(--max-num-seqs 2)
-  harness_spawn "$(harness_ns "r$i")" "$HARNESS_DIR/r$i.log" \
-    "$SIM" --listen "$(harness_replica_ip "$i")" --port $PORT --name "r$i" "${extra[@]}" >/dev/null
-done
-for i in 0 1 2; do
-  harness_wait_for "replica r$i" 20 nsenter --net="/run/netns/$C" \
-    curl -sf "http://$(harness_replica_ip "$i"):$PORT/health" || fail "replica r$i did not start"
-done
-
+harness_start_replica 0 --max-num-seqs 2 >/dev/null
+harness_start_replica 1 >/dev/null
+harness_start_replica 2 >/dev/null
 # Keep r0 busy: 12 long generations straight to its address (not via the VIP,
 # and not from the test cgroup). With max-num-seqs 2, about 10 wait.
-for n in $(seq 1 12); do
-  harness_spawn "$C" "$HARNESS_DIR/load$n.log" curl -s --max-time 120 \
-    "http://$(harness_replica_ip 0):$PORT/v1/completions" -H 'Content-Type: application/json' \
-    -d '{"model":"meta-llama/Llama-3.1-8B-Instruct","prompt":"hello","max_tokens":3000,"min_tokens":3000}' >/dev/null
-done
+harness_keep_busy 0 12
 
 cat >"$HARNESS_DIR/agent.yaml" <<YAML
 cgroup: $HARNESS_CGROUP

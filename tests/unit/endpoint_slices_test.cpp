@@ -51,7 +51,8 @@ TEST(EndpointSlices, PortIsChosenByName) {
   auto eps = endpoints_of_slice(slice("s", "1", {ep("10.0.0.1", json::object())}, ports), "http");
   ASSERT_EQ(eps.size(), 1u);
   EXPECT_EQ(eps[0].address.port, 8000);
-  EXPECT_TRUE(endpoints_of_slice(slice("s", "1", {ep("10.0.0.1", json::object())}, ports), "grpc").empty());
+  EXPECT_TRUE(
+      endpoints_of_slice(slice("s", "1", {ep("10.0.0.1", json::object())}, ports), "grpc").empty());
   EXPECT_THROW(endpoints_of_slice(slice("s", "1", {ep("not-an-ip", json::object())}), "http"),
                std::invalid_argument);
 }
@@ -60,39 +61,44 @@ TEST(EndpointSlices, ListThenWatchWithBookmarksAndGone) {
   ServiceEndpoints svc("http");
   svc.apply_list({{"kind", "EndpointSliceList"},
                   {"metadata", {{"resourceVersion", "100"}}},
-                  {"items", {slice("a", "90", {ep("10.0.0.1", json::object())}),
-                             slice("b", "95", {ep("10.0.0.2", json::object())})}}});
+                  {"items",
+                   {slice("a", "90", {ep("10.0.0.1", json::object())}),
+                    slice("b", "95", {ep("10.0.0.2", json::object())})}}});
   EXPECT_EQ(svc.endpoints().size(), 2u);
   EXPECT_EQ(svc.resource_version(), "100");
 
   // A pod of slice b starts terminating: draining.
-  auto a = svc.apply_event({{"type", "MODIFIED"},
-                            {"object", slice("b", "101", {ep("10.0.0.2", {{"ready", false},
-                                                                          {"serving", true},
-                                                                          {"terminating", true}})})}});
+  auto a = svc.apply_event(
+      {{"type", "MODIFIED"},
+       {"object",
+        slice("b", "101",
+              {ep("10.0.0.2", {{"ready", false}, {"serving", true}, {"terminating", true}})})}});
   EXPECT_EQ(a, WatchAction::Changed);
   EXPECT_EQ(svc.endpoints()[1].state, KVLB_STATE_DRAINING);
   EXPECT_EQ(svc.resource_version(), "101");
 
   // A bookmark moves the version only.
-  a = svc.apply_event({{"type", "BOOKMARK"},
-                       {"object", {{"kind", "EndpointSlice"}, {"metadata", {{"resourceVersion", "150"}}}}}});
+  a = svc.apply_event(
+      {{"type", "BOOKMARK"},
+       {"object", {{"kind", "EndpointSlice"}, {"metadata", {{"resourceVersion", "150"}}}}}});
   EXPECT_EQ(a, WatchAction::None);
   EXPECT_EQ(svc.resource_version(), "150");
 
   // The same address moving between slices is listed once, at its best state.
-  svc.apply_event({{"type", "ADDED"}, {"object", slice("c", "151", {ep("10.0.0.1", json::object())})}});
+  svc.apply_event(
+      {{"type", "ADDED"}, {"object", slice("c", "151", {ep("10.0.0.1", json::object())})}});
   EXPECT_EQ(svc.endpoints().size(), 2u);
   a = svc.apply_event({{"type", "DELETED"}, {"object", slice("b", "152", json::array())}});
   EXPECT_EQ(a, WatchAction::Changed);
   EXPECT_EQ(svc.endpoints().size(), 1u);
 
   // 410 Gone: the version expired, re-list.
-  a = svc.apply_event({{"type", "ERROR"},
-                       {"object", {{"kind", "Status"}, {"code", 410}, {"reason", "Expired"}}}});
+  a = svc.apply_event(
+      {{"type", "ERROR"}, {"object", {{"kind", "Status"}, {"code", 410}, {"reason", "Expired"}}}});
   EXPECT_EQ(a, WatchAction::Relist);
-  EXPECT_THROW(svc.apply_event({{"type", "ERROR"}, {"object", {{"code", 500}, {"message", "boom"}}}}),
-               std::invalid_argument);
+  EXPECT_THROW(
+      svc.apply_event({{"type", "ERROR"}, {"object", {{"code", 500}, {"message", "boom"}}}}),
+      std::invalid_argument);
   EXPECT_THROW(svc.apply_event({{"type", "WHATEVER"}, {"object", slice("x", "1", json::array())}}),
                std::invalid_argument);
 }

@@ -5,6 +5,13 @@
 
 namespace kvlb::loadgen {
 
+std::optional<ArrivalKind> parse_arrival_kind(const std::string& name) {
+  if (name == "constant") return ArrivalKind::Constant;
+  if (name == "poisson") return ArrivalKind::Poisson;
+  if (name == "gamma") return ArrivalKind::Gamma;
+  return std::nullopt;
+}
+
 std::vector<double> schedule(const ArrivalConfig& c, size_t n) {
   if (c.kind == ArrivalKind::Concurrency) throw std::logic_error("closed loop has no schedule");
   if (!(c.rps > 0)) throw std::invalid_argument("rps must be positive");

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,9 @@ struct ArrivalConfig {
   uint32_t concurrency = 0;
   uint64_t seed = 1;
 };
+
+// "constant", "poisson", "gamma" (the open-loop kinds' names on command lines).
+std::optional<ArrivalKind> parse_arrival_kind(const std::string& name);
 
 // Start offsets (seconds from the start) of n requests, for the open-loop kinds.
 std::vector<double> schedule(const ArrivalConfig& c, size_t n);

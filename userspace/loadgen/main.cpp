@@ -127,9 +127,7 @@ int main(int argc, char** argv) {
   mon.start();
 
   ArrivalConfig ac;
-  ac.kind = arrival == "constant"  ? ArrivalKind::Constant
-            : arrival == "poisson" ? ArrivalKind::Poisson
-                                   : ArrivalKind::Gamma;
+  ac.kind = *parse_arrival_kind(arrival);  // CLI11 checked the name
   ac.rps = rps;
   ac.burstiness = burstiness;
   ac.seed = seed;

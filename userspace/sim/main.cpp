@@ -71,9 +71,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   loadgen::ArrivalConfig ac;
-  ac.kind = arrival == "constant"  ? loadgen::ArrivalKind::Constant
-            : arrival == "poisson" ? loadgen::ArrivalKind::Poisson
-                                   : loadgen::ArrivalKind::Gamma;
+  ac.kind = *loadgen::parse_arrival_kind(arrival);  // CLI11 checked the name
   ac.rps = rps;
   ac.burstiness = burstiness;
   ac.seed = seed;

@@ -33,9 +33,11 @@ std::vector<DiscoveredEndpoint> endpoints_of_slice(const nlohmann::json& slice,
       if (p.value("name", "") != port_name) continue;
       if (p.value("protocol", "TCP") != "TCP") continue;
       if (!p.contains("port") || !p["port"].is_number_integer())
-        throw std::invalid_argument(fmt::format("slice {}: port {} without a number", name, port_name));
+        throw std::invalid_argument(
+            fmt::format("slice {}: port {} without a number", name, port_name));
       auto v = p["port"].get<int64_t>();
-      if (v < 1 || v > 65535) throw std::invalid_argument(fmt::format("slice {}: port {} out of range", name, v));
+      if (v < 1 || v > 65535)
+        throw std::invalid_argument(fmt::format("slice {}: port {} out of range", name, v));
       port = static_cast<uint16_t>(v);
     }
   }
@@ -51,7 +53,8 @@ std::vector<DiscoveredEndpoint> endpoints_of_slice(const nlohmann::json& slice,
     if (!serving) continue;
     kvlb_backend_state state = ready && !terminating ? KVLB_STATE_ACTIVE : KVLB_STATE_DRAINING;
     for (const auto& a : ep.value("addresses", nlohmann::json::array())) {
-      if (!a.is_string()) throw std::invalid_argument(fmt::format("slice {}: address not a string", name));
+      if (!a.is_string())
+        throw std::invalid_argument(fmt::format("slice {}: address not a string", name));
       auto e = Endpoint::parse_address(a.get<std::string>(), *port);
       if (!e) throw std::invalid_argument(fmt::format("slice {}: bad address {}", name, a.dump()));
       DiscoveredEndpoint d;
@@ -70,7 +73,8 @@ void ServiceEndpoints::apply_list(const nlohmann::json& list) {
   if (!list.is_object() || !list.contains("items") || !list["items"].is_array())
     throw std::invalid_argument("EndpointSlice list without items");
   std::map<std::string, std::vector<DiscoveredEndpoint>> next;
-  for (const auto& item : list["items"]) next[slice_name(item)] = endpoints_of_slice(item, port_name_);
+  for (const auto& item : list["items"])
+    next[slice_name(item)] = endpoints_of_slice(item, port_name_);
   slices_ = std::move(next);
   resource_version_ = list.value("metadata", nlohmann::json::object()).value("resourceVersion", "");
 }
@@ -92,9 +96,12 @@ WatchAction ServiceEndpoints::apply_event(const nlohmann::json& event) {
   }
   auto name = slice_name(obj);
   auto before = endpoints();
-  if (type == "ADDED" || type == "MODIFIED") slices_[name] = endpoints_of_slice(obj, port_name_);
-  else if (type == "DELETED") slices_.erase(name);
-  else throw std::invalid_argument("unknown watch event type " + type);
+  if (type == "ADDED" || type == "MODIFIED")
+    slices_[name] = endpoints_of_slice(obj, port_name_);
+  else if (type == "DELETED")
+    slices_.erase(name);
+  else
+    throw std::invalid_argument("unknown watch event type " + type);
   if (!rv.empty()) resource_version_ = rv;
   return endpoints() == before ? WatchAction::None : WatchAction::Changed;
 }
