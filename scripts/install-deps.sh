@@ -11,7 +11,7 @@ PACKAGES=(
   libcurl4-openssl-dev libboost-dev libgtest-dev libgmock-dev googletest
   libbenchmark-dev clang-format
   # tests, harness, demo and peers
-  iproute2 iptables util-linux procps curl jq haproxy nginx-light prometheus gnuplot-nox
+  iproute2 iptables util-linux procps time curl jq haproxy nginx-light prometheus gnuplot-nox
 )
 
 missing=()

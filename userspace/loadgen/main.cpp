@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <sstream>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -24,7 +25,8 @@ using namespace kvlb::loadgen;
 int main(int argc, char** argv) {
   CLI::App app{"kvlb-loadgen: load generator for OpenAI-compatible LLM servers"};
   std::string url, api = "completions", arrival = "constant", dataset = "synthetic",
-                   connections = "new", output, monitor, oracle, label, monitor_interval = "250ms";
+                   connections = "new", output, monitor, oracle, label, monitor_interval = "250ms",
+                   targets;
   double rps = 1, burstiness = 1, duration = 0, warmup = 0, timeout = 900, drain = -1;
   uint32_t concurrency = 0, pool = 100;
   size_t requests = 0;
@@ -58,6 +60,8 @@ int main(int argc, char** argv) {
   app.add_flag("--monitor-series", series, "include the recorded time series in the JSON");
   app.add_option("--oracle", oracle,
                  "oracle balancing over these replicas: base[=metrics],... (instead of --url)");
+  app.add_option("--targets", targets,
+                 "round-robin over these base URLs (instead of --url): a client-side spread");
   app.add_option("--label", label, "a name for this run in the report");
   app.add_option("-o,--output", output, "write the JSON report here");
   app.add_flag("-q,--quiet", quiet, "no progress lines");
@@ -67,7 +71,8 @@ int main(int argc, char** argv) {
     fmt::print(stderr, "kvlb-loadgen: {}\n", msg);
     return 2;
   };
-  if (url.empty() == oracle.empty()) return fail("give exactly one of --url and --oracle");
+  if ((!url.empty()) + (!oracle.empty()) + (!targets.empty()) != 1)
+    return fail("give exactly one of --url, --targets and --oracle");
   if (requests == 0 && duration <= 0) return fail("give --requests or --duration");
   if (requests == 0) {
     if (concurrency)
@@ -104,6 +109,15 @@ int main(int argc, char** argv) {
       return fail(std::string("--oracle: ") + e.what());
     }
     client.set_picker([&] { return picker->pick(); });
+  }
+  std::vector<std::string> rotation;
+  size_t next_target = 0;
+  if (!targets.empty()) {
+    std::stringstream ts(targets);
+    std::string t;
+    while (std::getline(ts, t, ','))
+      if (!t.empty()) rotation.push_back(t);
+    client.set_picker([&] { return rotation[next_target++ % rotation.size()]; });
   }
   if (!quiet) {
     client.set_progress(
