@@ -102,6 +102,9 @@ balancer_start() {
         printf 'frontend llm\n  bind %s:%s\n  default_backend replicas\n' "$(_bal_proxy_addr)" "$BAL_PROXY_PORT"
         # One server connection per request, so leastconn counts requests in flight.
         printf 'backend replicas\n  balance %s\n  http-reuse never\n  option http-server-close\n' "$algo"
+        # Streamed tokens are small writes: without this HAProxy may hold a chunk
+        # (MSG_MORE) until the client ACKs the previous one, adding 200 ms steps.
+        [ "${BAL_HAPROXY_NO_DELAY:-1}" = 1 ] && printf '  option http-no-delay\n'
         local i=0 b
         for b in $(_bal_backends "$n" "$port"); do printf '  server r%d %s maxconn 10000\n' $((i++)) "$b"; done
       } >"$HARNESS_DIR/haproxy.cfg"
