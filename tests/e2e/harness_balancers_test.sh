@@ -55,4 +55,16 @@ for bal in kvlb-p2c-queue-kv kvlb-random kube-proxy haproxy-leastconn haproxy-ra
   [ "$samples" -gt 0 ] || harness_die "FAIL: $bal: the replica monitor recorded nothing"
   checks=$((checks + 1))
 done
-harness_log "PASS: $checks balancers through the gateway topology"
+# Keep-alive pools, as OpenAI SDK clients use them: 4 connections carry 40
+# requests; through the socket LB each connection is balanced once, so requests
+# land on at most 4 backends and every one succeeds.
+balancer_start kvlb-p2c-queue-kv "$N" "$PORT" || harness_die "cannot start kvlb"
+harness_run_in_cgroup "$C" "$LOADGEN" --url "$BAL_URL" --rps 20 --requests 40 --dataset "$DATASET" \
+  --connections keepalive --pool-size 4 -q -o "$HARNESS_DIR/keepalive.json" >/dev/null
+picks=$(bpftool map dump pinned "$HARNESS_BPFFS/kvlb/kvlb_ctr_v1" -j | jq '[.[] | (.formatted // .) | .value.picks] | add')
+balancer_stop kvlb-p2c-queue-kv "$N"
+ok=$(jq .summary.ok "$HARNESS_DIR/keepalive.json")
+harness_log "keep-alive pool of 4: ok $ok/40, kernel picks $picks, per replica $(jq -c .summary.per_replica "$HARNESS_DIR/keepalive.json")"
+[ "$ok" = 40 ] || harness_die "FAIL: keep-alive: $((40 - ok)) requests failed"
+[ "$picks" -le 4 ] || harness_die "FAIL: keep-alive: $picks connections balanced for a pool of 4"
+harness_log "PASS: $checks balancers through the gateway topology, and a keep-alive pool"
