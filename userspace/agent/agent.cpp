@@ -30,6 +30,14 @@ kvlb_backend backend_entry(const Endpoint& ep) {
   return b;
 }
 
+Endpoint vip_of(const kvlb_service_key& k) {
+  Endpoint e;
+  e.family = k.family;
+  e.addr = k.vip;
+  e.port = ntohs(k.port);
+  return e;
+}
+
 Endpoint endpoint_of(const kvlb_backend& b) {
   Endpoint e;
   e.family = b.family;
@@ -121,10 +129,7 @@ void Agent::apply_config() {
   auto present = dp_->services();
   for (const auto& svc : cfg_.services) wanted.insert(svc.vip.to_string());
   for (const auto& [k, v] : present) {
-    Endpoint vip;
-    vip.family = k.family;
-    vip.addr = k.vip;
-    vip.port = ntohs(k.port);
+    const Endpoint vip = vip_of(k);
     svc_ids.emplace(vip.to_string(), v.id);
     svc_used.insert(v.id);
   }
@@ -158,10 +163,7 @@ void Agent::apply_config() {
 
   // 5. Services and backends no longer configured.
   for (const auto& [k, v] : present) {
-    Endpoint vip;
-    vip.family = k.family;
-    vip.addr = k.vip;
-    vip.port = ntohs(k.port);
+    const Endpoint vip = vip_of(k);
     if (wanted.count(vip.to_string())) continue;
     dp_->delete_service(k);
     for (uint32_t i = 0; i < v.backend_count; ++i) dp_->put_slot(v.id, i, KVLB_BACKEND_NONE);
