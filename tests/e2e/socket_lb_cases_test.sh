@@ -148,7 +148,14 @@ check "stale scores fall back to least-inflight: busy r0 gets its share again ($
   test "$(j .ok "$R")" = 90 -a "$(j '.by_replica.r0 // 0' "$R")" -ge 15
 start_agent b "$HARNESS_DIR/a.yaml"
 check "a new agent adopts the pinned links" grep -q "adopted pinned link" "$HARNESS_DIR/agent-b.log"
+inflight() {  # sum and minimum of the kernel's in-flight counters
+  bpftool map dump pinned "$HARNESS_BPFFS/kvlb/kvlb_ctr_v1" -j | jq -r '[.[] | (.formatted // .) | .value.inflight] | "\(add) \(min)"'
+}
+read -r SUM MIN <<<"$(inflight)"
+check "in-flight is right after the restart: the held connection counts once ($SUM)" test "$SUM" = 1 -a "$MIN" -ge 0
 wait "$HELD"
+read -r SUM MIN <<<"$(inflight)"
+check "every connection released: in-flight back to 0, never negative ($SUM, min $MIN)" test "$SUM" = 0 -a "$MIN" = 0
 R=$(cat "$HARNESS_DIR/held.json")
 check "a connection held across the restart keeps its backend ($(j .first "$R")) and reports the VIP" \
   test -z "$(j .error "$R")" -a "$(j .first "$R")" = "$(j .second "$R")" -a "$(j .peer_ok "$R")" = true
