@@ -45,6 +45,10 @@ S=$(ctl services -o json)
 [ "$(j '.[0].vip' "$S")" = "$VIP:$PORT" ] && [ "$(j '.[0].backends | length' "$S")" = 2 ] || fail "services: $S"
 ctl services | grep -q "p2c-queue-kv" || fail "services table"
 harness_log "ok: kvlbctl services"
+B=$(ctl backends -o json)
+[ "$(j '[.[].engine] | unique | join(",")' "$B")" = vllm ] || fail "engines not detected: $B"
+grep -q "engine detected as vllm" "$HARNESS_DIR/agent.log" || fail "no detection log"
+harness_log "ok: engines detected from the first scrape (vllm)"
 
 ctl drain "$R0" >/dev/null
 B=$(ctl backends -o json)

@@ -322,6 +322,13 @@ void Agent::scrape_round() {
     std::string error;
     if (r.ok()) {
       auto ex = engines::extract_stats(r.body, b.engine);
+      if (ex.stats && b.engine == engines::Engine::Auto) {
+        // Detected once, from the first good scrape; later scrapes match only this
+        // engine's names (cheaper, and no flip-flop on a half-rendered page).
+        b.engine = ex.stats->engine;
+        spdlog::info("backend {}: engine detected as {}", b.address.to_string(),
+                     engines::engine_name(b.engine));
+      }
       if (ex.stats) {
         if (b.down || b.consecutive_failures)
           spdlog::info("backend {} scraped again after {} failures", b.address.to_string(),
