@@ -8,7 +8,7 @@ PACKAGES=(
   # build
   cmake make g++ clang llvm pkg-config libbpf-dev bpftool libelf-dev zlib1g-dev
   libspdlog-dev libfmt-dev nlohmann-json3-dev libyaml-cpp-dev libcli11-dev
-  libcurl4-openssl-dev libboost-dev libgtest-dev libgmock-dev googletest
+  libcurl4-openssl-dev libssl-dev openssl libboost-dev libgtest-dev libgmock-dev googletest
   libbenchmark-dev clang-format
   # tests, harness, demo and peers
   iproute2 iptables util-linux procps time curl jq haproxy nginx-light prometheus gnuplot-nox

@@ -116,6 +116,36 @@ TEST(Config, PassiveHealthHostOnlyAndMark) {
                "services[0].backends[0].address", "not of the VIP's address family");
 }
 
+TEST(Config, KubernetesServices) {
+  auto c = parse_config(R"(
+cgroup: x
+kubernetes: {kubeconfig: /etc/kvlb/kubeconfig}
+services:
+  - name: llm
+    vip: 10.96.0.10:8000
+    kubernetes: {namespace: models, service: llama, port: http}
+)");
+  ASSERT_TRUE(c.services[0].kubernetes);
+  EXPECT_EQ(c.services[0].kubernetes->ns, "models");
+  EXPECT_EQ(c.services[0].kubernetes->service, "llama");
+  EXPECT_EQ(c.services[0].kubernetes->port_name, "http");
+  EXPECT_TRUE(c.services[0].backends.empty());
+  expect_error("cgroup: x\nservices: [{name: a, vip: \"10.0.0.1:80\", kubernetes: {service: s}}]\n",
+               "kubernetes", "set in_cluster or kubeconfig");
+  expect_error(
+      "cgroup: x\nkubernetes: {in_cluster: true, kubeconfig: /k}\nservices: [{name: a, vip: "
+      "\"10.0.0.1:80\", kubernetes: {service: s}}]\n",
+      "kubernetes", "exactly one");
+  expect_error(
+      "cgroup: x\nkubernetes: {in_cluster: true}\nservices: [{name: a, vip: \"10.0.0.1:80\", "
+      "kubernetes: {service: s}, backends: [{address: \"10.0.0.2:80\"}]}]\n",
+      "services[0].backends", "not allowed with kubernetes");
+  expect_error(
+      "cgroup: x\nkubernetes: {in_cluster: true}\nservices: [{name: a, vip: \"10.0.0.1:80\", "
+      "kubernetes: {namespace: n}}]\n",
+      "services[0].kubernetes.service", "is required");
+}
+
 TEST(Config, DefaultsToFourChoices) {
   auto c = parse_config(replace(kValid, "    choices: 3\n", ""));
   EXPECT_EQ(c.services[0].choices, 4);

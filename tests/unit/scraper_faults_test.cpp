@@ -56,18 +56,24 @@ class FaultServer {
     }
     auto path = req.substr(4, req.find(' ', 4) - 4);
     auto reply = [&](int status, const std::string& body) {
-      std::string r = "HTTP/1.1 " + std::to_string(status) + " X\r\nContent-Length: " +
-                      std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+      std::string r = "HTTP/1.1 " + std::to_string(status) +
+                      " X\r\nContent-Length: " + std::to_string(body.size()) +
+                      "\r\nConnection: close\r\n\r\n" + body;
       net::write(s, net::buffer(r), ec);
     };
-    if (path == "/ok") reply(200, "vllm:num_requests_waiting 3\nvllm:num_requests_running 1\n");
+    if (path == "/ok")
+      reply(200, "vllm:num_requests_waiting 3\nvllm:num_requests_running 1\n");
     else if (path == "/slow") {
       std::this_thread::sleep_for(std::chrono::seconds(1));
       reply(200, "vllm:num_requests_waiting 0\n");
-    } else if (path == "/huge") reply(200, std::string(3 << 20, '#'));
-    else if (path == "/malformed") reply(200, "vllm:num_requests_waiting{engine=\"0\" 3\n");
-    else if (path == "/nan") reply(200, "vllm:num_requests_waiting NaN\n");
-    else reply(500, "internal error\n");
+    } else if (path == "/huge")
+      reply(200, std::string(3 << 20, '#'));
+    else if (path == "/malformed")
+      reply(200, "vllm:num_requests_waiting{engine=\"0\" 3\n");
+    else if (path == "/nan")
+      reply(200, "vllm:num_requests_waiting NaN\n");
+    else
+      reply(500, "internal error\n");
   }
   net::io_context io_;
   tcp::acceptor acceptor_;
@@ -140,15 +146,16 @@ TEST(ScraperFaults, KeepAliveReusesTheConnectionAcrossRounds) {
       while ((pos = pending.find("\r\n\r\n")) != std::string::npos) {
         pending.erase(0, pos + 4);
         std::string body = "vllm:num_requests_waiting 1\n";
-        std::string r = "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) +
-                        "\r\n\r\n" + body;
+        std::string r =
+            "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
         net::write(s, net::buffer(r), ec);
       }
     }
   });
   {
     Scraper scraper(ScrapeOptions{std::chrono::milliseconds(1000), 1 << 20});
-    scraper.set_targets({"http://127.0.0.1:" + std::to_string(a.local_endpoint().port()) + "/metrics"});
+    scraper.set_targets(
+        {"http://127.0.0.1:" + std::to_string(a.local_endpoint().port()) + "/metrics"});
     for (int i = 0; i < 5; ++i) ASSERT_TRUE(scraper.scrape_all()[0].ok());
   }
   a.close();

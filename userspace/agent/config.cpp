@@ -115,7 +115,7 @@ BackendConfig parse_backend(const YAML::Node& n, const std::string& path) {
 }
 
 ServiceConfig parse_service(const YAML::Node& n, const std::string& path) {
-  check_keys(n, path, {"name", "vip", "policy", "choices", "backends"});
+  check_keys(n, path, {"name", "vip", "policy", "choices", "backends", "kubernetes"});
   ServiceConfig s;
   s.name = required_string(n, "name", path);
   auto vip = required_string(n, "vip", path);
@@ -126,8 +126,20 @@ ServiceConfig parse_service(const YAML::Node& n, const std::string& path) {
     s.policy = parse_policy(scalar(n["policy"], join(path, "policy")), join(path, "policy"));
   if (n["choices"])
     s.choices = integer<uint8_t>(n["choices"], join(path, "choices"), 2, KVLB_MAX_CHOICES);
+  if (const auto& k = n["kubernetes"]) {
+    auto kpath = join(path, "kubernetes");
+    check_keys(k, kpath, {"namespace", "service", "port"});
+    KubernetesServiceRef ref;
+    ref.ns = k["namespace"] ? scalar(k["namespace"], kpath + ".namespace") : "default";
+    ref.service = required_string(k, "service", kpath);
+    if (k["port"]) ref.port_name = scalar(k["port"], kpath + ".port");
+    if (n["backends"])
+      throw ConfigError(join(path, "backends"), "not allowed with kubernetes (discovered)");
+    s.kubernetes = ref;
+    return s;
+  }
   if (!n["backends"] || !n["backends"].IsSequence() || n["backends"].size() == 0)
-    throw ConfigError(join(path, "backends"), "must be a non-empty list");
+    throw ConfigError(join(path, "backends"), "must be a non-empty list (or a kubernetes block)");
   if (n["backends"].size() > KVLB_MAX_SLOTS)
     throw ConfigError(join(path, "backends"), fmt::format("more than {} backends", KVLB_MAX_SLOTS));
   std::set<std::string> seen;
@@ -169,7 +181,7 @@ AgentConfig parse_config(const std::string& yaml_text) {
   check_keys(root, "",
              {"cgroup", "bpffs", "pin_dir", "scrape_interval", "scrape_timeout", "max_scrape_bytes",
               "down_after_failures", "stale_after", "kv_permille_per_pick", "passive_health",
-              "host_network_only", "bypass_mark", "admin", "services"});
+              "host_network_only", "bypass_mark", "admin", "kubernetes", "services"});
   AgentConfig c;
   c.cgroup = required_string(root, "cgroup", "");
   if (root["bpffs"]) c.bpffs = scalar(root["bpffs"], "bpffs");
@@ -229,6 +241,14 @@ AgentConfig parse_config(const std::string& yaml_text) {
         throw ConfigError("admin.listen", "'" + c.admin_listen + "' is not ip:port");
     }
   }
+  if (const auto& k = root["kubernetes"]) {
+    check_keys(k, "kubernetes", {"in_cluster", "kubeconfig"});
+    if (k["in_cluster"])
+      c.kubernetes_in_cluster = scalar(k["in_cluster"], "kubernetes.in_cluster") == "true";
+    if (k["kubeconfig"]) c.kubeconfig = scalar(k["kubeconfig"], "kubernetes.kubeconfig");
+    if (c.kubernetes_in_cluster == !c.kubeconfig.empty())
+      throw ConfigError("kubernetes", "set exactly one of in_cluster: true and kubeconfig");
+  }
   if (root["bypass_mark"])
     c.bypass_mark = integer<uint32_t>(root["bypass_mark"], "bypass_mark", 0, 0xffffffffu);
 
@@ -260,6 +280,9 @@ AgentConfig parse_config(const std::string& yaml_text) {
     }
     c.services.push_back(std::move(s));
   }
+  if (c.uses_kubernetes() && !c.kubernetes_in_cluster && c.kubeconfig.empty())
+    throw ConfigError("kubernetes",
+                      "services use kubernetes discovery: set in_cluster or kubeconfig");
   return c;
 }
 

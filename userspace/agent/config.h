@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -37,9 +38,17 @@ struct BackendConfig {
   kvlb_backend_state state = KVLB_STATE_ACTIVE;  // active or draining
 };
 
+// A Service whose backends come from its EndpointSlices.
+struct KubernetesServiceRef {
+  std::string ns;
+  std::string service;
+  std::string port_name;  // the Service port's name ("" for an unnamed port)
+};
+
 struct ServiceConfig {
   std::string name;
   Endpoint vip;
+  std::optional<KubernetesServiceRef> kubernetes;  // else: static backends
   kvlb_policy policy = KVLB_POLICY_P2C_QUEUE_KV;
   // 4: the best or near-best p99 TTFT across load, burstiness and scrape interval
   // in the simulator sweep (docs/benchmarks.md); bounded by the backend count.
@@ -70,7 +79,15 @@ struct AgentConfig {
   // Prometheus server (loopback unless you mean otherwise).
   std::filesystem::path admin_socket = "/run/kvlb/agent.sock";
   std::string admin_listen;
+  // Kubernetes API access, for services with a `kubernetes:` block.
+  bool kubernetes_in_cluster = false;
+  std::filesystem::path kubeconfig;
   std::vector<ServiceConfig> services;
+  bool uses_kubernetes() const {
+    for (const auto& s : services)
+      if (s.kubernetes) return true;
+    return false;
+  }
 };
 
 std::string_view policy_name(kvlb_policy p);

@@ -11,6 +11,7 @@
 
 #include "agent/admin_server.h"
 #include "agent/agent.h"
+#include "agent/discovery.h"
 #include "agent/config.h"
 #include "common/duration.h"
 #include "common/fs_mounts.h"
@@ -166,6 +167,8 @@ int main(int argc, char** argv) {
     }
     spdlog::info("kvlb-agent running: {} backends, scrape every {} ms{}", agent.backends().size(),
                  cfg.scrape_interval.count(), dp->adopted() ? " (adopted pinned data plane)" : "");
+    std::unique_ptr<agent::Discovery> discovery;
+    if (cfg.uses_kubernetes()) discovery = std::make_unique<agent::Discovery>(cfg);
     FileStamp seen = stamp(config_path);
     std::mt19937_64 rng(std::random_device{}());
     std::uniform_int_distribution<int> jitter(900, 1100);
@@ -182,6 +185,22 @@ int main(int argc, char** argv) {
         spdlog::error("{}: new configuration rejected, keeping the old one: {}", why, e.what());
         return;
       }
+      auto k8s_refs = [](const agent::AgentConfig& c) {
+        std::vector<std::string> v;
+        for (const auto& svc : c.services)
+          if (svc.kubernetes)
+            v.push_back(svc.name + "=" + svc.kubernetes->ns + "/" + svc.kubernetes->service + ":" +
+                        svc.kubernetes->port_name);
+        v.push_back(c.kubeconfig.string() + (c.kubernetes_in_cluster ? "+in-cluster" : ""));
+        return v;
+      };
+      if (k8s_refs(next) != k8s_refs(cfg)) {
+        spdlog::error(
+            "{}: new configuration rejected, keeping the old one: the Kubernetes "
+            "services or API access cannot change while running (restart the agent)",
+            why);
+        return;
+      }
       if (next.cgroup != cfg.cgroup || next.bpffs != cfg.bpffs || next.pin_dir != cfg.pin_dir) {
         spdlog::error(
             "{}: new configuration rejected, keeping the old one: cgroup, bpffs and "
@@ -190,12 +209,16 @@ int main(int argc, char** argv) {
         return;
       }
       try {
+        // Discovered backends carry over: a reload never empties a Kubernetes service.
+        agent::AgentConfig applied = next;
+        if (discovery)
+          if (auto eff = discovery->effective(next, true)) applied = std::move(*eff);
         if (program_settings_differ(next, cfg)) {
           auto fresh = DataPlane::open(dataplane_options(next));  // swaps into the pinned links
-          agent.reconfigure(next, *fresh);
+          agent.reconfigure(applied, *fresh);
           dp = std::move(fresh);
         } else {
-          agent.reconfigure(next, *dp);
+          agent.reconfigure(applied, *dp);
         }
       } catch (const std::exception& e) {
         spdlog::error("{}: applying the new configuration failed: {}", why, e.what());
@@ -209,6 +232,11 @@ int main(int argc, char** argv) {
     for (;;) {
       auto round_start = std::chrono::steady_clock::now();
       std::unique_lock lock(mu);
+      if (discovery)
+        if (auto eff = discovery->effective(cfg)) {
+          agent.reconfigure(*eff, *dp);
+          spdlog::info("discovery: {} backends", agent.backends().size());
+        }
       agent.scrape_round();
       auto now = std::chrono::steady_clock::now();
       if (score_period->count() > 0 && now >= next_log) {

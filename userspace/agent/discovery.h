@@ -1,0 +1,40 @@
+// discovery.h - Kubernetes discovery for the agent: one EndpointSlice watcher
+// thread per service that names a Kubernetes Service; the main loop folds what
+// they found into the configuration it applies.
+#pragma once
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "agent/config.h"
+#include "k8s/kube_client.h"
+#include "k8s/slice_watcher.h"
+
+namespace kvlb::agent {
+
+class Discovery {
+ public:
+  // Throws std::runtime_error when the API access is misconfigured.
+  explicit Discovery(const AgentConfig& cfg);
+  ~Discovery();  // stops and joins the watchers
+
+  // The configuration to apply: `cfg` with every Kubernetes service's backends
+  // replaced by its discovered endpoints. nullopt when nothing changed since
+  // the last call, unless `force`.
+  std::optional<AgentConfig> effective(const AgentConfig& cfg, bool force = false);
+
+ private:
+  std::unique_ptr<k8s::KubeClient> client_;
+  std::mutex mu_;
+  std::map<std::string, std::vector<k8s::DiscoveredEndpoint>> found_;  // by service name
+  bool changed_ = true;
+  std::atomic<bool> stop_{false};
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace kvlb::agent

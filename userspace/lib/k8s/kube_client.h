@@ -1,0 +1,58 @@
+// kube_client.h - a small Kubernetes API client over libcurl: GET, and watch
+// streams delivered line by line. TLS is verified against the cluster CA; the
+// bearer token is re-read from its file on every request (projected
+// service-account tokens rotate).
+#pragma once
+
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace kvlb::k8s {
+
+struct KubeConfig {
+  std::string server;      // https://host:port
+  std::string ca_file;     // PEM bundle that signs the API server's certificate
+  std::string token_file;  // re-read on every request; or:
+  std::string token;       // a fixed token (kubeconfig users[].user.token)
+};
+
+// In-cluster: KUBERNETES_SERVICE_HOST / KUBERNETES_SERVICE_PORT and the
+// service-account directory (token, ca.crt). Throws std::runtime_error naming
+// what is missing.
+KubeConfig in_cluster_config(
+    const std::filesystem::path& sa_dir = "/var/run/secrets/kubernetes.io/serviceaccount");
+
+// A kubeconfig file's current context: cluster server and certificate-authority
+// (a file path; certificate-authority-data is written next to the cache dir),
+// user token or tokenFile. Throws std::runtime_error naming the field.
+KubeConfig kubeconfig_file(const std::filesystem::path& file);
+
+struct KubeResponse {
+  long status = 0;        // HTTP status (0: no response)
+  std::string body;       // response body (for watch: what was not a full line)
+  std::string error;      // transport error, empty when the request completed
+  bool ok() const { return error.empty() && status == 200; }
+};
+
+class KubeClient {
+ public:
+  explicit KubeClient(KubeConfig cfg);
+  const KubeConfig& config() const { return cfg_; }
+
+  KubeResponse get(const std::string& path_and_query) const;
+
+  // Streams a watch request: on_line gets each complete line (one JSON event);
+  // returning false from it, or `stop` becoming true, ends the stream early.
+  KubeResponse watch(const std::string& path_and_query,
+                     const std::function<bool(std::string_view)>& on_line,
+                     const std::function<bool()>& stop) const;
+
+ private:
+  std::string bearer() const;
+  KubeConfig cfg_;
+};
+
+}  // namespace kvlb::k8s
