@@ -52,6 +52,7 @@ slice() {  # name, then "ip:ready:serving:terminating" entries
 }
 R0=$(harness_replica_ip 0) R1=$(harness_replica_ip 1) R2=$(harness_replica_ip 2)
 api PUT /_test/slices/default/llm-a "$(slice llm-a "$R0:true:true:false" "$R1:true:true:false")" >/dev/null
+api PUT /_test/services/default/llm "{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{\"name\":\"llm\",\"namespace\":\"default\"},\"spec\":{\"clusterIP\":\"$VIP\",\"ports\":[{\"name\":\"metrics\",\"port\":9090},{\"name\":\"http\",\"port\":$PORT,\"protocol\":\"TCP\"}]}}" >/dev/null
 
 kubeconfig() {  # CA file
   cat <<YAML
@@ -74,8 +75,7 @@ admin: {socket: ""}
 kubernetes: {kubeconfig: $1}
 services:
   - name: llm
-    vip: $VIP:$PORT
-    kubernetes: {namespace: default, service: llm, port: http}
+    kubernetes: {namespace: default, service: llm, port: http}   # vip: the ClusterIP
 YAML
 }
 
@@ -85,12 +85,15 @@ BAD=$(harness_spawn "$C" "$D/agent-wrong-ca.log" "$BUILD/userspace/kvlb-agent" -
 harness_wait_for "a TLS error" 20 grep -qi "SSL\|certificate" "$D/agent-wrong-ca.log" || fail "no TLS error with a wrong CA"
 harness_stop_pid "$BAD"
 [ "$(api GET /_test/requests | jq '.requests // 0')" = 0 ] || fail "a request got through with a wrong CA"
+[ ! -e "$HARNESS_BPFFS/kvlb" ] || fail "an agent that could not reach the API attached a data plane"
 harness_log "ok: a server not signed by the cluster CA is refused (no request reached the API)"
 
 # --- list and watch drive the socket LB
 agent_config "$D/kubeconfig" >"$D/agent.yaml"
 AGENT=$(harness_spawn "$C" "$D/agent.log" "$BUILD/userspace/kvlb-agent" -c "$D/agent.yaml")
 harness_wait_for "discovery" 20 grep -q "discovery: 2 backends" "$D/agent.log" || fail "no discovery"
+grep -q "vip $VIP:$PORT from the ClusterIP of default/llm" "$D/agent.log" || fail "VIP not taken from the ClusterIP"
+harness_log "ok: VIP $VIP:$PORT taken from the Service's ClusterIP and its port named http"
 sleep 0.3
 probe() { harness_run_in_cgroup "$C" "$PROBE" --target "$VIP:$PORT" --count "$1"; }
 R=$(probe 40)

@@ -17,6 +17,7 @@
 //   DELETE /_test/slices/<ns>/<name>                            (DELETED)
 //   POST   /_test/compact   the version advances (an unseen write) and everything
 //                            older expires (410); open watches are closed
+//   PUT    /_test/services/<ns>/<name>  body: a Service (GET /api/v1/.../services/<name>)
 //   POST   /_test/fail?n=K  the next K API requests get 500
 //   GET    /_test/requests  JSON counters of what the API saw
 #include <utility>  // Boost 1.74 asio uses std::exchange without including it
@@ -73,8 +74,9 @@ std::map<std::string, std::string> query_of(const std::string& target) {
 }
 
 json status(int code, const std::string& reason, const std::string& message) {
-  return {{"kind", "Status"}, {"apiVersion", "v1"}, {"metadata", json::object()},
-          {"status", "Failure"}, {"message", message}, {"reason", reason}, {"code", code}};
+  return {{"kind", "Status"},    {"apiVersion", "v1"}, {"metadata", json::object()},
+          {"status", "Failure"}, {"message", message}, {"reason", reason},
+          {"code", code}};
 }
 
 struct Event {
@@ -88,8 +90,9 @@ class Session;
 struct State {
   std::string token_file;
   uint64_t rv = 1000;
-  uint64_t compacted = 0;  // watches from versions below this get 410
-  std::map<std::string, json> slices;  // "<ns>/<name>" -> object
+  uint64_t compacted = 0;                // watches from versions below this get 410
+  std::map<std::string, json> slices;    // "<ns>/<name>" -> object
+  std::map<std::string, json> services;  // "<ns>/<name>" -> Service
   std::vector<Event> events;
   std::list<std::shared_ptr<Session>> watchers;  // open watches, kept alive until closed
   int fail_next = 0;
@@ -107,9 +110,10 @@ class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(tcp::socket s, ssl::context& ctx, State& st) : stream_(std::move(s), ctx), st_(st) {}
   void start() {
-    stream_.async_handshake(ssl::stream_base::server, [self = shared_from_this()](beast::error_code ec) {
-      if (!ec) self->read();
-    });
+    stream_.async_handshake(ssl::stream_base::server,
+                            [self = shared_from_this()](beast::error_code ec) {
+                              if (!ec) self->read();
+                            });
   }
   // A watch session: push an event (or bookmark) if it concerns this watch.
   void push(const Event& e) {
@@ -119,7 +123,8 @@ class Session : public std::enable_shared_from_this<Session> {
   }
   void bookmark() {
     if (!watching_ || closed_ || !bookmarks_) return;
-    json obj = {{"kind", "EndpointSlice"}, {"apiVersion", "discovery.k8s.io/v1"},
+    json obj = {{"kind", "EndpointSlice"},
+                {"apiVersion", "discovery.k8s.io/v1"},
                 {"metadata", {{"resourceVersion", std::to_string(st_.rv)}}}};
     write_chunk(json{{"type", "BOOKMARK"}, {"object", obj}}.dump() + "\n");
   }
@@ -133,35 +138,41 @@ class Session : public std::enable_shared_from_this<Session> {
  private:
   void read() {
     req_ = {};
-    http::async_read(stream_, buf_, req_, [self = shared_from_this()](beast::error_code ec, size_t) {
-      if (ec) return;
-      self->handle();
-    });
+    http::async_read(stream_, buf_, req_,
+                     [self = shared_from_this()](beast::error_code ec, size_t) {
+                       if (ec) return;
+                       self->handle();
+                     });
   }
   void reply(int code, const json& body) {
-    auto res = std::make_shared<http::response<http::string_body>>(static_cast<http::status>(code), 11);
+    auto res =
+        std::make_shared<http::response<http::string_body>>(static_cast<http::status>(code), 11);
     res->set(http::field::content_type, "application/json");
     res->keep_alive(req_.keep_alive());
     res->body() = body.dump();
     res->prepare_payload();
-    http::async_write(stream_, *res, [self = shared_from_this(), res](beast::error_code ec, size_t) {
-      if (!ec && res->keep_alive()) self->read();
-    });
+    http::async_write(stream_, *res,
+                      [self = shared_from_this(), res](beast::error_code ec, size_t) {
+                        if (!ec && res->keep_alive()) self->read();
+                      });
   }
   void write_raw(std::string data) {
     out_.push_back(std::move(data));
     if (out_.size() == 1) flush();
   }
-  void write_chunk(const std::string& data) { write_raw(fmt::format("{:x}\r\n{}\r\n", data.size(), data)); }
+  void write_chunk(const std::string& data) {
+    write_raw(fmt::format("{:x}\r\n{}\r\n", data.size(), data));
+  }
   void flush() {
-    net::async_write(stream_, net::buffer(out_.front()), [self = shared_from_this()](beast::error_code ec, size_t) {
-      self->out_.pop_front();
-      if (ec) {
-        self->closed_ = true;
-        return;
-      }
-      if (!self->out_.empty()) self->flush();
-    });
+    net::async_write(stream_, net::buffer(out_.front()),
+                     [self = shared_from_this()](beast::error_code ec, size_t) {
+                       self->out_.pop_front();
+                       if (ec) {
+                         self->closed_ = true;
+                         return;
+                       }
+                       if (!self->out_.empty()) self->flush();
+                     });
   }
 
   void handle() {
@@ -189,25 +200,46 @@ class Session : public std::enable_shared_from_this<Session> {
       return reply(406, status(406, "NotAcceptable", "only application/json is served"));
     if (req_.method() != http::verb::get)
       return reply(405, status(405, "MethodNotAllowed", "the server does not allow this method"));
+    // /api/v1/namespaces/<ns>/services/<name>
+    static const std::string core = "/api/v1/namespaces/";
+    if (path.rfind(core, 0) == 0) {
+      auto rest = path.substr(core.size());
+      auto mid = rest.find("/services/");
+      if (mid != std::string::npos) {
+        auto key = rest.substr(0, mid) + "/" + rest.substr(mid + 10);
+        auto it = st_.services.find(key);
+        if (it == st_.services.end())
+          return reply(
+              404, status(404, "NotFound", "services \"" + rest.substr(mid + 10) + "\" not found"));
+        ++st_.counters["service_gets"];
+        return reply(200, it->second);
+      }
+    }
     // /apis/discovery.k8s.io/v1/namespaces/<ns>/endpointslices
-    static const std::string pre = "/apis/discovery.k8s.io/v1/namespaces/", post = "/endpointslices";
+    static const std::string pre = "/apis/discovery.k8s.io/v1/namespaces/",
+                             post = "/endpointslices";
     if (path.rfind(pre, 0) != 0 || path.size() <= pre.size() + post.size() ||
         path.substr(path.size() - post.size()) != post)
-      return reply(404, status(404, "NotFound", "the server could not find the requested resource"));
+      return reply(404,
+                   status(404, "NotFound", "the server could not find the requested resource"));
     ns_ = path.substr(pre.size(), path.size() - pre.size() - post.size());
     auto q = query_of(target);
     auto sel = q["labelSelector"];
     static const std::string label = "kubernetes.io/service-name=";
-    if (sel.rfind(label, 0) != 0 || sel.size() == label.size() || sel.find(',') != std::string::npos)
-      return reply(400, status(400, "BadRequest", "labelSelector must be kubernetes.io/service-name=<name>"));
+    if (sel.rfind(label, 0) != 0 || sel.size() == label.size() ||
+        sel.find(',') != std::string::npos)
+      return reply(400, status(400, "BadRequest",
+                               "labelSelector must be kubernetes.io/service-name=<name>"));
     svc_ = sel.substr(label.size());
     if (q.count("watch") && (q["watch"] == "1" || q["watch"] == "true")) return start_watch(q);
     ++st_.counters["lists"];
     json items = json::array();
     for (const auto& [k, v] : st_.slices)
       if (matches(v, ns_, svc_)) items.push_back(v);
-    reply(200, {{"kind", "EndpointSliceList"}, {"apiVersion", "discovery.k8s.io/v1"},
-                {"metadata", {{"resourceVersion", std::to_string(st_.rv)}}}, {"items", items}});
+    reply(200, {{"kind", "EndpointSliceList"},
+                {"apiVersion", "discovery.k8s.io/v1"},
+                {"metadata", {{"resourceVersion", std::to_string(st_.rv)}}},
+                {"items", items}});
   }
 
   void start_watch(std::map<std::string, std::string>& q) {
@@ -223,8 +255,11 @@ class Session : public std::enable_shared_from_this<Session> {
     if (from < st_.compacted) {
       ++st_.counters["gone"];
       write_chunk(json{{"type", "ERROR"},
-                       {"object", status(410, "Expired", fmt::format("too old resource version: {} ({})", from, st_.compacted))}}
-                      .dump() + "\n");
+                       {"object", status(410, "Expired",
+                                         fmt::format("too old resource version: {} ({})", from,
+                                                     st_.compacted))}}
+                      .dump() +
+                  "\n");
       close();
       return;
     }
@@ -234,12 +269,15 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void control(const std::string& path, const std::string& target) {
-    if (req_["X-Kvlb-Test-Control"] != "yes") return reply(403, status(403, "Forbidden", "control header missing"));
+    if (req_["X-Kvlb-Test-Control"] != "yes")
+      return reply(403, status(403, "Forbidden", "control header missing"));
     static const std::string slices = "/_test/slices/";
     auto emit = [&](const std::string& type, const json& obj) {
       Event e{++st_.rv, type, obj};
       e.object["metadata"]["resourceVersion"] = std::to_string(e.rv);
-      if (type != "DELETED") st_.slices[obj["metadata"]["namespace"].get<std::string>() + "/" + obj["metadata"]["name"].get<std::string>()] = e.object;
+      if (type != "DELETED")
+        st_.slices[obj["metadata"]["namespace"].get<std::string>() + "/" +
+                   obj["metadata"]["name"].get<std::string>()] = e.object;
       st_.events.push_back(e);
       for (auto& w : st_.watchers) w->push(e);
     };
@@ -263,6 +301,14 @@ class Session : public std::enable_shared_from_this<Session> {
         emit("DELETED", obj);
         return reply(200, {{"resourceVersion", st_.rv}});
       }
+    }
+    static const std::string services = "/_test/services/";
+    if (path.rfind(services, 0) == 0 && req_.method() == http::verb::put) {
+      auto key = path.substr(services.size());
+      auto obj = json::parse(req_.body(), nullptr, false);
+      if (obj.is_discarded()) return reply(400, status(400, "BadRequest", "body is not JSON"));
+      st_.services[key] = obj;
+      return reply(200, {{"service", key}});
     }
     if (path == "/_test/compact") {
       // Other writes in the cluster advance the version; then etcd compacts at
@@ -301,7 +347,8 @@ int main(int argc, char** argv) {
   app.add_option("--port", port, "port");
   app.add_option("--cert", cert, "server certificate (PEM)")->required();
   app.add_option("--key", key, "server key (PEM)")->required();
-  app.add_option("--token-file", st.token_file, "the one valid bearer token, re-read per request")->required();
+  app.add_option("--token-file", st.token_file, "the one valid bearer token, re-read per request")
+      ->required();
   app.add_option("--bookmark-ms", bookmark_ms, "bookmark interval");
   CLI11_PARSE(app, argc, argv);
   st.bookmark_every = std::chrono::milliseconds(bookmark_ms);

@@ -102,3 +102,67 @@ TEST(EndpointSlices, ListThenWatchWithBookmarksAndGone) {
   EXPECT_THROW(svc.apply_event({{"type", "WHATEVER"}, {"object", slice("x", "1", json::array())}}),
                std::invalid_argument);
 }
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "k8s/kube_client.h"
+#include "k8s/slice_watcher.h"
+
+TEST(KubeConfig, InClusterFromEnvironmentAndServiceAccount) {
+  auto dir = std::filesystem::temp_directory_path() / "kvlb-sa-test";
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "token") << "t\n";
+  std::ofstream(dir / "ca.crt") << "pem\n";
+  ::setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1", 1);
+  ::setenv("KUBERNETES_SERVICE_PORT", "443", 1);
+  auto c = in_cluster_config(dir);
+  EXPECT_EQ(c.server, "https://10.96.0.1:443");
+  EXPECT_EQ(c.token_file, (dir / "token").string());
+  EXPECT_EQ(c.ca_file, (dir / "ca.crt").string());
+  ::unsetenv("KUBERNETES_SERVICE_HOST");
+  EXPECT_THROW(in_cluster_config(dir), std::runtime_error);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(KubeConfig, KubeconfigCurrentContextAndErrors) {
+  auto dir = std::filesystem::temp_directory_path() / "kvlb-kc-test";
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "config") << R"(
+current-context: b
+clusters:
+  - {name: c1, cluster: {server: "https://a:6443", certificate-authority: /x/ca1}}
+  - {name: c2, cluster: {server: "https://b:6443", certificate-authority: ca2.crt}}
+users:
+  - {name: u2, user: {tokenFile: tok}}
+contexts:
+  - {name: a, context: {cluster: c1, user: u2}}
+  - {name: b, context: {cluster: c2, user: u2}}
+)";
+  auto c = kubeconfig_file(dir / "config");
+  EXPECT_EQ(c.server, "https://b:6443");
+  EXPECT_EQ(c.ca_file, (dir / "ca2.crt").string());  // relative to the kubeconfig
+  EXPECT_EQ(c.token_file, (dir / "tok").string());
+  std::ofstream(dir / "noca") << R"(
+current-context: a
+clusters: [{name: c1, cluster: {server: "https://a:6443"}}]
+users: [{name: u, user: {token: x}}]
+contexts: [{name: a, context: {cluster: c1, user: u}}]
+)";
+  try {
+    kubeconfig_file(dir / "noca");
+    FAIL();
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("cannot be verified"), std::string::npos) << e.what();
+  }
+  std::filesystem::remove_all(dir);
+}
+
+TEST(SliceWatcher, BackoffDoublesAndIsCapped) {
+  EXPECT_EQ(SliceWatcher::backoff(0).count(), 200);
+  EXPECT_EQ(SliceWatcher::backoff(1).count(), 400);
+  EXPECT_EQ(SliceWatcher::backoff(7).count(), 25600);
+  EXPECT_EQ(SliceWatcher::backoff(8).count(), 30000);
+  EXPECT_EQ(SliceWatcher::backoff(50).count(), 30000);
+}

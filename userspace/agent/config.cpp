@@ -118,10 +118,12 @@ ServiceConfig parse_service(const YAML::Node& n, const std::string& path) {
   check_keys(n, path, {"name", "vip", "policy", "choices", "backends", "kubernetes"});
   ServiceConfig s;
   s.name = required_string(n, "name", path);
-  auto vip = required_string(n, "vip", path);
-  auto ep = Endpoint::parse(vip);
-  if (!ep) throw ConfigError(join(path, "vip"), "'" + vip + "' is not ip:port or [ipv6]:port");
-  s.vip = *ep;
+  if (n["vip"] || !n["kubernetes"]) {  // with kubernetes, the Service's ClusterIP by default
+    auto vip = required_string(n, "vip", path);
+    auto ep = Endpoint::parse(vip);
+    if (!ep) throw ConfigError(join(path, "vip"), "'" + vip + "' is not ip:port or [ipv6]:port");
+    s.vip = *ep;
+  }
   if (n["policy"])
     s.policy = parse_policy(scalar(n["policy"], join(path, "policy")), join(path, "policy"));
   if (n["choices"])
@@ -265,7 +267,7 @@ AgentConfig parse_config(const std::string& yaml_text) {
     auto s = parse_service(root["services"][i], path);
     if (!names.insert(s.name).second)
       throw ConfigError(path + ".name", "'" + s.name + "' is used twice");
-    if (!vips.insert(s.vip.to_string()).second)
+    if (s.vip.family && !vips.insert(s.vip.to_string()).second)
       throw ConfigError(path + ".vip", s.vip.to_string() + " is used by another service");
     for (size_t b = 0; b < s.backends.size(); ++b) {
       const auto& bc = s.backends[b];

@@ -47,7 +47,7 @@ struct KubernetesServiceRef {
 
 struct ServiceConfig {
   std::string name;
-  Endpoint vip;
+  Endpoint vip;  // family 0: the Kubernetes Service's ClusterIP and port, resolved at start
   std::optional<KubernetesServiceRef> kubernetes;  // else: static backends
   kvlb_policy policy = KVLB_POLICY_P2C_QUEUE_KV;
   // 4: the best or near-best p99 TTFT across load, burstiness and scrape interval

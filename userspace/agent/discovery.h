@@ -21,6 +21,11 @@ class Discovery {
  public:
   // Throws std::runtime_error when the API access is misconfigured.
   explicit Discovery(const AgentConfig& cfg);
+
+  // Fills in the VIP of every Kubernetes service that has none from its
+  // Service's ClusterIP and the port of the configured name. Retries with
+  // backoff for up to `patience`; throws std::runtime_error with the reason.
+  void resolve_cluster_ips(AgentConfig& cfg, std::chrono::seconds patience) const;
   ~Discovery();  // stops and joins the watchers
 
   // The configuration to apply: `cfg` with every Kubernetes service's backends

@@ -134,6 +134,19 @@ int main(int argc, char** argv) {
     return 0;
   }
 
+  // Kubernetes: API access and VIPs from ClusterIPs come first: nothing is
+  // attached until the configuration is complete (and signals still work here).
+  std::unique_ptr<agent::Discovery> discovery;
+  if (cfg.uses_kubernetes()) {
+    try {
+      discovery = std::make_unique<agent::Discovery>(cfg);
+      discovery->resolve_cluster_ips(cfg, std::chrono::seconds(30));
+    } catch (const std::exception& e) {
+      spdlog::error("kubernetes: {}", e.what());
+      return 1;
+    }
+  }
+
   // Signals are taken synchronously by the main loop (sigtimedwait is its sleep).
   sigset_t sigs;
   sigemptyset(&sigs);
@@ -167,8 +180,6 @@ int main(int argc, char** argv) {
     }
     spdlog::info("kvlb-agent running: {} backends, scrape every {} ms{}", agent.backends().size(),
                  cfg.scrape_interval.count(), dp->adopted() ? " (adopted pinned data plane)" : "");
-    std::unique_ptr<agent::Discovery> discovery;
-    if (cfg.uses_kubernetes()) discovery = std::make_unique<agent::Discovery>(cfg);
     FileStamp seen = stamp(config_path);
     std::mt19937_64 rng(std::random_device{}());
     std::uniform_int_distribution<int> jitter(900, 1100);
@@ -181,7 +192,8 @@ int main(int argc, char** argv) {
       agent::AgentConfig next;
       try {
         next = agent::load_config(config_path);
-      } catch (const agent::ConfigError& e) {
+        if (discovery) discovery->resolve_cluster_ips(next, std::chrono::seconds(5));
+      } catch (const std::exception& e) {
         spdlog::error("{}: new configuration rejected, keeping the old one: {}", why, e.what());
         return;
       }

@@ -45,7 +45,8 @@ KubeConfig in_cluster_config(const fs::path& sa_dir) {
     throw std::runtime_error("not in a cluster: KUBERNETES_SERVICE_HOST/PORT are not set");
   KubeConfig c;
   std::string h = host;
-  c.server = fmt::format("https://{}:{}", h.find(':') != std::string::npos ? "[" + h + "]" : h, port);
+  c.server =
+      fmt::format("https://{}:{}", h.find(':') != std::string::npos ? "[" + h + "]" : h, port);
   c.ca_file = (sa_dir / "ca.crt").string();
   c.token_file = (sa_dir / "token").string();
   for (const auto& f : {c.ca_file, c.token_file})
@@ -71,7 +72,8 @@ KubeConfig kubeconfig_file(const fs::path& file) {
     throw fail(fmt::format("{} has no entry named '{}'", list, name));
   };
   auto ctx = find("contexts", current)["context"];
-  if (!ctx || !ctx["cluster"] || !ctx["user"]) throw fail("context '" + current + "' needs cluster and user");
+  if (!ctx || !ctx["cluster"] || !ctx["user"])
+    throw fail("context '" + current + "' needs cluster and user");
   auto cluster = find("clusters", ctx["cluster"].as<std::string>())["cluster"];
   auto user = find("users", ctx["user"].as<std::string>())["user"];
   KubeConfig c;
@@ -88,9 +90,12 @@ KubeConfig kubeconfig_file(const fs::path& file) {
   } else if (c.server.rfind("https://", 0) == 0) {
     throw fail("the cluster has no certificate-authority: the API server cannot be verified");
   }
-  if (user["tokenFile"]) c.token_file = rel(user["tokenFile"].as<std::string>());
-  else if (user["token"]) c.token = user["token"].as<std::string>();
-  else throw fail("user needs token or tokenFile (client certificates are not supported)");
+  if (user["tokenFile"])
+    c.token_file = rel(user["tokenFile"].as<std::string>());
+  else if (user["token"])
+    c.token = user["token"].as<std::string>();
+  else
+    throw fail("user needs token or tokenFile (client certificates are not supported)");
   return c;
 }
 
@@ -148,7 +153,8 @@ KubeResponse perform(const KubeConfig& cfg, const std::string& token, const std:
   std::unique_ptr<CURL, EasyDeleter> c(curl_easy_init());
   if (!c) return {0, "", "curl_easy_init failed"};
   std::string url = cfg.server + path;
-  std::unique_ptr<curl_slist, SlistDeleter> h(curl_slist_append(nullptr, "Accept: application/json"));
+  std::unique_ptr<curl_slist, SlistDeleter> h(
+      curl_slist_append(nullptr, "Accept: application/json"));
   std::string auth = "Authorization: Bearer " + token;
   h.reset(curl_slist_append(h.release(), auth.c_str()));
   t.easy = c.get();

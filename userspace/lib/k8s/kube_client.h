@@ -31,9 +31,9 @@ KubeConfig in_cluster_config(
 KubeConfig kubeconfig_file(const std::filesystem::path& file);
 
 struct KubeResponse {
-  long status = 0;        // HTTP status (0: no response)
-  std::string body;       // response body (for watch: what was not a full line)
-  std::string error;      // transport error, empty when the request completed
+  long status = 0;    // HTTP status (0: no response)
+  std::string body;   // response body (for watch: what was not a full line)
+  std::string error;  // transport error, empty when the request completed
   bool ok() const { return error.empty() && status == 200; }
 };
 

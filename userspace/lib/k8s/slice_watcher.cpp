@@ -23,17 +23,18 @@ std::chrono::milliseconds SliceWatcher::backoff(unsigned attempt) {
 }
 
 std::string SliceWatcher::list_path() const {
-  return fmt::format("/apis/discovery.k8s.io/v1/namespaces/{}/endpointslices?labelSelector="
-                     "kubernetes.io%2Fservice-name%3D{}",
-                     ref_.ns, ref_.name);
+  return fmt::format(
+      "/apis/discovery.k8s.io/v1/namespaces/{}/endpointslices?labelSelector="
+      "kubernetes.io%2Fservice-name%3D{}",
+      ref_.ns, ref_.name);
 }
 
 bool SliceWatcher::list() {
   auto r = client_.get(list_path());
   if (!r.ok()) {
-    on_error_(fmt::format("list {}/{}: {}", ref_.ns, ref_.name,
-                          r.error.empty() ? fmt::format("HTTP {}: {}", r.status, r.body.substr(0, 200))
-                                          : r.error));
+    on_error_(fmt::format(
+        "list {}/{}: {}", ref_.ns, ref_.name,
+        r.error.empty() ? fmt::format("HTTP {}: {}", r.status, r.body.substr(0, 200)) : r.error));
     return false;
   }
   try {
@@ -52,7 +53,8 @@ void SliceWatcher::run(const std::atomic<bool>& stop) {
   bool need_list = true;
   auto sleep = [&](std::chrono::milliseconds d) {
     // Jittered, and interruptible by stop.
-    d = std::chrono::milliseconds(d.count() / 2 + std::uniform_int_distribution<long>(0, d.count() / 2)(rng));
+    d = std::chrono::milliseconds(d.count() / 2 +
+                                  std::uniform_int_distribution<long>(0, d.count() / 2)(rng));
     auto until = std::chrono::steady_clock::now() + d;
     while (!stop && std::chrono::steady_clock::now() < until)
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -90,7 +92,8 @@ void SliceWatcher::run(const std::atomic<bool>& stop) {
         [&] { return stop.load(); });
     if (stop) break;
     if (relist) {
-      spdlog::info("watch {}/{}: resourceVersion expired (410 Gone), listing again", ref_.ns, ref_.name);
+      spdlog::info("watch {}/{}: resourceVersion expired (410 Gone), listing again", ref_.ns,
+                   ref_.name);
       need_list = true;
       continue;
     }
