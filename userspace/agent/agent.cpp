@@ -263,6 +263,10 @@ std::string Agent::metrics_text() const {
   w.family("kvlb_agent_scrape_duration_seconds", "Time to scrape a replica's /metrics.",
            ExpositionType::Histogram);
   scrape_latency_.write(w, "kvlb_agent_scrape_duration_seconds", {});
+  w.family("kvlb_agent_scrape_to_map_write_seconds",
+           "From the start of a scrape round to a score's write into the kernel.",
+           ExpositionType::Histogram);
+  scrape_to_map_.write(w, "kvlb_agent_scrape_to_map_write_seconds", {});
   w.family("kvlb_agent_map_update_duration_seconds", "Time to write one score into the kernel.",
            ExpositionType::Histogram);
   map_update_latency_.write(w, "kvlb_agent_map_update_duration_seconds", {});
@@ -314,6 +318,7 @@ void Agent::scrape_round() {
   std::vector<uint64_t> picks(backends_.size());
   for (size_t i = 0; i < backends_.size(); ++i) picks[i] = dp_->counters(backends_[i].id).picks;
   const uint64_t taken = monotonic_ns();
+  const auto round_start = std::chrono::steady_clock::now();
   auto results = scraper_->scrape_all();
 
   for (size_t i = 0; i < backends_.size(); ++i) {
@@ -339,6 +344,8 @@ void Agent::scrape_round() {
         b.last_error.clear();
         write_score(b, make_score(*ex.stats, b.weight, effective_state(b), taken, picks[i]));
         scrape_latency_.observe(std::chrono::duration<double>(r.latency).count());
+        scrape_to_map_.observe(
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - round_start).count());
         continue;
       }
       error = ex.error;

@@ -83,6 +83,8 @@ class Agent {
   metrics::Histogram scrape_latency_{{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1}};
   metrics::Histogram map_update_latency_{
       {1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3}};
+  // From the start of a scrape round to each score's write into the kernel.
+  metrics::Histogram scrape_to_map_{{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1}};
   std::map<std::pair<std::string, std::string>, uint64_t> scrape_errors_;  // (backend, kind)
   uint64_t rounds_ = 0;
   std::unique_ptr<Scraper> scraper_;
