@@ -32,9 +32,11 @@ openssl req -x509 -newkey rsa:2048 -nodes -keyout "$D/other.key" -out "$D/other-
 openssl req -newkey rsa:2048 -nodes -keyout "$D/srv.key" -out "$D/srv.csr" -subj /CN=kube-apiserver 2>/dev/null
 printf 'subjectAltName=IP:127.0.0.1\n' >"$D/san.ext"
 openssl x509 -req -in "$D/srv.csr" -CA "$D/ca.crt" -CAkey "$D/ca.key" -CAcreateserial -out "$D/srv.crt" -days 1 -extfile "$D/san.ext" 2>/dev/null
+# The API server's idea of the valid token, and the agent's projected token file.
+echo "token-one" >"$D/api-token"
 echo "token-one" >"$D/token"
 harness_spawn "$C" "$D/api.log" "$BUILD/tests/k8s/kube-api-double" --port 6443 --cert "$D/srv.crt" --key "$D/srv.key" \
-  --token-file "$D/token" --bookmark-ms 500 >/dev/null
+  --token-file "$D/api-token" --bookmark-ms 500 >/dev/null
 api() {  # METHOD PATH [BODY]: the double's test control
   nsenter --net="/run/netns/$C" curl -sf --cacert "$D/ca.crt" -X "$1" -H "X-Kvlb-Test-Control: yes" \
     "https://$API$2" ${3:+-d "$3"}
@@ -110,6 +112,7 @@ R=$(probe 60)
 harness_log "ok: watch: terminating r1 drained, new r2 used ($(jq -c .by_replica <<<"$R"))"
 
 # --- token rotation + expired version: re-list with the new token
+echo "token-two" >"$D/api-token"
 echo "token-two" >"$D/token"
 api POST /_test/compact >/dev/null
 api PUT /_test/slices/default/llm-a "$(slice llm-a "$R1:true:true:false" "$R2:true:true:false")" >/dev/null
@@ -134,4 +137,16 @@ grep -q "HTTP 500" "$D/agent.log" || fail "API errors not reported"
 R=$(probe 60)
 [ "$(j .ok "$R")" = 60 ] && [ "$(j '.by_replica.r0 // 0' "$R")" -gt 0 ] || fail "after recovery: $R"
 harness_log "ok: 3 API failures backed off and recovered; r0 back ($(jq -c .by_replica <<<"$R"))"
+# --- auth errors: a token the API server does not accept is reported and retried
+echo "token-wrong" >"$D/token"
+api POST /_test/compact >/dev/null
+harness_wait_for "401 reported" 20 grep -q "HTTP 401" "$D/agent.log" || fail "401 not reported"
+echo "token-two" >"$D/token"
+api PUT /_test/slices/default/llm-a "$(slice llm-a "$R0:true:true:false" "$R2:true:true:false")" >/dev/null
+harness_wait_for "recovery after 401" 30 last_discovery 2 || fail "no recovery after the token was fixed"
+C3=$(api GET /_test/requests)
+[ "$(j '.unauthorized' "$C3")" -ge 1 ] || fail "no 401 seen: $C3"
+R=$(probe 40)
+[ "$(j '.by_replica.r1 // 0' "$R")" = 0 ] && [ "$(j .ok "$R")" = 40 ] || fail "after the 401s: $R"
+harness_log "ok: a rejected token is reported (HTTP 401), retried with backoff, and recovers ($(j '.unauthorized' "$C3") x 401)"
 harness_log "PASS"
