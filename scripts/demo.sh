@@ -14,11 +14,7 @@ AGENT=$BUILD/userspace/kvlb-agent
 PROBE=$BUILD/tests/e2e/kvlb-conn-probe
 CONNS=${DEMO_CONNECTIONS:-200}
 
-harness_init demo
-harness_client
-for i in 0 1 2; do harness_replica "$i"; done
-harness_cgroup
-harness_bpffs
+harness_topology demo 3
 C=$(harness_ns c)
 PORT=8000
 VIP_RANDOM=$(harness_vip 0)

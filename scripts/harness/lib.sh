@@ -111,6 +111,17 @@ harness_replica() {
   fi
 }
 
+# harness_topology LABEL N: the usual test set-up in one call: harness_init, the
+# client namespace, replicas 0..N-1, the cgroup and a private bpffs.
+harness_topology() {
+  local i
+  harness_init "$1"
+  harness_client
+  for ((i = 0; i < $2; i++)); do harness_replica "$i"; done
+  harness_cgroup
+  harness_bpffs
+}
+
 # The cgroup v2 hierarchy's mount point (hybrid hosts have it at .../unified).
 harness_cgroup2_mount() {
   findmnt -n -t cgroup2 -o TARGET | head -n 1

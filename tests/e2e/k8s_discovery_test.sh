@@ -18,11 +18,7 @@ PORT=8000 API=127.0.0.1:6443
 fail() { harness_log "FAIL: $*"; tail -n 25 "$HARNESS_DIR"/agent*.log >&2; exit 1; }
 j() { jq -r "$1" <<<"$2"; }
 
-harness_init k8s
-harness_client
-for i in 0 1 2; do harness_replica "$i"; done
-harness_cgroup
-harness_bpffs
+harness_topology k8s 3
 C=$(harness_ns c)
 VIP=$(harness_vip 0)
 for i in 0 1 2; do harness_start_replica "$i" >/dev/null; done

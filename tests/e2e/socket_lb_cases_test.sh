@@ -35,11 +35,7 @@ check() {  # check DESCRIPTION CONDITION...
 j() { jq -r "$1" <<<"$2"; }
 probe() { harness_run_in_cgroup "$(harness_ns c)" "$PROBE" "$@"; }
 
-harness_init cases
-harness_client
-for i in 0 1 2; do harness_replica "$i"; done
-harness_cgroup
-harness_bpffs
+harness_topology cases 3
 C=$(harness_ns c)
 VIP4=$(harness_vip 0) VIPNONE=$(harness_vip 1) VIPMARK=$(harness_vip 2) VIP6=$(harness_vip6 0)
 

@@ -32,11 +32,7 @@ dump_state() {
 }
 fail() { harness_log "FAIL: $*"; dump_state; exit 1; }
 
-harness_init e2e
-harness_client
-for i in 0 1 2; do harness_replica "$i"; done
-harness_cgroup
-harness_bpffs
+harness_topology e2e 3
 C=$(harness_ns c)
 VIP=$(harness_vip 0)
 PORT=8000
