@@ -17,6 +17,12 @@ int kvlb_sockops(struct bpf_sock_ops* skops) {
   struct kvlb_sock_state* st;
   struct bpf_sock* sk = skops->sk;
 
+  /* Every socket of the cgroup calls in for several ops per connection (timeout
+   * and window init, ECN, RTT...): leave at once unless the op matters here,
+   * before the socket-storage lookup. */
+  if (skops->op != BPF_SOCK_OPS_TCP_CONNECT_CB && skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB &&
+      skops->op != BPF_SOCK_OPS_STATE_CB)
+    return 1;
   if (!sk) return 1;
   st = bpf_sk_storage_get(&kvlb_sock_v1, sk, 0, 0);
   if (!st || st->backend_id == KVLB_BACKEND_NONE) return 1;
