@@ -1,6 +1,7 @@
 #include "common/duration.h"
 #include "common/endpoint.h"
 #include "common/logging.h"
+#include "common/strings.h"
 
 #include <gtest/gtest.h>
 
@@ -41,4 +42,10 @@ TEST(Logging, JsonEscape) {
   EXPECT_EQ(json_escape("plain"), "plain");
   EXPECT_EQ(json_escape("a \"q\" \\ b\nc\t\x01"), "a \\\"q\\\" \\\\ b\\nc\\t\\u0001");
   EXPECT_THROW(setup_logging("info", "xml"), std::invalid_argument);
+}
+
+TEST(Strings, SplitListSkipsEmptyItems) {
+  EXPECT_EQ(split_list("a,b,,c,"), (std::vector<std::string>{"a", "b", "c"}));
+  EXPECT_TRUE(split_list("").empty());
+  EXPECT_EQ(split_list("one"), (std::vector<std::string>{"one"}));
 }

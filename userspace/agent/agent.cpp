@@ -68,13 +68,15 @@ void Agent::reconfigure(AgentConfig cfg, DataPlane& dp) {
 
 void Agent::apply_config() {
   // 1. Backends already in the maps, by address.
-  std::map<std::string, uint32_t> existing;
-  std::set<uint32_t> used;
-  for (uint32_t id = 1; id < KVLB_MAX_BACKENDS; ++id) {
-    auto b = dp_->backend(id);
-    if (b.family == 0) continue;
-    existing.emplace(endpoint_of(b).to_string(), id);
+  if (!in_maps_) {
+    in_maps_.emplace();
+    for (uint32_t id = 1; id < KVLB_MAX_BACKENDS; ++id) {
+      auto b = dp_->backend(id);
+      if (b.family != 0) in_maps_->emplace(endpoint_of(b).to_string(), id);
+    }
   }
+  const std::map<std::string, uint32_t> existing = *in_maps_;
+  std::set<uint32_t> used;
 
   // 2. The replicas this config names, once each, with stable ids.
   std::map<std::string, size_t> index;  // address -> position in backends_
@@ -177,6 +179,8 @@ void Agent::apply_config() {
     dp_->put_score(id, s);
   }
 
+  in_maps_->clear();
+  for (const auto& b : next) in_maps_->emplace(b.address.to_string(), b.id);
   backends_ = std::move(next);
   std::vector<std::string> urls;
   for (const auto& b : backends_) urls.push_back(b.metrics_url);

@@ -6,6 +6,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -89,6 +90,10 @@ class Agent {
   uint64_t rounds_ = 0;
   std::unique_ptr<Scraper> scraper_;
   std::vector<BackendState> backends_;
+  // Backend map entries by address. Read from the kernel once (adopting a previous
+  // agent's ids); afterwards this agent is the map's only writer and keeps it here,
+  // so a reconfigure (every discovery change) does not re-read every id.
+  std::optional<std::map<std::string, uint32_t>> in_maps_;
 };
 
 }  // namespace kvlb::agent

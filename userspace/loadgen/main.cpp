@@ -14,6 +14,7 @@
 #include "arrivals.h"
 #include "client.h"
 #include "common/duration.h"
+#include "common/strings.h"
 #include "dataset.h"
 #include "monitor.h"
 #include "oracle.h"
@@ -113,10 +114,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> rotation;
   size_t next_target = 0;
   if (!targets.empty()) {
-    std::stringstream ts(targets);
-    std::string t;
-    while (std::getline(ts, t, ','))
-      if (!t.empty()) rotation.push_back(t);
+    rotation = split_list(targets);
     client.set_picker([&] { return rotation[next_target++ % rotation.size()]; });
   }
   if (!quiet) {
@@ -128,12 +126,7 @@ int main(int argc, char** argv) {
         5.0);
   }
 
-  std::vector<std::string> monitor_urls;
-  if (!monitor.empty()) {
-    std::stringstream ss(monitor);
-    std::string u;
-    while (std::getline(ss, u, ',')) monitor_urls.push_back(u);
-  }
+  std::vector<std::string> monitor_urls = split_list(monitor);
   auto interval = parse_duration(monitor_interval);
   if (!interval) return fail("--monitor-interval: not a duration");
   ReplicaMonitor mon(monitor_urls,

@@ -4,6 +4,7 @@
 #include <stdexcept>
 #include <tuple>
 
+#include "common/strings.h"
 #include "engines/engine_stats.h"
 #include "scrape/scraper.h"
 
@@ -45,10 +46,7 @@ std::string OraclePicker::pick() {
 
 std::vector<OracleTarget> parse_oracle_targets(const std::string& text) {
   std::vector<OracleTarget> out;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    if (item.empty()) continue;
+  for (const auto& item : split_list(text)) {
     auto eq = item.find('=');
     OracleTarget t;
     t.base_url = item.substr(0, eq);

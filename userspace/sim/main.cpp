@@ -10,6 +10,7 @@
 #include "arrivals.h"
 #include "cluster_sim.h"
 #include "common/duration.h"
+#include "common/strings.h"
 #include "selection/select_defaults.h"
 #include "report.h"
 #include "replica_model/profile_flags.h"
@@ -78,13 +79,11 @@ int main(int argc, char** argv) {
   auto arrivals = loadgen::schedule(ac, n);
 
   nlohmann::json report = nlohmann::json::array();
-  std::stringstream ss(balancers);
-  std::string name;
   fmt::print("{} replicas, {} req/s {} arrivals for {:.0f} s (summary after {:.0f} s), scrape {}\n",
              cfg.replicas, rps, arrival, duration, warmup, scrape);
   fmt::print("{:<26}{:>9}{:>9}{:>9}{:>9}{:>11}{:>9}  {}\n", "balancer", "TTFT p50", "p90", "p99",
              "ITL p99", "tok/s", "max wait", "max waiting per replica");
-  while (std::getline(ss, name, ',')) {
+  for (const auto& name : split_list(balancers)) {
     sim::BalancerSpec b;
     try {
       b = sim::parse_balancer(name);
