@@ -12,7 +12,7 @@ char LICENSE[] SEC("license") = "GPL";
 
 SEC("cgroup/getpeername4")
 int kvlb_getpeername4(struct bpf_sock_addr* ctx) {
-  struct kvlb_sock_state* st = bpf_sk_storage_get(&kvlb_sock_v1, ctx->sk, 0, 0);
+  struct kvlb_sock_state* st = kvlb_sock_state_of(ctx);
   if (st && st->family == KVLB_AF_INET && st->backend_id != KVLB_BACKEND_NONE) {
     ctx->user_ip4 = st->vip.words[0];
     ctx->user_port = st->vip_port;

@@ -12,7 +12,7 @@ char LICENSE[] SEC("license") = "GPL";
 
 SEC("cgroup/getpeername6")
 int kvlb_getpeername6(struct bpf_sock_addr* ctx) {
-  struct kvlb_sock_state* st = bpf_sk_storage_get(&kvlb_sock_v1, ctx->sk, 0, 0);
+  struct kvlb_sock_state* st = kvlb_sock_state_of(ctx);
   if (!st || st->backend_id == KVLB_BACKEND_NONE) return 1;
   if (st->family == KVLB_AF_INET) {
     ctx->user_ip6[0] = 0;

@@ -27,8 +27,11 @@
 #define KVLB_MAX_BACKENDS 16384
 /* Upper bound on the number of choices a policy compares (2..KVLB_MAX_CHOICES). */
 #define KVLB_MAX_CHOICES 16
-/* Sockets the per-socket state map can track at once. */
-#define KVLB_MAX_SOCKETS 262144
+/* Sockets the per-socket state map tracks at once (LB-assigned sockets that are
+ * still open). The map is preallocated (~80 bytes per entry: 10 MiB at this
+ * size) so connect() never allocates; beyond this many open sockets new ones are
+ * still balanced but not counted (see KVLB_EVENT_SOCKET_TABLE_FULL). */
+#define KVLB_MAX_SOCKETS 131072
 
 /* Backend id 0 is never used: it marks an empty slot. */
 #define KVLB_BACKEND_NONE 0u
@@ -42,6 +45,7 @@
 #define KVLB_MAP_SCORES "kvlb_score_v1"
 #define KVLB_MAP_COUNTERS "kvlb_ctr_v1"
 #define KVLB_MAP_SOCKETS "kvlb_sock_v1"
+#define KVLB_MAP_EVENTS "kvlb_events_v1"
 /* Links live in a subdirectory of the pin directory, one file per attach point. */
 #define KVLB_LINK_DIR "links"
 #define KVLB_LINK_CONNECT4 "connect4"
@@ -71,6 +75,16 @@ enum kvlb_backend_state {
   KVLB_STATE_ACTIVE = 0,   /* eligible for new connections */
   KVLB_STATE_DRAINING = 1, /* no new connections; existing ones untouched */
   KVLB_STATE_DOWN = 2,     /* no new connections; failed health or scrapes */
+};
+
+/* Data-plane events counted per CPU in the events map (index = event). */
+enum kvlb_event {
+  /* A balanced socket found the socket table full: it was balanced, but its
+   * in-flight accounting and getpeername() rewrite were skipped. */
+  KVLB_EVENT_SOCKET_TABLE_FULL = 0,
+  /* A service had no eligible backend: connect() was refused. */
+  KVLB_EVENT_NO_BACKEND = 1,
+  KVLB_EVENT_COUNT = 8,
 };
 
 /* Service flags. */
@@ -126,7 +140,8 @@ struct kvlb_score {
   __u8 state;        /* enum kvlb_backend_state */
   __u8 pad[3];
   __u32 reserved;
-  __u64 updated_ns;     /* CLOCK_MONOTONIC time of the scrape (bpf_ktime_get_ns) */
+  __u64 updated_ns;     /* CLOCK_MONOTONIC time of the scrape (the kernel compares it
+                         * with bpf_ktime_get_coarse_ns(), the same clock) */
   __u64 picks_at_score; /* kvlb_counters.picks when the score was taken */
 };
 
@@ -138,18 +153,23 @@ struct kvlb_counters {
   __u64 connect_failures;     /* connects that failed or were refused, ever */
   __u32 consecutive_failures; /* since the last successful connect */
   __u32 pad;
-  __u64 last_failure_ns; /* bpf_ktime_get_ns() of the last failure */
+  __u64 last_failure_ns; /* bpf_ktime_get_coarse_ns() of the last failure */
 };
 
-/* Per-socket state (socket-local storage): what connect() chose, so getpeername()
- * can report the VIP and sock_release can decrement in-flight. Freed with the socket. */
+/* Per-socket state, keyed by the socket cookie (__u64): what connect() chose, so
+ * getpeername() can report the VIP, sockops can attribute the connect's outcome
+ * and sock_release can decrement in-flight and delete the entry. */
 struct kvlb_sock_state {
   struct kvlb_addr vip;
   __u16 vip_port; /* network byte order */
   __u8 family;
-  __u8 pad;
+  __u8 flags; /* KVLB_SOCK_F_* */
   __u32 backend_id;
 };
+
+/* The connect reached ESTABLISHED (set by sockops). A socket released or
+ * re-connected without it was a failed connect to its backend. */
+#define KVLB_SOCK_F_ESTABLISHED 1u
 
 /* ---- compile-time layout checks (compiled by the BPF and C++ sides) ------ */
 

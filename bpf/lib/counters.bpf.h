@@ -23,18 +23,30 @@ static __always_inline void kvlb_account_release(__u32 backend_id) {
   if (old <= 0) __sync_fetch_and_add(&c->inflight, 1);
 }
 
-/* Passive health: the outcome of a connect to the backend. Plain stores for the
- * streak and time are fine: racing updates only blur which failure was last. */
-static __always_inline void kvlb_account_connect(__u32 backend_id, int ok, __u64 now) {
+/* Passive health: a connect to the backend reached ESTABLISHED. Only writes
+ * when there is a streak to end (no cache-line bouncing on the common path). */
+static __always_inline void kvlb_account_connected(__u32 backend_id) {
+  struct kvlb_counters* c = bpf_map_lookup_elem(&kvlb_ctr_v1, &backend_id);
+  if (c && c->consecutive_failures) c->consecutive_failures = 0;
+}
+
+/* Passive health: a connect to the backend failed (refused, unreachable, timed
+ * out, or given up by the application before it completed). Plain store for the
+ * time: racing updates only blur which failure was last. */
+static __always_inline void kvlb_account_failed(__u32 backend_id) {
   struct kvlb_counters* c = bpf_map_lookup_elem(&kvlb_ctr_v1, &backend_id);
   if (!c) return;
-  if (ok) {
-    if (c->consecutive_failures) c->consecutive_failures = 0;
-    return;
-  }
   __sync_fetch_and_add(&c->connect_failures, 1);
   __sync_fetch_and_add(&c->consecutive_failures, 1);
-  c->last_failure_ns = now;
+  c->last_failure_ns = bpf_ktime_get_coarse_ns();
+}
+
+/* A socket's assignment ends (released, or re-connected elsewhere): one
+ * connection fewer in flight, and a failed connect if it never established. */
+static __always_inline void kvlb_account_end(const struct kvlb_sock_state* st) {
+  if (st->backend_id == KVLB_BACKEND_NONE) return;
+  kvlb_account_release(st->backend_id);
+  if (!(st->flags & KVLB_SOCK_F_ESTABLISHED)) kvlb_account_failed(st->backend_id);
 }
 
 #endif /* KVLB_COUNTERS_BPF_H */

@@ -64,10 +64,14 @@ static __always_inline __u32 kvlb_pick(const struct kvlb_service* svc) {
 
   if (svc->backend_count == 0 || svc->id >= KVLB_MAX_SERVICES) return KVLB_BACKEND_NONE;
   kvlb_cfg_load(&p.cfg);
-  p.now = bpf_ktime_get_ns();
+  /* Staleness bounds and cool-downs are tens of ms and up: the coarse clock
+   * (a tick's resolution) is enough and does not read the clock source. */
+  p.now = bpf_ktime_get_coarse_ns();
   p.svc_id = svc->id;
+  /* One random draw seeds the pick's generator: a pick uses a handful of its
+   * outputs, so 32 bits of entropy per connection are plenty. */
   kvlb_pick_init(&p.st, svc->policy, svc->choices, svc->backend_count,
-                 ((__u64)bpf_get_prandom_u32() << 32) | bpf_get_prandom_u32());
+                 (__u64)bpf_get_prandom_u32() * 0x9E3779B97F4A7C15ull);
 
   bpf_loop(p.st.k, kvlb_pick_step, &p, 0);
   if (!p.st.have) {

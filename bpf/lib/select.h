@@ -85,6 +85,12 @@ KVLB_INLINE __u32 kvlb_rng_next(struct kvlb_rng* r) {
   return (__u32)((x * 0x2545F4914F6CDD1Dull) >> 32);
 }
 
+/* A number in [0, m) from a uniform 32-bit r, by multiply and shift (Lemire)
+ * instead of r % m: no division on the per-connection path. */
+KVLB_INLINE __u32 kvlb_range(__u32 r, __u32 m) {
+  return (__u32)(((__u64)r * m) >> 32);
+}
+
 /* Number of candidates the policy compares for a service with n backends. */
 KVLB_INLINE __u32 kvlb_num_choices(__u8 policy, __u8 choices, __u32 n) {
   __u32 k = choices;
@@ -109,7 +115,9 @@ KVLB_INLINE __u32 kvlb_sample_slot(__u32 n, __u32 k, __u32 i, __u32 start, __u32
   lo = (i * n) / k;
   hi = ((i + 1) * n) / k;
   size = hi > lo ? hi - lo : 1;
-  return (start + lo + r % size) % n;
+  /* start < n and lo + offset < n, so one subtraction wraps the ring. */
+  lo += start + kvlb_range(r, size);
+  return lo >= n ? lo - n : lo;
 }
 
 KVLB_INLINE __u32 kvlb_clamp_u32(__u64 v) {
@@ -141,7 +149,10 @@ KVLB_SUBPROG kvlb_view_make(struct kvlb_view* v, const struct kvlb_score* s,
 
   weight = s->weight ? s->weight : 100;
   v->weight = (__u32)weight;
-  v->stale = s->updated_ns == 0 || now_ns < s->updated_ns || now_ns - s->updated_ns > cfg->stale_ns;
+  /* The kernel reads a coarse clock (one tick behind at most): a score written a
+   * moment ago can look like it is from the future, and is then fresh. */
+  v->stale =
+      s->updated_ns == 0 || (now_ns > s->updated_ns && now_ns - s->updated_ns > cfg->stale_ns);
   /* Load the last scrape cannot have seen: connections assigned since the score
    * that are still open. A connection that already closed has finished its
    * request and loads the replica no more, so assignments are capped by the
@@ -233,13 +244,13 @@ KVLB_INLINE void kvlb_pick_init(struct kvlb_pick_state* p, __u8 policy, __u8 cho
   p->policy = policy;
   p->k = kvlb_num_choices(policy, choices, n);
   kvlb_rng_seed(&p->rng, seed);
-  p->start = n ? kvlb_rng_next(&p->rng) % n : 0;
+  p->start = kvlb_range(kvlb_rng_next(&p->rng), n);
 }
 
 /* The slot to look at in iteration i. */
 KVLB_INLINE __u32 kvlb_pick_slot(struct kvlb_pick_state* p, __u32 i) {
   if (p->n == 0) return 0;
-  if (p->scan_all) return (p->start + i) % p->n;
+  if (p->scan_all) return p->start + i >= p->n ? p->start + i - p->n : p->start + i;
   return kvlb_sample_slot(p->n, p->k, i, p->start, kvlb_rng_next(&p->rng));
 }
 
@@ -256,7 +267,7 @@ KVLB_INLINE void kvlb_pick_consider(struct kvlb_pick_state* p, const struct kvlb
     p->ties = 1;
   } else if (!kvlb_prefer((__u8)p->policy, &p->best, v)) {
     p->ties++;
-    if (kvlb_rng_next(&p->rng) % p->ties == 0) p->best = *v;
+    if (kvlb_range(kvlb_rng_next(&p->rng), p->ties) == 0) p->best = *v;
   }
 }
 

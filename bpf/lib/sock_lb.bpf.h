@@ -19,6 +19,9 @@
 #ifndef SOCK_STREAM
 #define SOCK_STREAM 1
 #endif
+#ifndef EEXIST
+#define EEXIST 17
+#endif
 
 /* Connections the socket LB must leave alone: not TCP; marked by the agent (its
  * own scrapes); or, with the host-only option, from another network namespace. */
@@ -34,41 +37,61 @@ static __always_inline int sock_lb_bypass(struct bpf_sock_addr* ctx) {
   return 0;
 }
 
+/* Records the choice for the socket (for getpeername, sockops and release) and
+ * counts the pick. One hash update on the common path; a second connect() on
+ * the same socket (after a failed attempt) finds its entry and moves the
+ * in-flight count instead of counting the socket twice. With the table full,
+ * the connection is still balanced but neither counted nor recorded: a count
+ * that no release would ever take back would skew selection for good. */
+static __always_inline void sock_lb_record(void* ctx, const struct kvlb_service_key* key,
+                                           __u32 id) {
+  struct kvlb_sock_state st = {};
+  struct kvlb_sock_state* old;
+  __u64 cookie = bpf_get_socket_cookie(ctx);
+  long err;
+
+  st.vip = key->vip;
+  st.vip_port = key->port;
+  st.family = key->family;
+  st.backend_id = id;
+  err = bpf_map_update_elem(&kvlb_sock_v1, &cookie, &st, BPF_NOEXIST);
+  if (err == -EEXIST) {
+    old = bpf_map_lookup_elem(&kvlb_sock_v1, &cookie);
+    if (!old) return;
+    kvlb_account_end(old);
+    *old = st;
+  } else if (err) {
+    kvlb_event(KVLB_EVENT_SOCKET_TABLE_FULL);
+    return;
+  }
+  kvlb_account_pick(id);
+}
+
 /*
  * Picks a backend for a connect() to `key`. Returns 0 with *out = NULL when the
  * destination is not a VIP, 0 with *out set to the backend, or -errno when the
- * VIP has no eligible backend. Records the choice in the socket's storage (for
- * getpeername and release) and counts the pick.
+ * VIP has no eligible backend.
  */
 static __always_inline int sock_lb_select(struct bpf_sock_addr* ctx,
                                           const struct kvlb_service_key* key,
                                           struct kvlb_backend** out) {
   struct kvlb_service* svc;
   struct kvlb_backend* be;
-  struct kvlb_sock_state* st;
   __u32 id;
 
   *out = 0;
   svc = bpf_map_lookup_elem(&kvlb_svc_v1, key);
   if (!svc) return 0;
   id = kvlb_pick(svc);
-  if (id == KVLB_BACKEND_NONE) return -(int)cfg_no_backend_errno;
+  if (id == KVLB_BACKEND_NONE) goto none;
   be = bpf_map_lookup_elem(&kvlb_be_v1, &id);
-  if (!be || be->family != key->family) return -(int)cfg_no_backend_errno;
-
-  st = bpf_sk_storage_get(&kvlb_sock_v1, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-  if (st) {
-    /* A second connect() on the same socket (after a failed attempt) moves the
-     * in-flight count instead of counting the socket twice. */
-    if (st->backend_id != KVLB_BACKEND_NONE) kvlb_account_release(st->backend_id);
-    st->vip = key->vip;
-    st->vip_port = key->port;
-    st->family = key->family;
-    st->backend_id = id;
-  }
-  kvlb_account_pick(id);
+  if (!be || be->family != key->family) goto none;
+  sock_lb_record(ctx, key, id);
   *out = be;
   return 0;
+none:
+  kvlb_event(KVLB_EVENT_NO_BACKEND);
+  return -(int)cfg_no_backend_errno;
 }
 
 /* The verdict of a connect hook for an internal result. */
