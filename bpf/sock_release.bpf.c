@@ -16,9 +16,9 @@ char LICENSE[] SEC("license") = "GPL";
 SEC("cgroup/sock_release")
 int kvlb_sock_release(struct bpf_sock* ctx) {
   __u64 cookie = bpf_get_socket_cookie(ctx);
-  struct kvlb_sock_state* st = bpf_map_lookup_elem(&kvlb_sock_v1, &cookie);
+  struct kvlb_sock_state* st = bpf_map_lookup_elem(&kvlb_sock_v2, &cookie);
   if (!st) return 1;
   kvlb_account_end(st);
-  bpf_map_delete_elem(&kvlb_sock_v1, &cookie);
+  bpf_map_delete_elem(&kvlb_sock_v2, &cookie);
   return 1;
 }

@@ -7,10 +7,13 @@
  * identical on both sides; the sizes are pinned by static assertions at the end
  * of this file, which are compiled on both sides.
  *
- * Versioning: every pinned map's name carries a version suffix (KVLB_MAP_VERSION).
- * A layout change bumps the version, so a new agent finds no map of the new name,
- * creates fresh maps next to the old pins, fills them, swaps the programs through
- * their pinned links, and only then removes the old maps: no moment without service.
+ * Versioning: every pinned map's name carries the version of its own layout
+ * (type, key, value, size). A layout change bumps that map's version, so a new
+ * agent never trips over an old pin of another layout: it creates the new map
+ * next to the old pin, the programs it swaps into the pinned links use the new
+ * one, and maps whose layout did not change keep their name and contents
+ * (counters, scores) across the upgrade. History: kvlb_sock_v1 was socket-local
+ * storage; kvlb_sock_v2 is a hash keyed by socket cookie.
  */
 #ifndef KVLB_MAPS_H
 #define KVLB_MAPS_H
@@ -38,13 +41,12 @@
 
 /* ---- pin names --------------------------------------------------------- */
 /* Map names are limited to 15 characters by the kernel (BPF_OBJ_NAME_LEN). */
-#define KVLB_MAP_VERSION "v1"
 #define KVLB_MAP_SERVICES "kvlb_svc_v1"
 #define KVLB_MAP_SLOTS "kvlb_slots_v1"
 #define KVLB_MAP_BACKENDS "kvlb_be_v1"
 #define KVLB_MAP_SCORES "kvlb_score_v1"
 #define KVLB_MAP_COUNTERS "kvlb_ctr_v1"
-#define KVLB_MAP_SOCKETS "kvlb_sock_v1"
+#define KVLB_MAP_SOCKETS "kvlb_sock_v2"
 #define KVLB_MAP_EVENTS "kvlb_events_v1"
 /* Links live in a subdirectory of the pin directory, one file per attach point. */
 #define KVLB_LINK_DIR "links"

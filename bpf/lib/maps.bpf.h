@@ -69,7 +69,7 @@ struct {
   __type(key, __u64);
   __type(value, struct kvlb_sock_state);
   __uint(pinning, LIBBPF_PIN_BY_NAME);
-} kvlb_sock_v1 SEC(".maps");
+} kvlb_sock_v2 SEC(".maps");
 
 /* Data-plane event counters (enum kvlb_event), per CPU: no shared cache line. */
 struct {
@@ -84,7 +84,7 @@ struct {
  * bpf_get_socket_cookie() accepts), or NULL when the LB did not assign it. */
 static __always_inline struct kvlb_sock_state* kvlb_sock_state_of(void* ctx) {
   __u64 cookie = bpf_get_socket_cookie(ctx);
-  return bpf_map_lookup_elem(&kvlb_sock_v1, &cookie);
+  return bpf_map_lookup_elem(&kvlb_sock_v2, &cookie);
 }
 
 static __always_inline void kvlb_event(__u32 event) {

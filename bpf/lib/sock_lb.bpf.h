@@ -54,9 +54,9 @@ static __always_inline void sock_lb_record(void* ctx, const struct kvlb_service_
   st.vip_port = key->port;
   st.family = key->family;
   st.backend_id = id;
-  err = bpf_map_update_elem(&kvlb_sock_v1, &cookie, &st, BPF_NOEXIST);
+  err = bpf_map_update_elem(&kvlb_sock_v2, &cookie, &st, BPF_NOEXIST);
   if (err == -EEXIST) {
-    old = bpf_map_lookup_elem(&kvlb_sock_v1, &cookie);
+    old = bpf_map_lookup_elem(&kvlb_sock_v2, &cookie);
     if (!old) return;
     kvlb_account_end(old);
     *old = st;

@@ -119,6 +119,9 @@ check "IPv4-mapped VIP from an AF_INET6 socket: 30/30, getpeername shows ::ffff:
 R=$(probe --target "$VIPNONE:$PORT" --count 10)
 check "no eligible backend: connect() fails with ECONNREFUSED" \
   test "$(j '.errors["connect: Connection refused"] // 0' "$R")" = 10
+NOBACKEND=$(bpftool map dump pinned "$HARNESS_BPFFS/kvlb/kvlb_events_v1" -j |
+  jq '[.[] | (.formatted // .) | select(.key == 1) | .values[].value] | add')
+check "the kernel counted the refused connects as no_backend events ($NOBACKEND)" test "$NOBACKEND" = 10
 R=$(probe --target "$VIPMARK:$PORT" --count 20 --mark $((0x6b766c62)))
 check "sockets with the agent's mark are not rebalanced" test "$(j '.by_replica.untouched // 0' "$R")" = 20
 R=$(probe --target "$VIPMARK:$PORT" --count 20)

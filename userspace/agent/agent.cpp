@@ -285,6 +285,15 @@ std::string Agent::metrics_text() const {
   w.family("kvlb_agent_stale_events_total", "Times a backend's score turned stale.",
            ExpositionType::Counter);
   w.sample("kvlb_agent_stale_events_total", {}, static_cast<double>(stale_events()));
+  const auto events = dp_->events();
+  w.family("kvlb_dataplane_events_total",
+           "Kernel data-plane events: socket_table_full (a balanced socket could not be "
+           "tracked), no_backend (connect() refused: no eligible backend).",
+           ExpositionType::Counter);
+  w.sample("kvlb_dataplane_events_total", {{"event", "socket_table_full"}},
+           static_cast<double>(events[KVLB_EVENT_SOCKET_TABLE_FULL]));
+  w.sample("kvlb_dataplane_events_total", {{"event", "no_backend"}},
+           static_cast<double>(events[KVLB_EVENT_NO_BACKEND]));
   struct Row {
     const BackendState* b;
     kvlb_counters c;

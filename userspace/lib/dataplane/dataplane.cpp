@@ -82,7 +82,8 @@ struct DataPlane::Impl {
   SkelPtr<kvlb_sockops, kvlb_sockops__destroy> sockops;
   std::vector<Hook> hooks;
   bool adopted = false;
-  int fd_services = -1, fd_slots = -1, fd_backends = -1, fd_scores = -1, fd_counters = -1;
+  int fd_services = -1, fd_slots = -1, fd_backends = -1, fd_scores = -1, fd_counters = -1,
+      fd_events = -1;
 
   fs::path link_dir() const { return opts.pin_dir / KVLB_LINK_DIR; }
 
@@ -135,6 +136,7 @@ struct DataPlane::Impl {
     fd_backends = bpf_map__fd(m.kvlb_be_v1);
     fd_scores = bpf_map__fd(m.kvlb_score_v1);
     fd_counters = bpf_map__fd(m.kvlb_ctr_v1);
+    fd_events = bpf_map__fd(m.kvlb_events_v1);
 
     hooks.push_back({KVLB_LINK_CONNECT4, connect4->progs.kvlb_connect4, nullptr});
     hooks.push_back({KVLB_LINK_CONNECT6, connect6->progs.kvlb_connect6, nullptr});
@@ -297,6 +299,19 @@ void DataPlane::put_score(uint32_t id, const kvlb_score& s) {
 kvlb_counters DataPlane::counters(uint32_t id) const {
   return impl_->lookup_array<kvlb_counters>(impl_->fd_counters, id, "counters");
 }
+std::array<uint64_t, KVLB_EVENT_COUNT> DataPlane::events() const {
+  std::array<uint64_t, KVLB_EVENT_COUNT> out{};
+  const int cpus = libbpf_num_possible_cpus();
+  if (cpus <= 0) throw_errno(-cpus, "count possible CPUs");
+  std::vector<uint64_t> per_cpu(static_cast<size_t>(cpus));
+  for (uint32_t e = 0; e < KVLB_EVENT_COUNT; ++e) {
+    if (bpf_map_lookup_elem(impl_->fd_events, &e, per_cpu.data()) != 0)
+      throw_errno(errno, fmt::format("read event counter {}", e));
+    for (uint64_t v : per_cpu) out[e] += v;
+  }
+  return out;
+}
+
 void DataPlane::reset_counters(uint32_t id) {
   impl_->update_array(impl_->fd_counters, id, kvlb_counters{}, "counters");
 }

@@ -8,6 +8,7 @@
 // balanced throughout a restart or an upgrade.
 #pragma once
 
+#include <array>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -64,6 +65,9 @@ class DataPlane {
 
   kvlb_counters counters(uint32_t id) const;
   void reset_counters(uint32_t id);
+
+  // Data-plane events (enum kvlb_event), summed over CPUs.
+  std::array<uint64_t, KVLB_EVENT_COUNT> events() const;
 
  private:
   struct Impl;
