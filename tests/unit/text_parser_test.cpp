@@ -21,7 +21,7 @@ std::vector<Collected> parse_ok(std::string_view text) {
   std::vector<Collected> out;
   auto err = parse_text(text, [&](const Sample& s) {
     Collected c{std::string(s.name), {}, s.value, s.timestamp_ms, s.type};
-    for (const auto& l : s.labels) c.labels[std::string(l.name)] = l.value;
+    for (const auto& l : s.labels) c.labels[std::string(l.name)] = std::string(l.value);
     out.push_back(std::move(c));
   });
   EXPECT_FALSE(err.has_value()) << err->to_string();

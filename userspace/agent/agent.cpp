@@ -332,7 +332,7 @@ void Agent::scrape_round() {
   for (size_t i = 0; i < backends_.size(); ++i) picks[i] = dp_->counters(backends_[i].id).picks;
   const uint64_t taken = monotonic_ns();
   const auto round_start = std::chrono::steady_clock::now();
-  auto results = scraper_->scrape_all();
+  const auto& results = scraper_->scrape_all();
 
   for (size_t i = 0; i < backends_.size(); ++i) {
     auto& b = backends_[i];

@@ -35,7 +35,7 @@ void ReplicaMonitor::loop() {
   const auto t0 = std::chrono::steady_clock::now();
   auto next = t0;
   while (!stop_) {
-    auto results = scraper.scrape_all();
+    const auto& results = scraper.scrape_all();
     double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     for (size_t i = 0; i < results.size(); ++i) {
       auto& s = series_[i];

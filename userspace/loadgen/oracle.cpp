@@ -22,7 +22,7 @@ OraclePicker::OraclePicker(std::vector<OracleTarget> targets)
 OraclePicker::~OraclePicker() = default;
 
 std::string OraclePicker::pick() {
-  auto results = scraper_->scrape_all();
+  const auto& results = scraper_->scrape_all();
   const size_t n = targets_.size();
   std::tuple<double, double, double> best{1e300, 1e300, 1e300};
   size_t best_i = rr_ % n;

@@ -72,7 +72,7 @@ struct TrtAcc {
   std::string bad;
   bool seen() const { return waiting || active || scheduled; }
   void add(const metrics::Sample& s) {
-    const std::string* kind = nullptr;
+    const std::string_view* kind = nullptr;
     std::optional<double>* slot = nullptr;
     if (s.name == "nv_trt_llm_request_metrics" && (kind = s.label("request_type"))) {
       if (*kind == "waiting")
@@ -140,7 +140,7 @@ ExtractResult extract_stats(std::string_view exposition, Engine engine,
           }
           if (const auto* m = s.label("model_name");
               m && std::find(a.models.begin(), a.models.end(), *m) == a.models.end())
-            a.models.push_back(*m);
+            a.models.emplace_back(*m);
           if (w) {
             a.waiting += s.value;
           } else if (r) {

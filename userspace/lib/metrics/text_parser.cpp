@@ -1,6 +1,7 @@
 #include "text_parser.h"
 
 #include <charconv>
+#include <deque>
 #include <cmath>
 #include <limits>
 #include <unordered_map>
@@ -82,7 +83,7 @@ std::string_view family_of(std::string_view name,
 
 }  // namespace
 
-const std::string* Sample::label(std::string_view n) const {
+const std::string_view* Sample::label(std::string_view n) const {
   for (const auto& l : labels)
     if (l.name == n) return &l.value;
   return nullptr;
@@ -120,6 +121,11 @@ std::optional<ParseError> parse_text(std::string_view text, const SampleCallback
                                      const ParseLimits& limits) {
   std::unordered_map<std::string_view, MetricType> types;
   Sample sample;
+  sample.labels.reserve(16);
+  // Unescaped label values of the current sample. A deque: views into its strings
+  // stay valid as more are added.
+  std::deque<std::string> unescaped;
+  size_t unescaped_used = 0;
   size_t line_no = 0, samples = 0, pos = 0;
   auto fail = [&](std::string msg) { return ParseError{line_no, std::move(msg)}; };
 
@@ -159,6 +165,7 @@ std::optional<ParseError> parse_text(std::string_view text, const SampleCallback
     if (!is_name_start(c.peek())) return fail("expected a metric name");
     sample.name = c.take_while(is_name_char);
     sample.labels.clear();
+    unescaped_used = 0;
     sample.timestamp_ms.reset();
     c.skip_blanks();
     if (!c.done() && c.peek() == '{') {
@@ -180,27 +187,42 @@ std::optional<ParseError> parse_text(std::string_view text, const SampleCallback
         if (c.done() || c.peek() != '"')
           return fail(fmt::format("expected '\"' for label {}", label.name));
         ++c.i;
-        bool closed = false;
-        while (!c.done()) {
-          char ch = line[c.i++];
-          if (ch == '"') {
-            closed = true;
-            break;
+        // The common case has no escapes: the value is a view into the line.
+        const size_t vstart = c.i;
+        size_t q = line.find_first_of("\"\\", vstart);
+        if (q == std::string_view::npos)
+          return fail(fmt::format("unterminated value of label {}", label.name));
+        if (line[q] == '"') {
+          label.value = line.substr(vstart, q - vstart);
+          c.i = q + 1;
+        } else {
+          if (unescaped_used == unescaped.size()) unescaped.emplace_back();
+          std::string& buf = unescaped[unescaped_used++];
+          buf.assign(line.substr(vstart, q - vstart));
+          c.i = q;
+          bool closed = false;
+          while (!c.done()) {
+            char ch = line[c.i++];
+            if (ch == '"') {
+              closed = true;
+              break;
+            }
+            if (ch == '\\') {
+              if (c.done()) break;
+              char e = line[c.i++];
+              if (e == 'n')
+                buf.push_back('\n');
+              else if (e == '\\' || e == '"')
+                buf.push_back(e);
+              else
+                return fail(fmt::format("invalid escape \\{} in label {}", e, label.name));
+            } else {
+              buf.push_back(ch);
+            }
           }
-          if (ch == '\\') {
-            if (c.done()) break;
-            char e = line[c.i++];
-            if (e == 'n')
-              label.value.push_back('\n');
-            else if (e == '\\' || e == '"')
-              label.value.push_back(e);
-            else
-              return fail(fmt::format("invalid escape \\{} in label {}", e, label.name));
-          } else {
-            label.value.push_back(ch);
-          }
+          if (!closed) return fail(fmt::format("unterminated value of label {}", label.name));
+          label.value = buf;
         }
-        if (!closed) return fail(fmt::format("unterminated value of label {}", label.name));
         for (const auto& l : sample.labels)
           if (l.name == label.name) return fail(fmt::format("duplicate label {}", label.name));
         sample.labels.push_back(std::move(label));

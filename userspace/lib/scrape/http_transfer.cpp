@@ -1,0 +1,409 @@
+#include "scrape/http_transfer.h"
+
+#include <arpa/inet.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "common/endpoint.h"
+
+namespace kvlb {
+namespace {
+
+constexpr size_t kReadChunk = 16 * 1024;
+constexpr size_t kMaxHeaderBytes = 64 * 1024;
+
+char lower(char c) {
+  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (lower(a[i]) != lower(b[i])) return false;
+  return true;
+}
+
+// Case-insensitive search for a token in a comma-separated header value.
+bool has_token(std::string_view value, std::string_view token) {
+  size_t pos = 0;
+  while (pos <= value.size()) {
+    size_t end = value.find(',', pos);
+    if (end == std::string_view::npos) end = value.size();
+    auto item = value.substr(pos, end - pos);
+    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+    if (iequals(item, token)) return true;
+    pos = end + 1;
+  }
+  return false;
+}
+
+}  // namespace
+
+std::optional<HttpTransfer> HttpTransfer::for_url(std::string_view url, size_t max_body_bytes,
+                                                  uint32_t socket_mark) {
+  constexpr std::string_view kScheme = "http://";
+  if (url.size() <= kScheme.size() || !iequals(url.substr(0, kScheme.size()), kScheme))
+    return std::nullopt;
+  auto rest = url.substr(kScheme.size());
+  size_t slash = rest.find('/');
+  auto authority = rest.substr(0, slash);
+  std::string path = slash == std::string_view::npos ? "/" : std::string(rest.substr(slash));
+  if (path.find('#') != std::string::npos) path.erase(path.find('#'));
+  if (authority.find('@') != std::string_view::npos) return std::nullopt;  // userinfo: curl
+  // Only literal addresses: host names need a resolver, which libcurl has.
+  auto ep = Endpoint::parse(authority);  // "a.b.c.d:port", "[v6]:port"
+  if (!ep) {
+    auto host = authority;
+    if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+      host = host.substr(1, host.size() - 2);
+    ep = Endpoint::parse_address(host, 80);
+  }
+  if (!ep) return std::nullopt;
+
+  HttpTransfer t;
+  if (ep->family == KVLB_AF_INET) {
+    auto* sa = reinterpret_cast<sockaddr_in*>(&t.addr_);
+    sa->sin_family = AF_INET;
+    sa->sin_port = htons(ep->port);
+    sa->sin_addr.s_addr = ep->addr.words[0];
+    t.addr_len_ = sizeof(sockaddr_in);
+  } else {
+    auto* sa = reinterpret_cast<sockaddr_in6*>(&t.addr_);
+    sa->sin6_family = AF_INET6;
+    sa->sin6_port = htons(ep->port);
+    std::memcpy(&sa->sin6_addr, ep->addr.words, sizeof(sa->sin6_addr));
+    t.addr_len_ = sizeof(sockaddr_in6);
+  }
+  t.request_ = fmt::format(
+      "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: kvlb-agent/0.1\r\n"
+      "Accept: text/plain;version=0.0.4\r\n\r\n",
+      path, authority);
+  t.max_body_ = max_body_bytes;
+  t.mark_ = socket_mark;
+  return t;
+}
+
+bool HttpTransfer::start(int epoll_fd, void* tag, ScrapeResult* out,
+                         Clock::time_point round_start) {
+  epoll_fd_ = epoll_fd;
+  tag_ = tag;
+  out_ = out;
+  start_ = round_start;
+  raw_.clear();
+  header_end_ = 0;
+  chunked_ = close_delimited_ = chunk_crlf_ = false;
+  keep_alive_ = true;
+  content_length_ = scan_ = chunk_left_ = 0;
+  sent_ = 0;
+  if (state_ == State::Idle && fd_) {
+    fresh_ = false;
+    state_ = State::Sending;
+    return send_request();
+  }
+  return open_connection();
+}
+
+bool HttpTransfer::open_connection() {
+  close_connection();
+  fresh_ = true;
+  const int family = reinterpret_cast<const sockaddr*>(&addr_)->sa_family;
+  fd_ = UniqueFd(::socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd_) return fail(ScrapeError::Other, fmt::format("socket: {}", std::strerror(errno)));
+  // The socket LB must never rebalance the agent's own scrapes (SO_MARK needs
+  // CAP_NET_ADMIN; without it the scrape still goes out, unmarked).
+  if (mark_) setsockopt(fd_.get(), SOL_SOCKET, SO_MARK, &mark_, sizeof(mark_));
+  int one = 1;
+  setsockopt(fd_.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  setsockopt(fd_.get(), SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+  ++connects_;
+  // Registered once, edge-triggered, for everything: a kept-alive connection
+  // costs no epoll_ctl per scrape.
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+  ev.data.ptr = tag_;
+  if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd_.get(), &ev) != 0)
+    return fail(ScrapeError::Other, fmt::format("epoll_ctl: {}", std::strerror(errno)));
+  if (::connect(fd_.get(), reinterpret_cast<const sockaddr*>(&addr_), addr_len_) == 0) {
+    state_ = State::Sending;
+    return send_request();
+  }
+  if (errno != EINPROGRESS) {
+    int err = errno;
+    return fail(ScrapeError::Connect, fmt::format("connect: {}", std::strerror(err)));
+  }
+  state_ = State::Connecting;
+  return false;
+}
+
+bool HttpTransfer::send_request() {
+  while (sent_ < request_.size()) {
+    ssize_t n = ::send(fd_.get(), request_.data() + sent_, request_.size() - sent_, MSG_NOSIGNAL);
+    if (n > 0) {
+      sent_ += static_cast<size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return false;  // wait for EPOLLOUT
+    return retry_or_fail(ScrapeError::Other, fmt::format("send: {}", std::strerror(errno)));
+  }
+  state_ = State::Receiving;
+  // The answer may already be there (an edge that came before this state).
+  return receive();
+}
+
+bool HttpTransfer::on_event(uint32_t events) {
+  switch (state_) {
+    case State::Connecting: {
+      if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return false;
+      int err = 0;
+      socklen_t len = sizeof(err);
+      getsockopt(fd_.get(), SOL_SOCKET, SO_ERROR, &err, &len);
+      if (err != 0) return fail(ScrapeError::Connect, fmt::format("connect: {}", std::strerror(err)));
+      state_ = State::Sending;
+      return send_request();
+    }
+    case State::Sending:
+      if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) return send_request();
+      return false;
+    case State::Receiving:
+      return receive();
+    case State::Idle:
+      // Between answers the server has nothing to say: readable now means it
+      // closed the connection (or broke protocol). Either way, start fresh next time.
+      if (events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)) {
+        char c;
+        ssize_t n = ::recv(fd_.get(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) || n > 0)
+          close_connection();
+      }
+      return true;
+    case State::Closed:
+      return true;
+  }
+  return true;
+}
+
+bool HttpTransfer::receive() {
+  for (;;) {
+    size_t old = raw_.size();
+    raw_.resize(old + kReadChunk);
+    ssize_t n = ::recv(fd_.get(), raw_.data() + old, kReadChunk, 0);
+    raw_.resize(old + (n > 0 ? static_cast<size_t>(n) : 0));
+    if (n > 0) {
+      int r = parse();
+      if (r != 0) return true;
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return false;
+    if (n == 0) {
+      if (close_delimited_ && header_end_) return complete(false);
+      if (raw_.empty())
+        return retry_or_fail(ScrapeError::Other, "connection closed before any answer");
+      return fail(ScrapeError::Other, "connection closed in the middle of the answer");
+    }
+    int err = errno;
+    if (raw_.empty()) return retry_or_fail(ScrapeError::Other, fmt::format("recv: {}", std::strerror(err)));
+    return fail(ScrapeError::Other, fmt::format("recv: {}", std::strerror(err)));
+  }
+}
+
+int HttpTransfer::parse() {
+  if (!header_end_) {
+    size_t end = raw_.find("\r\n\r\n");
+    if (end == std::string::npos) {
+      if (raw_.size() > kMaxHeaderBytes) {
+        fail(ScrapeError::Other, "response headers larger than 64 KiB");
+        return -1;
+      }
+      return 0;
+    }
+    header_end_ = end + 4;
+    std::string_view head(raw_.data(), end);
+    size_t eol = head.find("\r\n");
+    std::string_view status_line = head.substr(0, eol);
+    // "HTTP/1.1 200 OK"
+    if (status_line.size() < 12 || status_line.substr(0, 5) != "HTTP/" || status_line[8] != ' ') {
+      fail(ScrapeError::Other, "not an HTTP/1.x response");
+      return -1;
+    }
+    const bool http10 = status_line.substr(5, 3) == "1.0";
+    long status = 0;
+    auto [p, ec] = std::from_chars(status_line.data() + 9, status_line.data() + 12, status);
+    if (ec != std::errc() || p != status_line.data() + 12) {
+      fail(ScrapeError::Other, "malformed HTTP status line");
+      return -1;
+    }
+    out_->http_status = status;
+    keep_alive_ = !http10;
+    bool have_length = false;
+    size_t pos = eol == std::string_view::npos ? head.size() : eol + 2;
+    while (pos < head.size()) {
+      size_t next = head.find("\r\n", pos);
+      if (next == std::string_view::npos) next = head.size();
+      auto line = head.substr(pos, next - pos);
+      pos = next + 2;
+      size_t colon = line.find(':');
+      if (colon == std::string_view::npos) continue;
+      auto name = line.substr(0, colon);
+      auto value = line.substr(colon + 1);
+      while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
+      while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
+      if (iequals(name, "content-length")) {
+        size_t v = 0;
+        auto [q, e2] = std::from_chars(value.data(), value.data() + value.size(), v);
+        if (e2 != std::errc() || q != value.data() + value.size()) {
+          fail(ScrapeError::Other, "malformed Content-Length");
+          return -1;
+        }
+        content_length_ = v;
+        have_length = true;
+      } else if (iequals(name, "transfer-encoding")) {
+        chunked_ = has_token(value, "chunked");
+      } else if (iequals(name, "connection")) {
+        if (has_token(value, "close")) keep_alive_ = false;
+        if (has_token(value, "keep-alive")) keep_alive_ = true;
+      } else if (iequals(name, "content-encoding") && !iequals(value, "identity")) {
+        fail(ScrapeError::Other, fmt::format("unsupported Content-Encoding {}", value));
+        return -1;
+      }
+    }
+    if (status != 200) {
+      fail(ScrapeError::HttpStatus, fmt::format("HTTP status {}", status));
+      return -1;
+    }
+    if (!chunked_ && have_length && content_length_ > max_body_) {
+      fail(ScrapeError::TooLarge, fmt::format("body larger than {} bytes", max_body_));
+      return -1;
+    }
+    close_delimited_ = !chunked_ && !have_length;
+    if (close_delimited_) keep_alive_ = false;
+    scan_ = header_end_;
+  }
+  const size_t body_bytes = raw_.size() - header_end_;
+  if (chunked_) return parse_chunked();
+  if (close_delimited_) {
+    if (body_bytes > max_body_) {
+      fail(ScrapeError::TooLarge, fmt::format("body larger than {} bytes", max_body_));
+      return -1;
+    }
+    return 0;  // complete at EOF
+  }
+  if (body_bytes < content_length_) return 0;
+  if (body_bytes > content_length_) {
+    fail(ScrapeError::Other, "more bytes than Content-Length");
+    return -1;
+  }
+  out_->body.assign(raw_, header_end_, content_length_);
+  complete(keep_alive_);
+  return 1;
+}
+
+int HttpTransfer::parse_chunked() {
+  for (;;) {
+    if (chunk_left_ > 0) {
+      size_t take = std::min(chunk_left_, raw_.size() - scan_);
+      out_->body.append(raw_, scan_, take);
+      scan_ += take;
+      chunk_left_ -= take;
+      if (chunk_left_ > 0) return 0;
+      chunk_crlf_ = true;
+    }
+    if (chunk_crlf_) {
+      if (raw_.size() - scan_ < 2) return 0;
+      if (raw_.compare(scan_, 2, "\r\n") != 0) {
+        fail(ScrapeError::Other, "malformed chunked encoding");
+        return -1;
+      }
+      scan_ += 2;
+      chunk_crlf_ = false;
+    }
+    size_t eol = raw_.find("\r\n", scan_);
+    if (eol == std::string::npos) {
+      if (raw_.size() - scan_ > 1024) {
+        fail(ScrapeError::Other, "malformed chunked encoding");
+        return -1;
+      }
+      return 0;
+    }
+    std::string_view size_text(raw_.data() + scan_, eol - scan_);
+    size_text = size_text.substr(0, size_text.find(';'));  // chunk extensions
+    size_t size = 0;
+    auto [p, ec] = std::from_chars(size_text.data(), size_text.data() + size_text.size(), size, 16);
+    if (ec != std::errc() || p == size_text.data()) {
+      fail(ScrapeError::Other, "malformed chunk size");
+      return -1;
+    }
+    if (size == 0) {
+      // Last chunk; then optional trailer lines and an empty line.
+      size_t trailer_end = raw_.find("\r\n\r\n", eol);
+      if (trailer_end == std::string::npos) return 0;
+      if (trailer_end + 4 != raw_.size()) {
+        fail(ScrapeError::Other, "bytes after the last chunk");
+        return -1;
+      }
+      complete(keep_alive_);
+      return 1;
+    }
+    if (out_->body.size() + size > max_body_) {
+      fail(ScrapeError::TooLarge, fmt::format("body larger than {} bytes", max_body_));
+      return -1;
+    }
+    scan_ = eol + 2;
+    chunk_left_ = size;
+  }
+}
+
+bool HttpTransfer::complete(bool keep_alive) {
+  if (close_delimited_) {
+    if (raw_.size() - header_end_ > max_body_)
+      return fail(ScrapeError::TooLarge, fmt::format("body larger than {} bytes", max_body_));
+    out_->body.assign(raw_, header_end_, std::string::npos);
+  }
+  out_->latency = Clock::now() - start_;
+  if (keep_alive) {
+    state_ = State::Idle;
+  } else {
+    close_connection();
+  }
+  return true;
+}
+
+bool HttpTransfer::fail(ScrapeError e, std::string detail) {
+  out_->error = e;
+  out_->detail = std::move(detail);
+  out_->body.clear();
+  out_->latency = Clock::now() - start_;
+  close_connection();  // never reuse a connection in an unknown state
+  return true;
+}
+
+bool HttpTransfer::retry_or_fail(ScrapeError e, std::string detail) {
+  if (!fresh_) {
+    raw_.clear();
+    sent_ = 0;
+    return open_connection();
+  }
+  return fail(e, std::move(detail));
+}
+
+void HttpTransfer::expire(std::chrono::milliseconds timeout) {
+  if (finished()) return;
+  fail(ScrapeError::Timeout, fmt::format("no complete answer within {} ms", timeout.count()));
+}
+
+void HttpTransfer::close_connection() {
+  fd_.reset();  // closing removes it from the epoll set
+  state_ = State::Closed;
+}
+
+}  // namespace kvlb
