@@ -4,24 +4,38 @@
 #include <deque>
 #include <cmath>
 #include <limits>
-#include <unordered_map>
+#include <array>
+#include <vector>
 
 #include <fmt/format.h>
 
 namespace kvlb::metrics {
 namespace {
 
-bool is_name_start(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':';
+// Character classes as one table lookup each (the parser's inner loops).
+enum : uint8_t { kNameStart = 1, kNameChar = 2, kLabelStart = 4, kLabelChar = 8 };
+constexpr std::array<uint8_t, 256> make_classes() {
+  std::array<uint8_t, 256> t{};
+  for (int c = 0; c < 256; ++c) {
+    bool alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+    bool digit = c >= '0' && c <= '9';
+    uint8_t v = 0;
+    if (alpha || c == ':') v |= kNameStart | kNameChar;
+    if (digit) v |= kNameChar | kLabelChar;
+    if (alpha) v |= kLabelStart | kLabelChar;
+    t[static_cast<size_t>(c)] = v;
+  }
+  return t;
 }
-bool is_name_char(char c) {
-  return is_name_start(c) || (c >= '0' && c <= '9');
+constexpr auto kClasses = make_classes();
+inline bool has_class(char c, uint8_t cls) {
+  return kClasses[static_cast<unsigned char>(c)] & cls;
 }
-bool is_label_start(char c) {
-  return is_name_start(c) && c != ':';
+inline bool is_name_start(char c) {
+  return has_class(c, kNameStart);
 }
-bool is_label_char(char c) {
-  return is_name_char(c) && c != ':';
+inline bool is_label_start(char c) {
+  return has_class(c, kLabelStart);
 }
 bool is_blank(char c) {
   return c == ' ' || c == '\t';
@@ -47,9 +61,9 @@ struct Cursor {
   void skip_blanks() {
     while (!done() && is_blank(s[i])) ++i;
   }
-  std::string_view take_while(bool (*pred)(char)) {
+  std::string_view take_class(uint8_t cls) {
     size_t start = i;
-    while (!done() && pred(s[i])) ++i;
+    while (!done() && has_class(s[i], cls)) ++i;
     return s.substr(start, i - start);
   }
   std::string_view take_token() {
@@ -68,18 +82,44 @@ std::optional<MetricType> parse_type(std::string_view t) {
   return std::nullopt;
 }
 
-// The family a sample belongs to: histogram/summary/counter series carry suffixes.
-std::string_view family_of(std::string_view name,
-                           const std::unordered_map<std::string_view, MetricType>& types) {
-  if (types.count(name)) return name;
-  for (std::string_view suffix : {"_bucket", "_sum", "_count", "_total", "_created"}) {
-    if (name.size() > suffix.size() && name.substr(name.size() - suffix.size()) == suffix) {
-      auto base = name.substr(0, name.size() - suffix.size());
-      if (types.count(base)) return base;
-    }
+// Families declared by # TYPE lines, in order. Samples follow their family's
+// TYPE line, so the last one declared answers almost every lookup; the rest is a
+// short linear search (pages have tens of families).
+struct Families {
+  std::vector<std::pair<std::string_view, MetricType>> list;
+  const std::pair<std::string_view, MetricType>* find(std::string_view name) const {
+    if (!list.empty() && list.back().first == name) return &list.back();
+    for (const auto& f : list)
+      if (f.first == name) return &f;
+    return nullptr;
   }
-  return name;
+  // The type of the family a sample belongs to (histogram, summary and counter
+  // series carry suffixes).
+  MetricType type_of(std::string_view name) const {
+    if (const auto* f = find(name)) return f->second;
+    for (std::string_view suffix : {"_bucket", "_sum", "_count", "_total", "_created"}) {
+      if (name.size() > suffix.size() && name.substr(name.size() - suffix.size()) == suffix) {
+        if (const auto* f = find(name.substr(0, name.size() - suffix.size()))) return f->second;
+      }
+    }
+    return MetricType::Untyped;
+  }
+};
+
+// The first '"' or '\\' in s from pos, or npos (string_view::find_first_of
+// calls memchr per input character).
+size_t find_quote_or_backslash(std::string_view s, size_t pos) {
+  for (size_t i = pos; i < s.size(); ++i)
+    if (s[i] == '"' || s[i] == '\\') return i;
+  return std::string_view::npos;
 }
+
+// Scratch space reused across calls on a thread: no allocation per page.
+struct Scratch {
+  Families families;
+  Sample sample;
+  std::deque<std::string> unescaped;  // views into its strings survive growth
+};
 
 }  // namespace
 
@@ -119,12 +159,11 @@ std::optional<double> parse_value(std::string_view t) {
 
 std::optional<ParseError> parse_text(std::string_view text, const SampleCallback& on_sample,
                                      const ParseLimits& limits) {
-  std::unordered_map<std::string_view, MetricType> types;
-  Sample sample;
-  sample.labels.reserve(16);
-  // Unescaped label values of the current sample. A deque: views into its strings
-  // stay valid as more are added.
-  std::deque<std::string> unescaped;
+  thread_local Scratch scratch;
+  auto& types = scratch.families;
+  auto& sample = scratch.sample;
+  auto& unescaped = scratch.unescaped;
+  types.list.clear();
   size_t unescaped_used = 0;
   size_t line_no = 0, samples = 0, pos = 0;
   auto fail = [&](std::string msg) { return ParseError{line_no, std::move(msg)}; };
@@ -149,21 +188,21 @@ std::optional<ParseError> parse_text(std::string_view text, const SampleCallback
       auto keyword = c.take_token();
       if (keyword != "HELP" && keyword != "TYPE") continue;  // a plain comment
       c.skip_blanks();
-      auto name = c.take_while(is_name_char);
+      auto name = c.take_class(kNameChar);
       if (name.empty() || !is_name_start(name.front()))
         return fail(fmt::format("# {} without a valid metric name", keyword));
       if (keyword == "TYPE") {
         c.skip_blanks();
         auto t = parse_type(c.take_token());
         if (!t) return fail(fmt::format("unknown metric type for {}", name));
-        if (types.count(name)) return fail(fmt::format("second # TYPE line for {}", name));
-        types.emplace(name, *t);
+        if (types.find(name)) return fail(fmt::format("second # TYPE line for {}", name));
+        types.list.emplace_back(name, *t);
       }
       continue;
     }
 
     if (!is_name_start(c.peek())) return fail("expected a metric name");
-    sample.name = c.take_while(is_name_char);
+    sample.name = c.take_class(kNameChar);
     sample.labels.clear();
     unescaped_used = 0;
     sample.timestamp_ms.reset();
@@ -178,7 +217,7 @@ std::optional<ParseError> parse_text(std::string_view text, const SampleCallback
           break;
         }
         if (!is_label_start(c.peek())) return fail("expected a label name");
-        Label label{c.take_while(is_label_char), {}};
+        Label label{c.take_class(kLabelChar), {}};
         c.skip_blanks();
         if (c.done() || c.peek() != '=')
           return fail(fmt::format("expected '=' after label {}", label.name));
@@ -189,7 +228,7 @@ std::optional<ParseError> parse_text(std::string_view text, const SampleCallback
         ++c.i;
         // The common case has no escapes: the value is a view into the line.
         const size_t vstart = c.i;
-        size_t q = line.find_first_of("\"\\", vstart);
+        size_t q = find_quote_or_backslash(line, vstart);
         if (q == std::string_view::npos)
           return fail(fmt::format("unterminated value of label {}", label.name));
         if (line[q] == '"') {
@@ -251,9 +290,7 @@ std::optional<ParseError> parse_text(std::string_view text, const SampleCallback
       c.skip_blanks();
       if (!c.done()) return fail("unexpected text after the timestamp");
     }
-    auto family = family_of(sample.name, types);
-    auto it = types.find(family);
-    sample.type = it == types.end() ? MetricType::Untyped : it->second;
+    sample.type = types.type_of(sample.name);
     if (sample.type == MetricType::Histogram && sample.name.size() > 7 &&
         sample.name.substr(sample.name.size() - 7) == "_bucket" && !sample.label("le"))
       return fail(fmt::format("histogram bucket {} without an le label", sample.name));

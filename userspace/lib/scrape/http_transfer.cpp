@@ -98,7 +98,7 @@ bool HttpTransfer::start(int epoll_fd, void* tag, ScrapeResult* out,
   tag_ = tag;
   out_ = out;
   start_ = round_start;
-  raw_.clear();
+  len_ = 0;
   header_end_ = 0;
   chunked_ = close_delimited_ = chunk_crlf_ = false;
   keep_alive_ = true;
@@ -194,11 +194,10 @@ bool HttpTransfer::on_event(uint32_t events) {
 
 bool HttpTransfer::receive() {
   for (;;) {
-    size_t old = raw_.size();
-    raw_.resize(old + kReadChunk);
-    ssize_t n = ::recv(fd_.get(), raw_.data() + old, kReadChunk, 0);
-    raw_.resize(old + (n > 0 ? static_cast<size_t>(n) : 0));
+    if (buf_.size() < len_ + kReadChunk) buf_.resize(std::max(len_ + kReadChunk, buf_.size() * 2));
+    ssize_t n = ::recv(fd_.get(), buf_.data() + len_, kReadChunk, 0);
     if (n > 0) {
+      len_ += static_cast<size_t>(n);
       int r = parse();
       if (r != 0) return true;
       continue;
@@ -207,28 +206,29 @@ bool HttpTransfer::receive() {
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return false;
     if (n == 0) {
       if (close_delimited_ && header_end_) return complete(false);
-      if (raw_.empty())
+      if (len_ == 0)
         return retry_or_fail(ScrapeError::Other, "connection closed before any answer");
       return fail(ScrapeError::Other, "connection closed in the middle of the answer");
     }
     int err = errno;
-    if (raw_.empty()) return retry_or_fail(ScrapeError::Other, fmt::format("recv: {}", std::strerror(err)));
+    if (len_ == 0) return retry_or_fail(ScrapeError::Other, fmt::format("recv: {}", std::strerror(err)));
     return fail(ScrapeError::Other, fmt::format("recv: {}", std::strerror(err)));
   }
 }
 
 int HttpTransfer::parse() {
+  const std::string_view raw = this->raw();
   if (!header_end_) {
-    size_t end = raw_.find("\r\n\r\n");
-    if (end == std::string::npos) {
-      if (raw_.size() > kMaxHeaderBytes) {
+    size_t end = raw.find("\r\n\r\n");
+    if (end == std::string_view::npos) {
+      if (raw.size() > kMaxHeaderBytes) {
         fail(ScrapeError::Other, "response headers larger than 64 KiB");
         return -1;
       }
       return 0;
     }
     header_end_ = end + 4;
-    std::string_view head(raw_.data(), end);
+    std::string_view head = raw.substr(0, end);
     size_t eol = head.find("\r\n");
     std::string_view status_line = head.substr(0, eol);
     // "HTTP/1.1 200 OK"
@@ -289,7 +289,7 @@ int HttpTransfer::parse() {
     if (close_delimited_) keep_alive_ = false;
     scan_ = header_end_;
   }
-  const size_t body_bytes = raw_.size() - header_end_;
+  const size_t body_bytes = raw.size() - header_end_;
   if (chunked_) return parse_chunked();
   if (close_delimited_) {
     if (body_bytes > max_body_) {
@@ -303,39 +303,40 @@ int HttpTransfer::parse() {
     fail(ScrapeError::Other, "more bytes than Content-Length");
     return -1;
   }
-  out_->body.assign(raw_, header_end_, content_length_);
+  out_->body.assign(raw.substr(header_end_, content_length_));
   complete(keep_alive_);
   return 1;
 }
 
 int HttpTransfer::parse_chunked() {
+  const std::string_view raw = this->raw();
   for (;;) {
     if (chunk_left_ > 0) {
-      size_t take = std::min(chunk_left_, raw_.size() - scan_);
-      out_->body.append(raw_, scan_, take);
+      size_t take = std::min(chunk_left_, raw.size() - scan_);
+      out_->body.append(raw.substr(scan_, take));
       scan_ += take;
       chunk_left_ -= take;
       if (chunk_left_ > 0) return 0;
       chunk_crlf_ = true;
     }
     if (chunk_crlf_) {
-      if (raw_.size() - scan_ < 2) return 0;
-      if (raw_.compare(scan_, 2, "\r\n") != 0) {
+      if (raw.size() - scan_ < 2) return 0;
+      if (raw.substr(scan_, 2) != "\r\n") {
         fail(ScrapeError::Other, "malformed chunked encoding");
         return -1;
       }
       scan_ += 2;
       chunk_crlf_ = false;
     }
-    size_t eol = raw_.find("\r\n", scan_);
-    if (eol == std::string::npos) {
-      if (raw_.size() - scan_ > 1024) {
+    size_t eol = raw.find("\r\n", scan_);
+    if (eol == std::string_view::npos) {
+      if (raw.size() - scan_ > 1024) {
         fail(ScrapeError::Other, "malformed chunked encoding");
         return -1;
       }
       return 0;
     }
-    std::string_view size_text(raw_.data() + scan_, eol - scan_);
+    std::string_view size_text = raw.substr(scan_, eol - scan_);
     size_text = size_text.substr(0, size_text.find(';'));  // chunk extensions
     size_t size = 0;
     auto [p, ec] = std::from_chars(size_text.data(), size_text.data() + size_text.size(), size, 16);
@@ -345,9 +346,9 @@ int HttpTransfer::parse_chunked() {
     }
     if (size == 0) {
       // Last chunk; then optional trailer lines and an empty line.
-      size_t trailer_end = raw_.find("\r\n\r\n", eol);
-      if (trailer_end == std::string::npos) return 0;
-      if (trailer_end + 4 != raw_.size()) {
+      size_t trailer_end = raw.find("\r\n\r\n", eol);
+      if (trailer_end == std::string_view::npos) return 0;
+      if (trailer_end + 4 != raw.size()) {
         fail(ScrapeError::Other, "bytes after the last chunk");
         return -1;
       }
@@ -365,9 +366,9 @@ int HttpTransfer::parse_chunked() {
 
 bool HttpTransfer::complete(bool keep_alive) {
   if (close_delimited_) {
-    if (raw_.size() - header_end_ > max_body_)
+    if (len_ - header_end_ > max_body_)
       return fail(ScrapeError::TooLarge, fmt::format("body larger than {} bytes", max_body_));
-    out_->body.assign(raw_, header_end_, std::string::npos);
+    out_->body.assign(raw().substr(header_end_));
   }
   out_->latency = Clock::now() - start_;
   if (keep_alive) {
@@ -389,7 +390,7 @@ bool HttpTransfer::fail(ScrapeError e, std::string detail) {
 
 bool HttpTransfer::retry_or_fail(ScrapeError e, std::string detail) {
   if (!fresh_) {
-    raw_.clear();
+    len_ = 0;
     sent_ = 0;
     return open_connection();
   }

@@ -18,6 +18,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/unique_fd.h"
 #include "scrape/scrape_result.h"
@@ -81,7 +82,11 @@ class HttpTransfer {
   size_t sent_ = 0;
 
   // Response parsing state.
-  std::string raw_;  // bytes received this round (capacity kept across rounds)
+  // Bytes received this round: raw() = buf_[0, len_). A vector that only grows
+  // (std::string::resize would zero 16 KiB before every read).
+  std::vector<char> buf_;
+  size_t len_ = 0;
+  std::string_view raw() const { return {buf_.data(), len_}; }
   size_t header_end_ = 0;  // 0 until the header block is complete
   bool chunked_ = false;
   bool close_delimited_ = false;
