@@ -116,6 +116,14 @@ TEST(Config, PassiveHealthHostOnlyAndMark) {
                "services[0].backends[0].address", "not of the VIP's address family");
 }
 
+TEST(Config, ScrapeClient) {
+  EXPECT_EQ(parse_config(kValid).scrape_client, kvlb::ScrapeClient::Auto);
+  EXPECT_EQ(parse_config(std::string(kValid) + "scrape_client: curl\n").scrape_client,
+            kvlb::ScrapeClient::Curl);
+  expect_error(std::string(kValid) + "scrape_client: wget\n", "scrape_client",
+               "'wget' is not one of auto, curl");
+}
+
 TEST(Config, KubernetesServices) {
   auto c = parse_config(R"(
 cgroup: x

@@ -1,6 +1,8 @@
 // The scraper against a misbehaving server on loopback: every fault ends in a
 // clear error of the right kind, within the time limit, and a healthy target
-// scraped in the same round is not held up by a slow one.
+// scraped in the same round is not held up by a slow one. Every case runs with
+// both HTTP clients: kvlb's own transfer (the default for http:// to an IP
+// address) and libcurl (https and host names).
 #include <utility>  // Boost 1.74 asio uses std::exchange without including it
 
 #include <boost/asio.hpp>
@@ -14,6 +16,8 @@
 
 #include "engines/engine_stats.h"
 #include "scrape/scraper.h"
+
+#include <fmt/format.h>
 
 using namespace kvlb;
 namespace net = boost::asio;
@@ -61,9 +65,40 @@ class FaultServer {
                       "\r\nConnection: close\r\n\r\n" + body;
       net::write(s, net::buffer(r), ec);
     };
+    auto raw = [&](const std::string& r) { net::write(s, net::buffer(r), ec); };
     if (path == "/ok")
       reply(200, "vllm:num_requests_waiting 3\nvllm:num_requests_running 1\n");
-    else if (path == "/slow") {
+    else if (path == "/chunked") {
+      // Chunked, with an extension and a trailer, written in pieces that split
+      // the chunk headers across reads.
+      for (std::string piece :
+           {std::string(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n1"),
+            std::string("c;ext=1\r\nvllm:num_req"), std::string("uests_waiting 7\n\r\n"),
+            std::string("0\r\nX-Trailer: y\r\n\r\n")}) {
+        raw(piece);
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      }
+    } else if (path == "/close-delimited") {
+      raw("HTTP/1.0 200 OK\r\n\r\nvllm:num_requests_waiting 5\n");
+    } else if (path == "/split") {
+      // Content-Length body arriving in two writes.
+      raw("HTTP/1.1 200 OK\r\nContent-Length: 28\r\nConnection: close\r\n\r\nvllm:num_requests");
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      raw("_waiting 4\n");
+    } else if (path == "/truncated") {
+      raw("HTTP/1.1 200 OK\r\nContent-Length: 100\r\nConnection: close\r\n\r\nvllm:num_req");
+    } else if (path == "/garbage") {
+      raw("SSH-2.0-OpenSSH_9.2\r\n\r\n");
+    } else if (path == "/gzip") {
+      raw("HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 3\r\nConnection: "
+          "close\r\n\r\nabc");
+    } else if (path == "/huge-chunked") {
+      raw("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
+      std::string chunk(64 * 1024, '#');
+      for (int i = 0; i < 48 && !ec; ++i) raw(fmt::format("{:x}\r\n{}\r\n", chunk.size(), chunk));
+      raw("0\r\n\r\n");
+    } else if (path == "/slow") {
       std::this_thread::sleep_for(std::chrono::seconds(1));
       reply(200, "vllm:num_requests_waiting 0\n");
     } else if (path == "/huge")
@@ -83,7 +118,22 @@ class FaultServer {
 
 }  // namespace
 
-TEST(ScraperFaults, EachFaultGivesAClearErrorAndNoneHoldsUpTheOthers) {
+class ScraperFaults : public ::testing::TestWithParam<ScrapeClient> {
+ protected:
+  ScrapeOptions options(std::chrono::milliseconds timeout) const {
+    ScrapeOptions o{timeout, 1 << 20};
+    o.client = GetParam();
+    return o;
+  }
+};
+
+INSTANTIATE_TEST_SUITE_P(BothClients, ScraperFaults,
+                         ::testing::Values(ScrapeClient::Auto, ScrapeClient::Curl),
+                         [](const auto& info) {
+                           return info.param == ScrapeClient::Auto ? "kvlb" : "curl";
+                         });
+
+TEST_P(ScraperFaults, EachFaultGivesAClearErrorAndNoneHoldsUpTheOthers) {
   FaultServer srv;
   // A port nothing listens on: bind, remember, close.
   uint16_t closed_port;
@@ -92,7 +142,7 @@ TEST(ScraperFaults, EachFaultGivesAClearErrorAndNoneHoldsUpTheOthers) {
     tcp::acceptor a(io, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
     closed_port = a.local_endpoint().port();
   }
-  Scraper scraper(ScrapeOptions{std::chrono::milliseconds(300), 1 << 20});
+  Scraper scraper(options(std::chrono::milliseconds(300)));
   scraper.set_targets({srv.url("ok"), srv.url("slow"), srv.url("huge"),
                        "http://127.0.0.1:" + std::to_string(closed_port) + "/metrics",
                        srv.url("status500"), srv.url("malformed"), srv.url("nan")});
@@ -124,7 +174,47 @@ TEST(ScraperFaults, EachFaultGivesAClearErrorAndNoneHoldsUpTheOthers) {
   EXPECT_EQ(good.stats->waiting, 3);
 }
 
-TEST(ScraperFaults, KeepAliveReusesTheConnectionAcrossRounds) {
+TEST_P(ScraperFaults, ResponseFramingChunkedSplitAndCloseDelimited) {
+  FaultServer srv;
+  Scraper scraper(options(std::chrono::milliseconds(2000)));
+  scraper.set_targets({srv.url("chunked"), srv.url("close-delimited"), srv.url("split")});
+  auto r = scraper.scrape_all();
+  ASSERT_EQ(r.size(), 3u);
+  const double want[] = {7, 5, 4};
+  for (size_t i = 0; i < r.size(); ++i) {
+    ASSERT_TRUE(r[i].ok()) << i << ": " << r[i].detail;
+    auto st = engines::extract_stats(r[i].body, engines::Engine::Vllm);
+    ASSERT_TRUE(st.stats) << i << ": " << st.error << " body: " << r[i].body;
+    EXPECT_EQ(st.stats->waiting, want[i]) << i;
+  }
+}
+
+TEST_P(ScraperFaults, BrokenAnswersFailWithAReason) {
+  FaultServer srv;
+  Scraper scraper(options(std::chrono::milliseconds(2000)));
+  scraper.set_targets({srv.url("truncated"), srv.url("garbage"), srv.url("huge-chunked")});
+  auto r = scraper.scrape_all();
+  ASSERT_EQ(r.size(), 3u);
+  for (const auto& x : r) {
+    EXPECT_FALSE(x.ok());
+    EXPECT_FALSE(x.detail.empty());
+    EXPECT_TRUE(x.body.empty());
+  }
+  EXPECT_EQ(r[2].error, ScrapeError::TooLarge) << r[2].detail;
+}
+
+TEST(ScraperNative, UnsupportedContentEncodingIsAnError) {
+  // Only kvlb's transfer: it never asks for compression, so a compressed answer
+  // is a server error (libcurl asks for gzip and would decode it).
+  FaultServer srv;
+  Scraper scraper(ScrapeOptions{std::chrono::milliseconds(2000), 1 << 20});
+  scraper.set_targets({srv.url("gzip")});
+  auto r = scraper.scrape_all();
+  EXPECT_FALSE(r[0].ok());
+  EXPECT_NE(r[0].detail.find("Content-Encoding"), std::string::npos) << r[0].detail;
+}
+
+TEST_P(ScraperFaults, KeepAliveReusesTheConnectionAcrossRounds) {
   // A real keep-alive server: the emulator's /metrics would do, but a tiny
   // asio one keeps this test self-contained: count accepted connections.
   net::io_context io;
@@ -153,7 +243,7 @@ TEST(ScraperFaults, KeepAliveReusesTheConnectionAcrossRounds) {
     }
   });
   {
-    Scraper scraper(ScrapeOptions{std::chrono::milliseconds(1000), 1 << 20});
+    Scraper scraper(options(std::chrono::milliseconds(1000)));
     scraper.set_targets(
         {"http://127.0.0.1:" + std::to_string(a.local_endpoint().port()) + "/metrics"});
     for (int i = 0; i < 5; ++i) ASSERT_TRUE(scraper.scrape_all()[0].ok());
@@ -161,4 +251,55 @@ TEST(ScraperFaults, KeepAliveReusesTheConnectionAcrossRounds) {
   a.close();
   t.join();
   EXPECT_EQ(accepted.load(), 1);  // five rounds, one connection
+}
+
+TEST_P(ScraperFaults, AServerClosingAnIdleConnectionCostsNoScrape) {
+  // The server answers one request per connection, then closes it while idle
+  // (as servers with short keep-alive timeouts do). Every round still succeeds:
+  // the client notices the closed connection and opens a fresh one.
+  net::io_context io;
+  tcp::acceptor a(io, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
+  std::atomic<int> accepted{0};
+  std::atomic<bool> stop{false};
+  std::thread t([&] {
+    while (!stop) {
+      boost::system::error_code ec;
+      tcp::socket s(io);
+      a.accept(s, ec);
+      if (ec || stop) return;
+      ++accepted;
+      std::string req;
+      char buf[2048];
+      while (req.find("\r\n\r\n") == std::string::npos) {
+        size_t n = s.read_some(net::buffer(buf), ec);
+        if (ec) break;
+        req.append(buf, n);
+      }
+      if (ec) continue;
+      std::string body = "vllm:num_requests_waiting 2\n";
+      net::write(s,
+                 net::buffer("HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) +
+                             "\r\n\r\n" + body),
+                 ec);
+      s.close();  // no "Connection: close": the client learns from the socket
+    }
+  });
+  {
+    Scraper scraper(options(std::chrono::milliseconds(2000)));
+    scraper.set_targets(
+        {"http://127.0.0.1:" + std::to_string(a.local_endpoint().port()) + "/metrics"});
+    for (int i = 0; i < 4; ++i) {
+      const auto& r = scraper.scrape_all();
+      ASSERT_TRUE(r[0].ok()) << "round " << i << ": " << r[0].detail;
+    }
+  }
+  stop = true;
+  {  // unblock accept()
+    net::io_context io2;
+    tcp::socket poke(io2);
+    boost::system::error_code ec;
+    poke.connect(a.local_endpoint(), ec);
+  }
+  t.join();
+  EXPECT_EQ(accepted.load(), 4);  // one connection per round (the poke is not counted)
 }

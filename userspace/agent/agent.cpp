@@ -48,21 +48,24 @@ Endpoint endpoint_of(const kvlb_backend& b) {
 
 }  // namespace
 
+namespace {
+ScrapeOptions scrape_options(const AgentConfig& c) {
+  ScrapeOptions o{c.scrape_timeout, c.max_scrape_bytes, c.bypass_mark};
+  o.client = c.scrape_client;
+  return o;
+}
+}  // namespace
+
 Agent::Agent(AgentConfig cfg, DataPlane& dp)
-    : cfg_(std::move(cfg)),
-      dp_(&dp),
-      scraper_(std::make_unique<Scraper>(
-          ScrapeOptions{cfg_.scrape_timeout, cfg_.max_scrape_bytes, cfg_.bypass_mark})) {}
+    : cfg_(std::move(cfg)), dp_(&dp), scraper_(std::make_unique<Scraper>(scrape_options(cfg_))) {}
 
 void Agent::reconfigure(AgentConfig cfg, DataPlane& dp) {
-  const bool scrape_changed = cfg.scrape_timeout != cfg_.scrape_timeout ||
-                              cfg.max_scrape_bytes != cfg_.max_scrape_bytes ||
-                              cfg.bypass_mark != cfg_.bypass_mark;
+  const bool scrape_changed =
+      cfg.scrape_timeout != cfg_.scrape_timeout || cfg.max_scrape_bytes != cfg_.max_scrape_bytes ||
+      cfg.bypass_mark != cfg_.bypass_mark || cfg.scrape_client != cfg_.scrape_client;
   cfg_ = std::move(cfg);
   dp_ = &dp;
-  if (scrape_changed)
-    scraper_ = std::make_unique<Scraper>(
-        ScrapeOptions{cfg_.scrape_timeout, cfg_.max_scrape_bytes, cfg_.bypass_mark});
+  if (scrape_changed) scraper_ = std::make_unique<Scraper>(scrape_options(cfg_));
   apply_config();
 }
 

@@ -180,10 +180,11 @@ AgentConfig parse_config(const std::string& yaml_text) {
     throw ConfigError("(yaml)", fmt::format("line {}: {}", e.mark.line + 1, e.msg));
   }
   if (!root || root.IsNull()) throw ConfigError("(top level)", "the configuration is empty");
-  check_keys(root, "",
-             {"cgroup", "bpffs", "pin_dir", "scrape_interval", "scrape_timeout", "max_scrape_bytes",
-              "down_after_failures", "stale_after", "kv_permille_per_pick", "passive_health",
-              "host_network_only", "bypass_mark", "admin", "kubernetes", "services"});
+  check_keys(
+      root, "",
+      {"cgroup", "bpffs", "pin_dir", "scrape_interval", "scrape_timeout", "max_scrape_bytes",
+       "scrape_client", "down_after_failures", "stale_after", "kv_permille_per_pick",
+       "passive_health", "host_network_only", "bypass_mark", "admin", "kubernetes", "services"});
   AgentConfig c;
   c.cgroup = required_string(root, "cgroup", "");
   if (root["bpffs"]) c.bpffs = scalar(root["bpffs"], "bpffs");
@@ -204,6 +205,15 @@ AgentConfig parse_config(const std::string& yaml_text) {
   if (root["max_scrape_bytes"])
     c.max_scrape_bytes =
         integer<size_t>(root["max_scrape_bytes"], "max_scrape_bytes", 1024, 256u << 20);
+  if (root["scrape_client"]) {
+    auto v = scalar(root["scrape_client"], "scrape_client");
+    if (v == "auto")
+      c.scrape_client = ScrapeClient::Auto;
+    else if (v == "curl")
+      c.scrape_client = ScrapeClient::Curl;
+    else
+      throw ConfigError("scrape_client", "'" + v + "' is not one of auto, curl");
+  }
   if (root["down_after_failures"])
     c.down_after_failures =
         integer<unsigned>(root["down_after_failures"], "down_after_failures", 1, 1000);

@@ -17,6 +17,7 @@
 #include "common/endpoint.h"
 #include "engines/engine_stats.h"
 #include "kvlb_maps.h"
+#include "scrape/scraper.h"
 
 namespace kvlb::agent {
 
@@ -63,6 +64,9 @@ struct AgentConfig {
   std::chrono::milliseconds scrape_interval{50};
   std::chrono::milliseconds scrape_timeout{0};  // 0: same as the interval
   size_t max_scrape_bytes = 4 * 1024 * 1024;
+  // auto: kvlb's own HTTP/1.1 client for http:// URLs with an IP address,
+  // libcurl for the rest; curl: libcurl for everything.
+  ScrapeClient scrape_client = ScrapeClient::Auto;
   unsigned down_after_failures = 3;
   std::chrono::milliseconds stale_after{2000};
   uint32_t kv_permille_per_pick = 15;

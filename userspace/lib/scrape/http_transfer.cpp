@@ -167,7 +167,8 @@ bool HttpTransfer::on_event(uint32_t events) {
       int err = 0;
       socklen_t len = sizeof(err);
       getsockopt(fd_.get(), SOL_SOCKET, SO_ERROR, &err, &len);
-      if (err != 0) return fail(ScrapeError::Connect, fmt::format("connect: {}", std::strerror(err)));
+      if (err != 0)
+        return fail(ScrapeError::Connect, fmt::format("connect: {}", std::strerror(err)));
       state_ = State::Sending;
       return send_request();
     }
@@ -211,7 +212,8 @@ bool HttpTransfer::receive() {
       return fail(ScrapeError::Other, "connection closed in the middle of the answer");
     }
     int err = errno;
-    if (len_ == 0) return retry_or_fail(ScrapeError::Other, fmt::format("recv: {}", std::strerror(err)));
+    if (len_ == 0)
+      return retry_or_fail(ScrapeError::Other, fmt::format("recv: {}", std::strerror(err)));
     return fail(ScrapeError::Other, fmt::format("recv: {}", std::strerror(err)));
   }
 }
@@ -256,8 +258,10 @@ int HttpTransfer::parse() {
       if (colon == std::string_view::npos) continue;
       auto name = line.substr(0, colon);
       auto value = line.substr(colon + 1);
-      while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
-      while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
+      while (!value.empty() && (value.front() == ' ' || value.front() == '\t'))
+        value.remove_prefix(1);
+      while (!value.empty() && (value.back() == ' ' || value.back() == '\t'))
+        value.remove_suffix(1);
       if (iequals(name, "content-length")) {
         size_t v = 0;
         auto [q, e2] = std::from_chars(value.data(), value.data() + value.size(), v);

@@ -60,9 +60,9 @@ std::string_view scrape_error_name(ScrapeError e) {
 struct Scraper::Impl {
   struct Target {
     std::string url;
-    EasyPtr easy;                       // libcurl, or
+    EasyPtr easy;                        // libcurl, or
     std::optional<HttpTransfer> native;  // kvlb's own transfer
-    ScrapeResult* result = nullptr;  // this round's slot in `results`
+    ScrapeResult* result = nullptr;      // this round's slot in `results`
     bool too_large = false;
     bool done = false;
     size_t limit = 0;
@@ -277,8 +277,8 @@ const std::vector<ScrapeResult>& Scraper::scrape_all() {
     auto now = std::chrono::steady_clock::now();
     auto wake = std::min(now + std::chrono::milliseconds(100), round_deadline);
     if (running > 0 && impl_->deadline) wake = std::min(wake, *impl_->deadline);
-    int wait_ms = static_cast<int>(std::max<int64_t>(
-        0, std::chrono::ceil<std::chrono::milliseconds>(wake - now).count()));
+    int wait_ms = static_cast<int>(
+        std::max<int64_t>(0, std::chrono::ceil<std::chrono::milliseconds>(wake - now).count()));
     int n = epoll_wait(impl_->epoll.get(), events.data(), static_cast<int>(events.size()), wait_ms);
     if (n < 0 && errno != EINTR) break;
     for (int i = 0; i < n; ++i) {
@@ -300,8 +300,7 @@ const std::vector<ScrapeResult>& Scraper::scrape_all() {
     }
     now = std::chrono::steady_clock::now();
     // curl's timer drives its connects, timeouts and newly added transfers.
-    if (running > 0 && mc == CURLM_OK &&
-        (n <= 0 || (impl_->deadline && *impl_->deadline <= now)))
+    if (running > 0 && mc == CURLM_OK && (n <= 0 || (impl_->deadline && *impl_->deadline <= now)))
       mc = curl_multi_socket_action(m, CURL_SOCKET_TIMEOUT, 0, &running);
     if (running > 0 || curl_added) impl_->drain_done(start);
     if (native_running > 0 && now >= round_deadline) {
@@ -319,8 +318,8 @@ const std::vector<ScrapeResult>& Scraper::scrape_all() {
     if (t.done) continue;
     if (t.easy) curl_multi_remove_handle(m, t.easy.get());
     results[i].error = ScrapeError::Other;
-    results[i].detail = fmt::format("transfer did not complete (curl multi error: {})",
-                                    curl_multi_strerror(mc));
+    results[i].detail =
+        fmt::format("transfer did not complete (curl multi error: {})", curl_multi_strerror(mc));
     results[i].body.clear();
   }
   return results;

@@ -19,7 +19,6 @@
 
 namespace kvlb {
 
-
 // Which HTTP client scrapes a target. Auto: kvlb's own HTTP/1.1 transfer
 // (http_transfer.h) for http:// URLs with a literal IP address, libcurl for the
 // rest (https, host names). Curl: libcurl for every target.
