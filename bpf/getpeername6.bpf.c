@@ -7,12 +7,14 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "lib/maps.bpf.h"
+#include "lib/legacy.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
 SEC("cgroup/getpeername6")
 int kvlb_getpeername6(struct bpf_sock_addr* ctx) {
   struct kvlb_sock_state* st = kvlb_sock_state_of(ctx);
+  if (!st) st = kvlb_legacy_state(ctx->sk); /* balanced by a v1 agent */
   if (!st || st->backend_id == KVLB_BACKEND_NONE) return 1;
   if (st->family == KVLB_AF_INET) {
     ctx->user_ip6[0] = 0;

@@ -10,6 +10,7 @@
 #include <bpf/bpf_helpers.h>
 #include "lib/maps.bpf.h"
 #include "lib/counters.bpf.h"
+#include "lib/legacy.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -17,7 +18,15 @@ SEC("cgroup/sock_release")
 int kvlb_sock_release(struct bpf_sock* ctx) {
   __u64 cookie = bpf_get_socket_cookie(ctx);
   struct kvlb_sock_state* st = bpf_map_lookup_elem(&kvlb_sock_v2, &cookie);
-  if (!st) return 1;
+  if (!st) {
+    /* Balanced by a v1 agent: in flight, outcome unknown (no failure counted). */
+    st = kvlb_legacy_state(ctx);
+    if (st && st->backend_id != KVLB_BACKEND_NONE) {
+      kvlb_account_release(st->backend_id);
+      st->backend_id = KVLB_BACKEND_NONE;
+    }
+    return 1;
+  }
   kvlb_account_end(st);
   bpf_map_delete_elem(&kvlb_sock_v2, &cookie);
   return 1;

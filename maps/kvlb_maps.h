@@ -12,8 +12,14 @@
  * agent never trips over an old pin of another layout: it creates the new map
  * next to the old pin, the programs it swaps into the pinned links use the new
  * one, and maps whose layout did not change keep their name and contents
- * (counters, scores) across the upgrade. History: kvlb_sock_v1 was socket-local
- * storage; kvlb_sock_v2 is a hash keyed by socket cookie.
+ * (counters, scores) across the upgrade.
+ *
+ * History (maps a v2 agent retires when it finds their pins; KVLB_RETIRED_MAPS):
+ *   kvlb_svc_v1 + kvlb_slots_v1: services with a separate slot table ->
+ *     kvlb_svc_v2, backend ids inside the service value.
+ *   kvlb_sock_v1: socket-local storage -> kvlb_sock_v2, a hash keyed by socket
+ *     cookie. Its pin is kept: sock_release and getpeername still read it for
+ *     sockets a v1 agent recorded (see bpf/lib/legacy.bpf.h).
  */
 #ifndef KVLB_MAPS_H
 #define KVLB_MAPS_H
@@ -41,13 +47,15 @@
 
 /* ---- pin names --------------------------------------------------------- */
 /* Map names are limited to 15 characters by the kernel (BPF_OBJ_NAME_LEN). */
-#define KVLB_MAP_SERVICES "kvlb_svc_v1"
-#define KVLB_MAP_SLOTS "kvlb_slots_v1"
+#define KVLB_MAP_SERVICES "kvlb_svc_v2"
 #define KVLB_MAP_BACKENDS "kvlb_be_v1"
 #define KVLB_MAP_SCORES "kvlb_score_v1"
 #define KVLB_MAP_COUNTERS "kvlb_ctr_v1"
 #define KVLB_MAP_SOCKETS "kvlb_sock_v2"
 #define KVLB_MAP_EVENTS "kvlb_events_v1"
+#define KVLB_MAP_LEGACY_SOCKETS "kvlb_sock_v1"
+#define KVLB_RETIRED_MAPS \
+  { "kvlb_svc_v1", "kvlb_slots_v1" }
 /* Links live in a subdirectory of the pin directory, one file per attach point. */
 #define KVLB_LINK_DIR "links"
 #define KVLB_LINK_CONNECT4 "connect4"
@@ -108,20 +116,19 @@ struct kvlb_service_key {
   __u8 family; /* enum kvlb_family */
 };
 
-/* Service map value. */
+/* Service map value: the policy and the backend ids, in one value. The agent
+ * replaces a service with one map update, so the kernel sees the old backend
+ * list or the new one, never a mix; and a connect reads the candidates from the
+ * cache lines the service lookup already brought in (a separate slot table cost
+ * a cache miss per connection). */
 struct kvlb_service {
-  __u32 id;            /* index into the slot table, 0..KVLB_MAX_SERVICES-1 */
+  __u32 id;            /* the agent's id for the service (stable across restarts) */
   __u16 backend_count; /* slots in use, 0..KVLB_MAX_SLOTS */
   __u8 policy;         /* enum kvlb_policy */
   __u8 choices;        /* backends compared per pick, 2..KVLB_MAX_CHOICES */
   __u32 flags;         /* KVLB_SVC_F_* */
   __u32 reserved;
-};
-
-/* Slot table: an array map of KVLB_MAX_SERVICES * KVLB_MAX_SLOTS entries, indexed
- * by service id * KVLB_MAX_SLOTS + slot; the value is a backend id. */
-struct kvlb_slot {
-  __u32 backend_id;
+  __u32 slots[KVLB_MAX_SLOTS]; /* backend ids; [0, backend_count) in use */
 };
 
 /* Backend map (array indexed by backend id). */
@@ -183,8 +190,8 @@ struct kvlb_sock_state {
 
 KVLB_STATIC_ASSERT(sizeof(struct kvlb_addr) == 16, "kvlb_addr layout");
 KVLB_STATIC_ASSERT(sizeof(struct kvlb_service_key) == 20, "kvlb_service_key layout");
-KVLB_STATIC_ASSERT(sizeof(struct kvlb_service) == 16, "kvlb_service layout");
-KVLB_STATIC_ASSERT(sizeof(struct kvlb_slot) == 4, "kvlb_slot layout");
+KVLB_STATIC_ASSERT(sizeof(struct kvlb_service) == 16 + 4 * KVLB_MAX_SLOTS, "kvlb_service layout");
+
 KVLB_STATIC_ASSERT(sizeof(struct kvlb_backend) == 24, "kvlb_backend layout");
 KVLB_STATIC_ASSERT(sizeof(struct kvlb_score) == 40, "kvlb_score layout");
 KVLB_STATIC_ASSERT(sizeof(struct kvlb_counters) == 40, "kvlb_counters layout");

@@ -15,21 +15,16 @@
 #include <bpf/bpf_helpers.h>
 #include "kvlb_maps.h"
 
+/* Services by VIP. Not preallocated: a value holds up to 256 backend ids (1 KiB),
+ * so memory follows the services in use; only the agent updates it. */
 struct {
   __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(map_flags, BPF_F_NO_PREALLOC);
   __uint(max_entries, KVLB_MAX_SERVICES);
   __type(key, struct kvlb_service_key);
   __type(value, struct kvlb_service);
   __uint(pinning, LIBBPF_PIN_BY_NAME);
-} kvlb_svc_v1 SEC(".maps");
-
-struct {
-  __uint(type, BPF_MAP_TYPE_ARRAY);
-  __uint(max_entries, KVLB_MAX_SERVICES* KVLB_MAX_SLOTS);
-  __type(key, __u32);
-  __type(value, struct kvlb_slot);
-  __uint(pinning, LIBBPF_PIN_BY_NAME);
-} kvlb_slots_v1 SEC(".maps");
+} kvlb_svc_v2 SEC(".maps");
 
 struct {
   __uint(type, BPF_MAP_TYPE_ARRAY);

@@ -22,12 +22,11 @@ static __always_inline void kvlb_cfg_load(struct kvlb_select_cfg* cfg) {
   cfg->fail_cooldown_ns = cfg_fail_cooldown_ns;
 }
 
-/* View of the backend in slot `slot` of service `svc_id`. */
-static __always_inline void kvlb_view_slot(struct kvlb_view* v, __u32 svc_id, __u32 slot,
-                                           const struct kvlb_select_cfg* cfg, __u64 now) {
-  __u32 idx = svc_id * KVLB_MAX_SLOTS + (slot & (KVLB_MAX_SLOTS - 1));
-  struct kvlb_slot* s = bpf_map_lookup_elem(&kvlb_slots_v1, &idx);
-  __u32 id = s ? s->backend_id : KVLB_BACKEND_NONE;
+/* View of the backend in slot `slot` of service `svc`. */
+static __always_inline void kvlb_view_slot(struct kvlb_view* v, const struct kvlb_service* svc,
+                                           __u32 slot, const struct kvlb_select_cfg* cfg,
+                                           __u64 now) {
+  __u32 id = svc->slots[slot & (KVLB_MAX_SLOTS - 1)];
   struct kvlb_score* sc = 0;
   struct kvlb_counters* c = 0;
   if (id != KVLB_BACKEND_NONE) {
@@ -43,7 +42,7 @@ struct kvlb_pick_ctx {
   struct kvlb_pick_state st;
   struct kvlb_select_cfg cfg;
   __u64 now;
-  __u32 svc_id;
+  const struct kvlb_service* svc; /* map value: valid for the whole program run */
 };
 
 /* One candidate. Runs as a bpf_loop() callback, so the verifier checks this body
@@ -52,7 +51,9 @@ struct kvlb_pick_ctx {
 static long kvlb_pick_step(__u32 i, void* data) {
   struct kvlb_pick_ctx* p = data;
   struct kvlb_view cur;
-  kvlb_view_slot(&cur, p->svc_id, kvlb_pick_slot(&p->st, i), &p->cfg, p->now);
+  const struct kvlb_service* svc = p->svc;
+  if (!svc) return 1;
+  kvlb_view_slot(&cur, svc, kvlb_pick_slot(&p->st, i), &p->cfg, p->now);
   kvlb_pick_consider(&p->st, &cur);
   return 0;
 }
@@ -62,12 +63,12 @@ static long kvlb_pick_step(__u32 i, void* data) {
 static __always_inline __u32 kvlb_pick(const struct kvlb_service* svc) {
   struct kvlb_pick_ctx p = {};
 
-  if (svc->backend_count == 0 || svc->id >= KVLB_MAX_SERVICES) return KVLB_BACKEND_NONE;
+  if (svc->backend_count == 0) return KVLB_BACKEND_NONE;
   kvlb_cfg_load(&p.cfg);
   /* Staleness bounds and cool-downs are tens of ms and up: the coarse clock
    * (a tick's resolution) is enough and does not read the clock source. */
   p.now = bpf_ktime_get_coarse_ns();
-  p.svc_id = svc->id;
+  p.svc = svc;
   /* One random draw seeds the pick's generator: a pick uses a handful of its
    * outputs, so 32 bits of entropy per connection are plenty. */
   kvlb_pick_init(&p.st, svc->policy, svc->choices, svc->backend_count,

@@ -80,7 +80,7 @@ static __always_inline int sock_lb_select(struct bpf_sock_addr* ctx,
   __u32 id;
 
   *out = 0;
-  svc = bpf_map_lookup_elem(&kvlb_svc_v1, key);
+  svc = bpf_map_lookup_elem(&kvlb_svc_v2, key);
   if (!svc) return 0;
   id = kvlb_pick(svc);
   if (id == KVLB_BACKEND_NONE) goto none;

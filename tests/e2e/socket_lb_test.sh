@@ -23,7 +23,7 @@ for b in "$AGENT" "$PROBE"; do [ -x "$b" ] || harness_die "missing binary $b"; d
 # On failure, show what the kernel saw: scores and counters of the backends.
 dump_state() {
   local m
-  for m in kvlb_score_v1 kvlb_ctr_v1 kvlb_svc_v1; do
+  for m in kvlb_score_v1 kvlb_ctr_v1 kvlb_svc_v2; do
     [ -e "$HARNESS_BPFFS/kvlb/$m" ] || continue
     harness_log "map $m:"
     bpftool map dump pinned "$HARNESS_BPFFS/kvlb/$m" 2>/dev/null | grep -B1 -A12 '"key": [1-3],' | head -n 60 >&2 || true

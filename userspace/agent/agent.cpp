@@ -126,8 +126,8 @@ void Agent::apply_config() {
     st.last = s;
   }
 
-  // 4. Services: reuse ids of VIPs already present, fill slots before publishing
-  //    the backend count, so the kernel never reads an unfilled slot.
+  // 4. Services: reuse ids of VIPs already present; each service (policy and
+  //    backend ids) is one map update, so the kernel never sees a mix.
   std::map<std::string, uint32_t> svc_ids;
   std::set<uint32_t> svc_used;
   std::set<std::string> wanted;
@@ -149,19 +149,15 @@ void Agent::apply_config() {
       id = svc_cursor;
       svc_used.insert(id);
     }
-    auto old = dp_->service(key);
     uint32_t n = static_cast<uint32_t>(svc.backends.size());
     kvlb_service v{};
     v.id = id;
     v.backend_count = static_cast<uint16_t>(n);
     v.policy = static_cast<uint8_t>(svc.policy);
     v.choices = svc.choices;
-    if (old && old->backend_count > n) dp_->put_service(key, v);  // shrink first
     for (uint32_t i = 0; i < n; ++i)
-      dp_->put_slot(id, i, next[index.at(svc.backends[i].address.to_string())].id);
+      v.slots[i] = next[index.at(svc.backends[i].address.to_string())].id;
     dp_->put_service(key, v);
-    for (uint32_t i = n; old && i < old->backend_count; ++i)
-      dp_->put_slot(id, i, KVLB_BACKEND_NONE);
     spdlog::info("service {} vip {} policy {} choices {} backends {} (id {})", svc.name,
                  svc.vip.to_string(), policy_name(svc.policy), svc.choices, n, id);
   }
@@ -171,7 +167,6 @@ void Agent::apply_config() {
     const Endpoint vip = vip_of(k);
     if (wanted.count(vip.to_string())) continue;
     dp_->delete_service(k);
-    for (uint32_t i = 0; i < v.backend_count; ++i) dp_->put_slot(v.id, i, KVLB_BACKEND_NONE);
     spdlog::info("removed service vip {}", vip.to_string());
   }
   for (const auto& [addr, id] : existing) {

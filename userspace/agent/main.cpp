@@ -155,7 +155,9 @@ int main(int argc, char** argv) {
 
   std::unique_ptr<DataPlane> dp;
   try {
-    dp = DataPlane::open(dataplane_options(cfg));
+    // Loaded, not yet attached: the maps are filled from the configuration first
+    // (an upgrade to a new map layout starts with empty maps of that layout).
+    dp = DataPlane::load(dataplane_options(cfg));
   } catch (const std::exception& e) {
     spdlog::error("cannot set up the data plane: {}", e.what());
     return 1;
@@ -167,6 +169,7 @@ int main(int argc, char** argv) {
   try {
     agent::Agent agent(cfg, *dp);
     agent.apply_config();
+    dp->attach();
     serving = true;
     std::unique_ptr<agent::AdminServer> admin;
     if (!cfg.admin_socket.empty() || !cfg.admin_listen.empty()) {

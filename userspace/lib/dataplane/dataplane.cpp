@@ -82,8 +82,9 @@ struct DataPlane::Impl {
   SkelPtr<kvlb_sockops, kvlb_sockops__destroy> sockops;
   std::vector<Hook> hooks;
   bool adopted = false;
-  int fd_services = -1, fd_slots = -1, fd_backends = -1, fd_scores = -1, fd_counters = -1,
-      fd_events = -1;
+  bool attached = false;
+  int fd_services = -1, fd_backends = -1, fd_scores = -1, fd_counters = -1, fd_events = -1;
+  UniqueFd legacy_sockets;  // the v1 agent's socket storage, when its pin exists
 
   fs::path link_dir() const { return opts.pin_dir / KVLB_LINK_DIR; }
 
@@ -115,24 +116,40 @@ struct DataPlane::Impl {
     if (int err = load(out.get())) throw_errno(err, fmt::format("load {} program", name));
   }
 
+  // Hands the v1 agent's socket storage to an object that reads it (see
+  // bpf/lib/legacy.bpf.h); without the pin the object keeps its empty map.
+  void reuse_legacy(bpf_map* m) {
+    if (!legacy_sockets) return;
+    if (int err = bpf_map__reuse_fd(m, legacy_sockets.get()))
+      throw_errno(err, fmt::format("reuse {}", KVLB_MAP_LEGACY_SOCKETS));
+  }
+
   void load() {
     std::string pin_root = opts.pin_dir.string();
     LIBBPF_OPTS(bpf_object_open_opts, oo, .pin_root_path = pin_root.c_str());
-    auto none = [](auto*) {};
+    const fs::path legacy_pin = opts.pin_dir / KVLB_MAP_LEGACY_SOCKETS;
+    std::error_code ec;
+    if (fs::exists(legacy_pin, ec)) {
+      legacy_sockets = UniqueFd(bpf_obj_get(legacy_pin.c_str()));
+      if (!legacy_sockets) throw_errno(errno, "open " + legacy_pin.string());
+      spdlog::info("found {}: sockets balanced by a v1 agent are released through it",
+                   legacy_pin.string());
+    }
     auto rodata = [this](auto* s) { set_rodata(s); };
+    auto legacy = [this](auto* s) { reuse_legacy(s->maps.kvlb_sock_v1); };
+    auto none = [](auto*) {};
     load_one(connect4, "connect4", kvlb_connect4__open_opts, kvlb_connect4__load, &oo, rodata);
     load_one(connect6, "connect6", kvlb_connect6__open_opts, kvlb_connect6__load, &oo, rodata);
     load_one(getpeername4, "getpeername4", kvlb_getpeername4__open_opts, kvlb_getpeername4__load,
-             &oo, none);
+             &oo, legacy);
     load_one(getpeername6, "getpeername6", kvlb_getpeername6__open_opts, kvlb_getpeername6__load,
-             &oo, none);
+             &oo, legacy);
     load_one(sock_release, "sock_release", kvlb_sock_release__open_opts, kvlb_sock_release__load,
-             &oo, none);
+             &oo, legacy);
     load_one(sockops, "sockops", kvlb_sockops__open_opts, kvlb_sockops__load, &oo, none);
 
     auto& m = connect4->maps;
-    fd_services = bpf_map__fd(m.kvlb_svc_v1);
-    fd_slots = bpf_map__fd(m.kvlb_slots_v1);
+    fd_services = bpf_map__fd(m.kvlb_svc_v2);
     fd_backends = bpf_map__fd(m.kvlb_be_v1);
     fd_scores = bpf_map__fd(m.kvlb_score_v1);
     fd_counters = bpf_map__fd(m.kvlb_ctr_v1);
@@ -187,6 +204,18 @@ struct DataPlane::Impl {
         spdlog::info("attached {} to {}", h.name, opts.cgroup.string());
       }
     }
+    attached = true;
+    retire_old_pins();
+  }
+
+  // Maps of an older layout that nothing reads once the programs are swapped:
+  // their pins go (the kernel frees them with the last program using them).
+  void retire_old_pins() {
+    for (const char* name : KVLB_RETIRED_MAPS) {
+      std::error_code ec;
+      if (fs::remove(opts.pin_dir / name, ec))
+        spdlog::info("retired the pin of {} (older map layout)", name);
+    }
   }
 
   void detach_and_unpin() {
@@ -199,7 +228,9 @@ struct DataPlane::Impl {
     std::error_code ec;
     fs::remove(link_dir(), ec);
     if (connect4) bpf_object__unpin_maps(connect4->obj, nullptr);
-    // The other objects only reference the same pinned maps.
+    // The other objects only reference the same pinned maps; the v1 socket
+    // storage goes too: with the programs detached nothing reads it.
+    fs::remove(opts.pin_dir / KVLB_MAP_LEGACY_SOCKETS, ec);
     fs::remove(opts.pin_dir, ec);
     spdlog::info("detached and removed pins under {}", opts.pin_dir.string());
   }
@@ -222,10 +253,24 @@ DataPlane::DataPlane(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 DataPlane::~DataPlane() = default;
 
 std::unique_ptr<DataPlane> DataPlane::open(const DataPlaneOptions& opts) {
+  auto dp = load(opts);
+  dp->attach();
+  return dp;
+}
+
+std::unique_ptr<DataPlane> DataPlane::load(const DataPlaneOptions& opts) {
   auto impl = std::make_unique<Impl>();
   impl->opts = opts;
   ensure_bpffs_dir(opts.bpffs_root, opts.pin_dir);
   impl->load();
+  std::error_code ec;
+  impl->adopted = fs::exists(impl->link_dir() / KVLB_LINK_CONNECT4, ec);
+  return std::unique_ptr<DataPlane>(new DataPlane(std::move(impl)));
+}
+
+void DataPlane::attach() {
+  auto* impl = impl_.get();
+  if (impl->attached) return;
   try {
     impl->attach();
   } catch (...) {
@@ -238,7 +283,6 @@ std::unique_ptr<DataPlane> DataPlane::open(const DataPlaneOptions& opts) {
       }
     throw;
   }
-  return std::unique_ptr<DataPlane>(new DataPlane(std::move(impl)));
 }
 
 bool DataPlane::adopted() const {
@@ -275,13 +319,6 @@ std::vector<std::pair<kvlb_service_key, kvlb_service>> DataPlane::services() con
     if (auto v = service(key)) out.emplace_back(key, *v);
   }
   return out;
-}
-
-void DataPlane::put_slot(uint32_t service_id, uint32_t slot, uint32_t backend_id) {
-  if (service_id >= KVLB_MAX_SERVICES || slot >= KVLB_MAX_SLOTS)
-    throw std::out_of_range(fmt::format("slot {}/{} out of range", service_id, slot));
-  kvlb_slot v{backend_id};
-  impl_->update_array(impl_->fd_slots, service_id * KVLB_MAX_SLOTS + slot, v, "slot");
 }
 
 kvlb_backend DataPlane::backend(uint32_t id) const {

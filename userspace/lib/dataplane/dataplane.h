@@ -38,11 +38,18 @@ class DataPlane {
   // Loads, pins and attaches (or adopts). Throws std::runtime_error with the
   // reason on failure; nothing is left attached then.
   static std::unique_ptr<DataPlane> open(const DataPlaneOptions& opts);
+  // Loads the programs and opens or creates the pinned maps, without attaching:
+  // the agent fills maps of a new layout first, then attach() swaps the programs
+  // in, so an upgrade has no moment without service.
+  static std::unique_ptr<DataPlane> load(const DataPlaneOptions& opts);
+  // Attaches, or swaps the programs into the pinned links; then removes the pins
+  // of retired map layouts. No-op when attached.
+  void attach();
   ~DataPlane();
   DataPlane(const DataPlane&) = delete;
   DataPlane& operator=(const DataPlane&) = delete;
 
-  // True when the programs were swapped into links a previous agent left pinned.
+  // True when the programs replace (or will replace) links a previous agent left pinned.
   bool adopted() const;
 
   // Detaches every program and removes the pins (links and maps): the clean
@@ -54,8 +61,6 @@ class DataPlane {
   void put_service(const kvlb_service_key& key, const kvlb_service& svc);
   void delete_service(const kvlb_service_key& key);
   std::vector<std::pair<kvlb_service_key, kvlb_service>> services() const;
-
-  void put_slot(uint32_t service_id, uint32_t slot, uint32_t backend_id);
 
   kvlb_backend backend(uint32_t id) const;
   void put_backend(uint32_t id, const kvlb_backend& be);
