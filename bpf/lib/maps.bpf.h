@@ -54,8 +54,8 @@ struct {
 
 /* Per-socket state keyed by socket cookie: a preallocated hash, not socket-local
  * storage. Socket storage allocates (and charges to the map's memory cgroup) on
- * every connect() and frees through RCU on every close: measured at ~60% of
- * connect4's run time. A preallocated entry costs a free-list pop and push.
+ * every connect() and frees through RCU on every close (perf: ~45% of
+ * connect4's samples). A preallocated entry costs a free-list pop and push.
  * Cookies are never reused, so an entry cannot be mistaken for a later socket;
  * sock_release deletes it when the socket goes away. */
 struct {
