@@ -125,20 +125,23 @@ bool HttpTransfer::open_connection() {
   setsockopt(fd_.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   setsockopt(fd_.get(), SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
   ++connects_;
-  // Registered once, edge-triggered, for everything: a kept-alive connection
-  // costs no epoll_ctl per scrape.
+  const int rc = ::connect(fd_.get(), reinterpret_cast<const sockaddr*>(&addr_), addr_len_);
+  if (rc != 0 && errno != EINPROGRESS) {
+    int err = errno;
+    return fail(ScrapeError::Connect, fmt::format("connect: {}", std::strerror(err)));
+  }
+  // Registered once, after connect() (an unconnected socket polls as hung up),
+  // edge-triggered, for everything: a kept-alive connection costs no epoll_ctl
+  // per scrape. Adding polls the socket, so a connect that completed in between
+  // still produces its event.
   epoll_event ev{};
   ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
   ev.data.ptr = tag_;
   if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd_.get(), &ev) != 0)
     return fail(ScrapeError::Other, fmt::format("epoll_ctl: {}", std::strerror(errno)));
-  if (::connect(fd_.get(), reinterpret_cast<const sockaddr*>(&addr_), addr_len_) == 0) {
+  if (rc == 0) {
     state_ = State::Sending;
     return send_request();
-  }
-  if (errno != EINPROGRESS) {
-    int err = errno;
-    return fail(ScrapeError::Connect, fmt::format("connect: {}", std::strerror(err)));
   }
   state_ = State::Connecting;
   return false;
