@@ -116,6 +116,13 @@ TEST(Config, PassiveHealthHostOnlyAndMark) {
                "services[0].backends[0].address", "not of the VIP's address family");
 }
 
+TEST(Config, MaxSockets) {
+  EXPECT_EQ(parse_config(kValid).max_sockets, static_cast<uint32_t>(KVLB_MAX_SOCKETS));
+  EXPECT_EQ(parse_config(std::string(kValid) + "max_sockets: 4096\n").max_sockets, 4096u);
+  expect_error(std::string(kValid) + "max_sockets: 8\n", "max_sockets", "out of range");
+  expect_error(std::string(kValid) + "max_sockets: lots\n", "max_sockets", "not an integer");
+}
+
 TEST(Config, ScrapeClient) {
   EXPECT_EQ(parse_config(kValid).scrape_client, kvlb::ScrapeClient::Auto);
   EXPECT_EQ(parse_config(std::string(kValid) + "scrape_client: curl\n").scrape_client,

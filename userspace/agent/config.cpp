@@ -183,7 +183,7 @@ AgentConfig parse_config(const std::string& yaml_text) {
   check_keys(
       root, "",
       {"cgroup", "bpffs", "pin_dir", "scrape_interval", "scrape_timeout", "max_scrape_bytes",
-       "scrape_client", "down_after_failures", "stale_after", "kv_permille_per_pick",
+       "scrape_client", "max_sockets", "down_after_failures", "stale_after", "kv_permille_per_pick",
        "passive_health", "host_network_only", "bypass_mark", "admin", "kubernetes", "services"});
   AgentConfig c;
   c.cgroup = required_string(root, "cgroup", "");
@@ -234,6 +234,8 @@ AgentConfig parse_config(const std::string& yaml_text) {
     if (ph["cooldown"])
       c.failure_cooldown = duration_ms(ph["cooldown"], "passive_health.cooldown", milliseconds(1));
   }
+  if (root["max_sockets"])
+    c.max_sockets = integer<uint32_t>(root["max_sockets"], "max_sockets", 16, 16u << 20);
   if (root["host_network_only"]) {
     auto v = scalar(root["host_network_only"], "host_network_only");
     if (v != "true" && v != "false")

@@ -74,6 +74,9 @@ struct AgentConfig {
   // is skipped for `failure_cooldown` unless nothing else is eligible.
   uint32_t failure_threshold = 1;
   std::chrono::milliseconds failure_cooldown{5000};
+  // Balanced sockets the kernel tracks at once (the socket table, preallocated:
+  // ~80 bytes each). Beyond it connections are balanced but not counted.
+  uint32_t max_sockets = KVLB_MAX_SOCKETS;
   // Balance only connections made in the agent's own (the host's) network namespace.
   bool host_network_only = false;
   // SO_MARK the agent puts on its own scrape sockets; the socket LB never

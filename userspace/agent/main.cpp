@@ -32,6 +32,7 @@ DataPlaneOptions dataplane_options(const agent::AgentConfig& cfg) {
   o.select.fail_threshold = cfg.failure_threshold;
   o.select.fail_cooldown_ns = static_cast<uint64_t>(cfg.failure_cooldown.count()) * 1'000'000ull;
   o.bypass_mark = cfg.bypass_mark;
+  o.max_sockets = cfg.max_sockets;
   if (cfg.host_network_only) {
     o.host_netns_cookie = current_netns_cookie();
     spdlog::info("host_network_only: balancing only network namespace cookie {}",
@@ -45,7 +46,8 @@ DataPlaneOptions dataplane_options(const agent::AgentConfig& cfg) {
 bool program_settings_differ(const agent::AgentConfig& a, const agent::AgentConfig& b) {
   return a.stale_after != b.stale_after || a.kv_permille_per_pick != b.kv_permille_per_pick ||
          a.failure_threshold != b.failure_threshold || a.failure_cooldown != b.failure_cooldown ||
-         a.bypass_mark != b.bypass_mark || a.host_network_only != b.host_network_only;
+         a.bypass_mark != b.bypass_mark || a.host_network_only != b.host_network_only ||
+         a.max_sockets != b.max_sockets;
 }
 
 // What identifies the file's content for change detection (stat follows

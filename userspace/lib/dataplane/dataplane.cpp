@@ -124,6 +124,27 @@ struct DataPlane::Impl {
       throw_errno(err, fmt::format("reuse {}", KVLB_MAP_LEGACY_SOCKETS));
   }
 
+  // A pinned socket table keeps its size: say so plainly instead of libbpf's
+  // "parameter mismatch" (resizing would drop the state of every open socket).
+  void check_socket_table_size() {
+    const fs::path pin = opts.pin_dir / KVLB_MAP_SOCKETS;
+    std::error_code ec;
+    if (!fs::exists(pin, ec)) return;
+    UniqueFd fd(bpf_obj_get(pin.c_str()));
+    if (!fd) throw_errno(errno, "open " + pin.string());
+    bpf_map_info info{};
+    uint32_t len = sizeof(info);
+    if (int err = bpf_obj_get_info_by_fd(fd.get(), &info, &len))
+      throw_errno(err, "inspect " + pin.string());
+    if (info.max_entries != opts.max_sockets)
+      throw std::runtime_error(fmt::format(
+          "max_sockets: the pinned socket table {} has {} entries, the configuration asks "
+          "for {}; it keeps the state of every open balanced socket, so its size changes "
+          "only with a fresh data plane (stop the agent with SIGTERM, which detaches and "
+          "unpins, then start it again)",
+          pin.string(), info.max_entries, opts.max_sockets));
+  }
+
   void load() {
     std::string pin_root = opts.pin_dir.string();
     LIBBPF_OPTS(bpf_object_open_opts, oo, .pin_root_path = pin_root.c_str());
@@ -135,9 +156,21 @@ struct DataPlane::Impl {
       spdlog::info("found {}: sockets balanced by a v1 agent are released through it",
                    legacy_pin.string());
     }
-    auto rodata = [this](auto* s) { set_rodata(s); };
-    auto legacy = [this](auto* s) { reuse_legacy(s->maps.kvlb_sock_v1); };
-    auto none = [](auto*) {};
+    check_socket_table_size();
+    // Every object declares the socket table; all get the configured size.
+    auto size = [this](auto* s) {
+      if (int err = bpf_map__set_max_entries(s->maps.kvlb_sock_v2, opts.max_sockets))
+        throw_errno(err, "size the socket table");
+    };
+    auto rodata = [&](auto* s) {
+      size(s);
+      set_rodata(s);
+    };
+    auto legacy = [&](auto* s) {
+      size(s);
+      reuse_legacy(s->maps.kvlb_sock_v1);
+    };
+    auto none = size;
     load_one(connect4, "connect4", kvlb_connect4__open_opts, kvlb_connect4__load, &oo, rodata);
     load_one(connect6, "connect6", kvlb_connect6__open_opts, kvlb_connect6__load, &oo, rodata);
     load_one(getpeername4, "getpeername4", kvlb_getpeername4__open_opts, kvlb_getpeername4__load,

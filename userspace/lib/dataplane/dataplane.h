@@ -28,6 +28,7 @@ struct DataPlaneOptions {
   uint32_t no_backend_errno = 111;  // ECONNREFUSED
   uint32_t bypass_mark = 0;         // sockets with this SO_MARK are never balanced (0: none)
   uint64_t host_netns_cookie = 0;   // balance only this network namespace (0: all)
+  uint32_t max_sockets = KVLB_MAX_SOCKETS;  // entries of the socket table
 };
 
 // The cookie of the calling thread's network namespace (SO_NETNS_COOKIE).
