@@ -4,6 +4,7 @@
 #define KVLB_COUNTERS_BPF_H
 
 #include "maps.bpf.h"
+#include "config.bpf.h"
 
 static __always_inline void kvlb_account_pick(__u32 backend_id) {
   struct kvlb_counters* c = bpf_map_lookup_elem(&kvlb_ctr_v1, &backend_id);
@@ -46,7 +47,10 @@ static __always_inline void kvlb_account_failed(__u32 backend_id) {
 static __always_inline void kvlb_account_end(const struct kvlb_sock_state* st) {
   if (st->backend_id == KVLB_BACKEND_NONE) return;
   kvlb_account_release(st->backend_id);
-  if (!(st->flags & KVLB_SOCK_F_ESTABLISHED)) kvlb_account_failed(st->backend_id);
+  /* With passive health off, sockops is not attached and nothing marks
+   * ESTABLISHED: no failure can be told from a success, so none is counted. */
+  if (cfg_fail_threshold && !(st->flags & KVLB_SOCK_F_ESTABLISHED))
+    kvlb_account_failed(st->backend_id);
 }
 
 #endif /* KVLB_COUNTERS_BPF_H */

@@ -4,7 +4,8 @@
 # beyond the limit are counted as socket_table_full events, not in flight, and
 # report the backend as their peer. Everything is released when they close. A new
 # agent asking for another size than the pinned table refuses to start with the
-# reason, and the pinned data plane keeps serving.
+# reason, and the pinned data plane keeps serving. With passive health off the
+# sockops program is not attached (and comes back when it is turned on again).
 set -euo pipefail
 BUILD=${1:?usage: socket_table_test.sh BUILD_DIR}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -44,13 +45,14 @@ C=$(harness_ns c)
 harness_start_replica 0 >/dev/null
 VIP=$(harness_vip 0)
 PIN=$HARNESS_BPFFS/kvlb
-write_config() {  # file max_sockets
+write_config() {  # file max_sockets [failure_threshold]
   cat >"$1" <<YAML
 cgroup: $HARNESS_CGROUP
 bpffs: $HARNESS_BPFFS
 pin_dir: $PIN
 scrape_interval: 50ms
 max_sockets: $2
+passive_health: {failure_threshold: ${3:-1}}
 services:
   - name: s
     vip: $VIP:$PORT
@@ -94,4 +96,25 @@ check "an agent asking for max_sockets 64 over a pinned table of $LIMIT refuses 
 R=$(probe --target "$VIP:$PORT" --count 10)
 check "the pinned data plane keeps serving ($(j .ok "$R")/10, getpeername = VIP)" \
   test "$(j .ok "$R")" = 10 -a "$(j .peer_mismatch "$R")" = 0
+
+# Passive health off: no sockops program; connections still counted and released.
+write_config "$HARNESS_DIR/c.yaml" $LIMIT 0
+AGENT_PID=$(harness_spawn "$C" "$HARNESS_DIR/agent-c.log" "$AGENT" -c "$HARNESS_DIR/c.yaml")
+harness_wait_for "agent c" 20 grep -q "kvlb-agent running" "$HARNESS_DIR/agent-c.log" || fail "agent c did not start"
+attached() { bpftool cgroup show "$HARNESS_CGROUP" -j | jq -r '.[].attach_type' | sort | tr '\n' ' '; }
+sockops_attached() { attached | grep -qw cgroup_sock_ops; }
+check "passive health off: sockops detached and unpinned, the other hooks stay ($(attached))" \
+  test ! -e "$PIN/links/sockops" -a "$(attached)" = \
+  "cgroup_inet4_connect cgroup_inet4_getpeername cgroup_inet6_connect cgroup_inet6_getpeername cgroup_inet_sock_release "
+failures() { bpftool map dump pinned "$PIN/kvlb_ctr_v1" -j | jq '[.[] | (.formatted // .) | .value.connect_failures] | add'; }
+before=$(failures)
+R=$(probe --target "$VIP:$PORT" --count 10)
+check "passive health off: 10/10 served, no connect counted as failed ($(failures) - $before), in flight back to $(inflight)" \
+  test "$(j .ok "$R")" = 10 -a "$(failures)" = "$before" -a "$(inflight)" = 0
+write_config "$HARNESS_DIR/c.yaml" $LIMIT 1
+kill -HUP "$AGENT_PID"
+harness_wait_for "sockops attached again" 10 sockops_attached || true
+check "passive health back on by reload: sockops attached and pinned again" \
+  sockops_attached
+check "... and pinned" test -e "$PIN/links/sockops"
 harness_log "PASS: $CHECKS checks"

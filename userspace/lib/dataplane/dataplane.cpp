@@ -178,7 +178,10 @@ struct DataPlane::Impl {
     load_one(getpeername6, "getpeername6", kvlb_getpeername6__open_opts, kvlb_getpeername6__load,
              &oo, legacy);
     load_one(sock_release, "sock_release", kvlb_sock_release__open_opts, kvlb_sock_release__load,
-             &oo, legacy);
+             &oo, [&](auto* s) {
+               legacy(s);
+               set_rodata(s);
+             });
     load_one(sockops, "sockops", kvlb_sockops__open_opts, kvlb_sockops__load, &oo, none);
 
     auto& m = connect4->maps;
@@ -193,7 +196,9 @@ struct DataPlane::Impl {
     hooks.push_back({KVLB_LINK_GETPEERNAME4, getpeername4->progs.kvlb_getpeername4, nullptr});
     hooks.push_back({KVLB_LINK_GETPEERNAME6, getpeername6->progs.kvlb_getpeername6, nullptr});
     hooks.push_back({KVLB_LINK_SOCK_RELEASE, sock_release->progs.kvlb_sock_release, nullptr});
-    hooks.push_back({KVLB_LINK_SOCKOPS, sockops->progs.kvlb_sockops, nullptr});
+    // sockops only feeds passive health: with it off, nothing attaches there and
+    // TCP sockets of the cgroup skip five program runs per connection.
+    if (passive_health()) hooks.push_back({KVLB_LINK_SOCKOPS, sockops->progs.kvlb_sockops, nullptr});
   }
 
   // Attaches each hook, or swaps the program into the link a previous agent pinned.
@@ -237,8 +242,24 @@ struct DataPlane::Impl {
         spdlog::info("attached {} to {}", h.name, opts.cgroup.string());
       }
     }
+    if (!passive_health()) drop_link(KVLB_LINK_SOCKOPS);
     attached = true;
     retire_old_pins();
+  }
+
+  bool passive_health() const { return opts.select.fail_threshold > 0; }
+
+  // Detaches and unpins a link a previous configuration attached and this one
+  // does not use.
+  void drop_link(const char* name) {
+    const fs::path pin = link_dir() / name;
+    std::error_code ec;
+    if (!fs::exists(pin, ec)) return;
+    LinkPtr link(bpf_link__open(pin.c_str()));
+    if (!link) throw_errno(errno, "open pinned link " + pin.string());
+    bpf_link__unpin(link.get());
+    if (int err = bpf_link__detach(link.get())) throw_errno(err, "detach " + pin.string());
+    spdlog::info("detached {} (not used by this configuration)", name);
   }
 
   // Maps of an older layout that nothing reads once the programs are swapped:
