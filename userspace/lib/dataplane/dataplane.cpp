@@ -198,7 +198,8 @@ struct DataPlane::Impl {
     hooks.push_back({KVLB_LINK_SOCK_RELEASE, sock_release->progs.kvlb_sock_release, nullptr});
     // sockops only feeds passive health: with it off, nothing attaches there and
     // TCP sockets of the cgroup skip five program runs per connection.
-    if (passive_health()) hooks.push_back({KVLB_LINK_SOCKOPS, sockops->progs.kvlb_sockops, nullptr});
+    if (passive_health())
+      hooks.push_back({KVLB_LINK_SOCKOPS, sockops->progs.kvlb_sockops, nullptr});
   }
 
   // Attaches each hook, or swaps the program into the link a previous agent pinned.
