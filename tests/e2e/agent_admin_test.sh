@@ -7,12 +7,12 @@ BUILD=${1:?usage: agent_admin_test.sh BUILD_DIR}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=../../scripts/harness/lib.sh
 source "$ROOT/scripts/harness/lib.sh"
+# shellcheck source=checks.sh
+source "$ROOT/tests/e2e/checks.sh"
 KVLB_BUILD=$BUILD
 PROBE=$BUILD/tests/e2e/kvlb-conn-probe
 CTL=$BUILD/userspace/cli/kvlbctl
 PORT=8000 ADMIN=127.0.0.1:19464 PROM=127.0.0.1:19090
-fail() { harness_log "FAIL: $*"; tail -n 20 "$HARNESS_DIR/agent.log" >&2; exit 1; }
-j() { jq -r "$1" <<<"$2"; }
 
 harness_topology admin 2
 C=$(harness_ns c)

@@ -10,11 +10,11 @@ BUILD=${1:?usage: agent_reload_test.sh BUILD_DIR}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=../../scripts/harness/lib.sh
 source "$ROOT/scripts/harness/lib.sh"
+# shellcheck source=checks.sh
+source "$ROOT/tests/e2e/checks.sh"
 KVLB_BUILD=$BUILD
 PROBE=$BUILD/tests/e2e/kvlb-conn-probe
 PORT=8000
-fail() { harness_log "FAIL: $*"; tail -n 20 "$HARNESS_DIR/agent.log" >&2; exit 1; }
-j() { jq -r "$1" <<<"$2"; }
 
 harness_topology reload 3
 C=$(harness_ns c)

@@ -15,30 +15,17 @@ BUILD=${1:?usage: map_upgrade_test.sh BUILD_DIR}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=../../scripts/harness/lib.sh
 source "$ROOT/scripts/harness/lib.sh"
+# shellcheck source=checks.sh
+source "$ROOT/tests/e2e/checks.sh"
 KVLB_BUILD=$BUILD
 AGENT=$BUILD/userspace/kvlb-agent
 PROBE=$BUILD/tests/e2e/kvlb-conn-probe
 FIXTURE=$BUILD/tests/e2e/legacy_v1_connect4.bpf.o
 PORT=8000
-CHECKS=0
-
-fail() {
-  harness_log "FAIL: $*"
-  [ -f "$HARNESS_DIR/agent.log" ] && tail -n 20 "$HARNESS_DIR/agent.log" >&2
-  exit 1
-}
-check() {  # check DESCRIPTION CONDITION...
-  local what=$1
-  shift
-  if "$@"; then CHECKS=$((CHECKS + 1)); harness_log "ok: $what"; else fail "$what"; fi
-}
-j() { jq -r "$1" <<<"$2"; }
 probe() { harness_run_in_cgroup "$(harness_ns c)" "$PROBE" "$@"; }
 ip_hex() { printf '%02x %02x %02x %02x' ${1//./ }; }
 port_hex() { printf '%02x %02x' $(($1 >> 8)) $(($1 & 255)); }
-inflight_sum() {
-  bpftool map dump pinned "$PIN/kvlb_ctr_v1" -j | jq '[.[] | (.formatted // .) | .value.inflight] | add'
-}
+inflight_sum() { kernel_counters 'map(.inflight) | add'; }
 inflight_is() { test "$(inflight_sum)" = "$1"; }
 
 harness_topology upgrade 1

@@ -15,24 +15,13 @@ BUILD=${1:?usage: socket_lb_cases_test.sh BUILD_DIR}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=../../scripts/harness/lib.sh
 source "$ROOT/scripts/harness/lib.sh"
+# shellcheck source=checks.sh
+source "$ROOT/tests/e2e/checks.sh"
 KVLB_BUILD=$BUILD
 SIM=$BUILD/userspace/replica_sim/kvlb-replica-sim
 AGENT=$BUILD/userspace/kvlb-agent
 PROBE=$BUILD/tests/e2e/kvlb-conn-probe
 PORT=8000
-CHECKS=0
-
-fail() {
-  harness_log "FAIL: $*"
-  for f in "$HARNESS_DIR"/agent-*.log; do [ -f "$f" ] && { echo "--- $f" >&2; tail -n 15 "$f" >&2; }; done
-  exit 1
-}
-check() {  # check DESCRIPTION CONDITION...
-  local what=$1
-  shift
-  if "$@"; then CHECKS=$((CHECKS + 1)); harness_log "ok: $what"; else fail "$what"; fi
-}
-j() { jq -r "$1" <<<"$2"; }
 probe() { harness_run_in_cgroup "$(harness_ns c)" "$PROBE" "$@"; }
 
 harness_topology cases 3
@@ -119,8 +108,7 @@ check "IPv4-mapped VIP from an AF_INET6 socket: 30/30, getpeername shows ::ffff:
 R=$(probe --target "$VIPNONE:$PORT" --count 10)
 check "no eligible backend: connect() fails with ECONNREFUSED" \
   test "$(j '.errors["connect: Connection refused"] // 0' "$R")" = 10
-NOBACKEND=$(bpftool map dump pinned "$HARNESS_BPFFS/kvlb/kvlb_events_v1" -j |
-  jq '[.[] | (.formatted // .) | select(.key == 1) | .values[].value] | add')
+NOBACKEND=$(kernel_event 1)
 check "the kernel counted the refused connects as no_backend events ($NOBACKEND)" test "$NOBACKEND" = 10
 R=$(probe --target "$VIPMARK:$PORT" --count 20 --mark $((0x6b766c62)))
 check "sockets with the agent's mark are not rebalanced" test "$(j '.by_replica.untouched // 0' "$R")" = 20
@@ -147,9 +135,7 @@ check "stale scores fall back to least-inflight: busy r0 gets its share again ($
   test "$(j .ok "$R")" = 90 -a "$(j '.by_replica.r0 // 0' "$R")" -ge 15
 start_agent b "$HARNESS_DIR/a.yaml"
 check "a new agent adopts the pinned links" grep -q "adopted pinned link" "$HARNESS_DIR/agent-b.log"
-inflight() {  # sum and minimum of the kernel's in-flight counters
-  bpftool map dump pinned "$HARNESS_BPFFS/kvlb/kvlb_ctr_v1" -j | jq -r '[.[] | (.formatted // .) | .value.inflight] | "\(add) \(min)"'
-}
+inflight() { kernel_counters 'map(.inflight) | "\(add) \(min)"'; }  # sum and minimum
 read -r SUM MIN <<<"$(inflight)"
 check "in-flight is right after the restart: the held connection counts once ($SUM)" test "$SUM" = 1 -a "$MIN" -ge 0
 wait "$HELD"
@@ -176,8 +162,7 @@ sleep 0.3
 R=$(probe --target "$VIP4:$PORT" --count 60)
 check "dead r2 benched after its first refused connect: $(j .ok "$R")/60 ok" \
   test "$(j .ok "$R")" -ge 59 -a "$(j '.by_replica.r2 // 0' "$R")" = 0
-FAILS=$(bpftool map dump pinned "$HARNESS_BPFFS/kvlb/kvlb_ctr_v1" -j |
-  jq '[.[] | (.formatted // .) | select(.value.connect_failures > 0)] | length')
+FAILS=$(kernel_counters 'map(select(.connect_failures > 0)) | length')
 check "the kernel counted the failed connect against one backend" test "$FAILS" = 1
 r2_stale() { grep -q "backend $(harness_replica_ip 2):$PORT: score older than 500 ms" "$HARNESS_DIR/agent-c.log"; }
 harness_wait_for "the agent to count r2's stale score" 10 r2_stale

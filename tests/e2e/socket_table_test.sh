@@ -11,33 +11,17 @@ BUILD=${1:?usage: socket_table_test.sh BUILD_DIR}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=../../scripts/harness/lib.sh
 source "$ROOT/scripts/harness/lib.sh"
+# shellcheck source=checks.sh
+source "$ROOT/tests/e2e/checks.sh"
 KVLB_BUILD=$BUILD
 AGENT=$BUILD/userspace/kvlb-agent
 PROBE=$BUILD/tests/e2e/kvlb-conn-probe
 PORT=8000 LIMIT=16 OPEN=20
-CHECKS=0
-
-fail() {
-  harness_log "FAIL: $*"
-  for f in "$HARNESS_DIR"/agent-*.log; do [ -f "$f" ] && { echo "--- $f" >&2; tail -n 15 "$f" >&2; }; done
-  exit 1
-}
-check() {  # check DESCRIPTION CONDITION...
-  local what=$1
-  shift
-  if "$@"; then CHECKS=$((CHECKS + 1)); harness_log "ok: $what"; else fail "$what"; fi
-}
-j() { jq -r "$1" <<<"$2"; }
 probe() { harness_run_in_cgroup "$(harness_ns c)" "$PROBE" "$@"; }
 PIN=
-table_full() {
-  bpftool map dump pinned "$PIN/kvlb_events_v1" -j |
-    jq '[.[] | (.formatted // .) | select(.key == 0) | .values[].value] | add'
-}
+table_full() { kernel_event 0; }
 table_full_is() { test "$(table_full)" = "$1"; }
-inflight() {
-  bpftool map dump pinned "$PIN/kvlb_ctr_v1" -j | jq '[.[] | (.formatted // .) | .value.inflight] | add'
-}
+inflight() { kernel_counters 'map(.inflight) | add'; }
 tracked() { bpftool map dump pinned "$PIN/kvlb_sock_v2" -j | jq length; }
 
 harness_topology sockets 1
@@ -106,7 +90,7 @@ sockops_attached() { attached | grep -qw cgroup_sock_ops; }
 check "passive health off: sockops detached and unpinned, the other hooks stay ($(attached))" \
   test ! -e "$PIN/links/sockops" -a "$(attached)" = \
   "cgroup_inet4_connect cgroup_inet4_getpeername cgroup_inet6_connect cgroup_inet6_getpeername cgroup_inet_sock_release "
-failures() { bpftool map dump pinned "$PIN/kvlb_ctr_v1" -j | jq '[.[] | (.formatted // .) | .value.connect_failures] | add'; }
+failures() { kernel_counters 'map(.connect_failures) | add'; }
 before=$(failures)
 R=$(probe --target "$VIP:$PORT" --count 10)
 check "passive health off: 10/10 served, no connect counted as failed ($(failures) - $before), in flight back to $(inflight)" \

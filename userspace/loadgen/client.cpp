@@ -10,6 +10,8 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "common/strings.h"
+
 namespace kvlb::loadgen {
 namespace {
 
@@ -100,12 +102,10 @@ struct Transfer {
     auto* t = static_cast<Transfer*>(user);
     std::string_view h(p, sz * n);
     static constexpr std::string_view kName = "X-Kvlb-Replica:";
-    if (h.size() > kName.size() && strncasecmp(h.data(), kName.data(), kName.size()) == 0) {
+    if (h.size() > kName.size() && iequals(h.substr(0, kName.size()), kName)) {
       auto v = h.substr(kName.size());
-      while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
-      while (!v.empty() && (v.back() == '\r' || v.back() == '\n' || v.back() == ' '))
-        v.remove_suffix(1);
-      t->result->replica = std::string(v);
+      while (!v.empty() && (v.back() == '\r' || v.back() == '\n')) v.remove_suffix(1);
+      t->result->replica = std::string(trim_blanks(v));
     }
     return sz * n;
   }

@@ -9,6 +9,8 @@
 
 #include <fmt/format.h>
 
+#include "common/strings.h"
+
 namespace kvlb::metrics {
 namespace {
 
@@ -39,17 +41,6 @@ inline bool is_label_start(char c) {
 }
 bool is_blank(char c) {
   return c == ' ' || c == '\t';
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    char x = a[i], y = b[i];
-    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
-    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
-    if (x != y) return false;
-  }
-  return true;
 }
 
 // A cursor over one line.

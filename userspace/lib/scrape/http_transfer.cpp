@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "common/endpoint.h"
+#include "common/strings.h"
 
 namespace kvlb {
 namespace {
@@ -20,27 +21,13 @@ namespace {
 constexpr size_t kReadChunk = 16 * 1024;
 constexpr size_t kMaxHeaderBytes = 64 * 1024;
 
-char lower(char c) {
-  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i)
-    if (lower(a[i]) != lower(b[i])) return false;
-  return true;
-}
-
 // Case-insensitive search for a token in a comma-separated header value.
 bool has_token(std::string_view value, std::string_view token) {
   size_t pos = 0;
   while (pos <= value.size()) {
     size_t end = value.find(',', pos);
     if (end == std::string_view::npos) end = value.size();
-    auto item = value.substr(pos, end - pos);
-    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
-    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
-    if (iequals(item, token)) return true;
+    if (iequals(trim_blanks(value.substr(pos, end - pos)), token)) return true;
     pos = end + 1;
   }
   return false;
@@ -124,7 +111,6 @@ bool HttpTransfer::open_connection() {
   int one = 1;
   setsockopt(fd_.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   setsockopt(fd_.get(), SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
-  ++connects_;
   const int rc = ::connect(fd_.get(), reinterpret_cast<const sockaddr*>(&addr_), addr_len_);
   if (rc != 0 && errno != EINPROGRESS) {
     int err = errno;
@@ -260,11 +246,7 @@ int HttpTransfer::parse() {
       size_t colon = line.find(':');
       if (colon == std::string_view::npos) continue;
       auto name = line.substr(0, colon);
-      auto value = line.substr(colon + 1);
-      while (!value.empty() && (value.front() == ' ' || value.front() == '\t'))
-        value.remove_prefix(1);
-      while (!value.empty() && (value.back() == ' ' || value.back() == '\t'))
-        value.remove_suffix(1);
+      auto value = trim_blanks(line.substr(colon + 1));
       if (iequals(name, "content-length")) {
         size_t v = 0;
         auto [q, e2] = std::from_chars(value.data(), value.data() + value.size(), v);

@@ -46,8 +46,6 @@ class HttpTransfer {
   // The round's deadline passed: a transfer still running fails as a timeout.
   void expire(std::chrono::milliseconds timeout);
   bool finished() const { return state_ == State::Idle || state_ == State::Closed; }
-  // Times a connection was opened (for tests and the keep-alive metric).
-  uint64_t connects() const { return connects_; }
 
  private:
   enum class State { Closed, Idle, Connecting, Sending, Receiving };
@@ -76,7 +74,6 @@ class HttpTransfer {
   void* tag_ = nullptr;
   State state_ = State::Closed;
   bool fresh_ = false;  // this round's connection was opened this round
-  uint64_t connects_ = 0;
   ScrapeResult* out_ = nullptr;
   Clock::time_point start_{};
   size_t sent_ = 0;

@@ -325,11 +325,4 @@ const std::vector<ScrapeResult>& Scraper::scrape_all() {
   return results;
 }
 
-uint64_t Scraper::native_connects() const {
-  uint64_t n = 0;
-  for (const auto& t : impl_->targets)
-    if (t->native) n += t->native->connects();
-  return n;
-}
-
 }  // namespace kvlb

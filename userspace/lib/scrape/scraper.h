@@ -43,8 +43,6 @@ class Scraper {
   // Scrapes every target concurrently; results are in target order and stay
   // valid until the next scrape_all() or set_targets().
   const std::vector<ScrapeResult>& scrape_all();
-  // TCP connections opened by kvlb's own transfers so far (keep-alive check).
-  uint64_t native_connects() const;
 
  private:
   struct Impl;
