@@ -25,6 +25,18 @@ using tcp = net::ip::tcp;
 
 namespace {
 
+// Reads one request head (up to the blank line); empty on a read error.
+std::string read_request_head(tcp::socket& s, boost::system::error_code& ec) {
+  std::string req;
+  char buf[2048];
+  while (req.find("\r\n\r\n") == std::string::npos) {
+    size_t n = s.read_some(net::buffer(buf), ec);
+    if (ec) return {};
+    req.append(buf, n);
+  }
+  return req;
+}
+
 // Answers GET /<fault> on 127.0.0.1:<ephemeral>, one connection at a time per thread.
 class FaultServer {
  public:
@@ -51,13 +63,8 @@ class FaultServer {
   }
   static void serve(tcp::socket& s) {
     boost::system::error_code ec;
-    std::string req;
-    char buf[1024];
-    while (req.find("\r\n\r\n") == std::string::npos) {
-      size_t n = s.read_some(net::buffer(buf), ec);
-      if (ec) return;
-      req.append(buf, n);
-    }
+    std::string req = read_request_head(s, ec);
+    if (ec) return;
     auto path = req.substr(4, req.find(' ', 4) - 4);
     auto reply = [&](int status, const std::string& body) {
       std::string r = "HTTP/1.1 " + std::to_string(status) +
@@ -268,13 +275,7 @@ TEST_P(ScraperFaults, AServerClosingAnIdleConnectionCostsNoScrape) {
       a.accept(s, ec);
       if (ec || stop) return;
       ++accepted;
-      std::string req;
-      char buf[2048];
-      while (req.find("\r\n\r\n") == std::string::npos) {
-        size_t n = s.read_some(net::buffer(buf), ec);
-        if (ec) break;
-        req.append(buf, n);
-      }
+      read_request_head(s, ec);
       if (ec) continue;
       std::string body = "vllm:num_requests_waiting 2\n";
       net::write(s,
