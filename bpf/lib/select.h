@@ -17,11 +17,10 @@
 
 #include "kvlb_maps.h"
 
-/* Everything is inlined. In the kernel the candidate loop runs in bpf_loop(),
- * whose callback the verifier checks once: the comparison's branches add to
- * one iteration's work instead of multiplying across candidates (which, before
- * bpf_loop, needed these functions to be separately verified BPF global
- * functions; a call each cost ~100 ns per connect). */
+/* Everything is inlined. In the kernel the candidate loop runs in bpf_loop()
+ * inside one BPF global function (bpf/lib/pick.bpf.h explains why): the
+ * comparison's branches add to one iteration's work instead of multiplying
+ * across candidates. */
 #ifndef KVLB_INLINE
 #ifdef __BPF__
 #define KVLB_INLINE static __always_inline
