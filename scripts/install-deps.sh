@@ -12,6 +12,8 @@ PACKAGES=(
   libbenchmark-dev clang-format
   # tests, harness, demo and peers
   iproute2 iptables util-linux procps time curl jq haproxy nginx-light prometheus gnuplot-nox
+  # the kernel matrix (scripts/kernel-matrix): Debian's kernels booted under qemu
+  qemu-system-x86 busybox-static cpio
 )
 
 missing=()
@@ -21,8 +23,10 @@ for p in "${PACKAGES[@]}"; do
   fi
 done
 
+HERE=$(cd "$(dirname "$0")" && pwd)
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#PACKAGES[@]} packages present"
+  "$HERE/fetch-kernels.sh"
   exit 0
 fi
 
@@ -44,4 +48,5 @@ for svc in haproxy nginx prometheus; do
     systemctl disable "$svc" >/dev/null 2>&1 || true
   fi
 done
+"$HERE/fetch-kernels.sh"
 echo "install-deps: done"

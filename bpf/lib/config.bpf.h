@@ -8,15 +8,13 @@
 #define KVLB_CONFIG_BPF_H
 
 #include <linux/types.h>
+#include "select.h"
 
-const volatile __u64 cfg_stale_ns = 2000000000ull; /* 2 s */
-const volatile __u32 cfg_kv_permille_per_pick = 15;
-const volatile __u32 cfg_kv_full_permille = 950;
-const volatile __u32 cfg_w_queue = 1000;
-const volatile __u32 cfg_w_kv = 1;
-const volatile __u32 cfg_w_inflight = 100;
-const volatile __u32 cfg_fail_threshold = 1;
-const volatile __u64 cfg_fail_cooldown_ns = 5000000000ull; /* 5 s */
+/* cfg_stale_ns, cfg_kv_permille_per_pick, ...: one per row of select.h's table. */
+#define KVLB_CFG_GLOBAL_(type, field, def) const volatile type cfg_##field = def;
+KVLB_SELECT_TUNABLES(KVLB_CFG_GLOBAL_)
+#undef KVLB_CFG_GLOBAL_
+
 /* Sockets carrying this mark (SO_MARK) are never balanced: the agent marks its
  * own scrapes. 0: no bypass. */
 const volatile __u32 cfg_bypass_mark = 0;

@@ -42,14 +42,9 @@ struct kvlb_pick_loop {
 };
 
 static __always_inline void kvlb_cfg_load(struct kvlb_select_cfg* cfg) {
-  cfg->stale_ns = cfg_stale_ns;
-  cfg->kv_permille_per_pick = cfg_kv_permille_per_pick;
-  cfg->kv_full_permille = cfg_kv_full_permille;
-  cfg->w_queue = cfg_w_queue;
-  cfg->w_kv = cfg_w_kv;
-  cfg->w_inflight = cfg_w_inflight;
-  cfg->fail_threshold = cfg_fail_threshold;
-  cfg->fail_cooldown_ns = cfg_fail_cooldown_ns;
+#define KVLB_CFG_LOAD_(type, field, def) cfg->field = cfg_##field;
+  KVLB_SELECT_TUNABLES(KVLB_CFG_LOAD_)
+#undef KVLB_CFG_LOAD_
 }
 
 /* View of the backend in slot `slot` of service `svc`. */

@@ -29,28 +29,46 @@
 #endif
 #endif
 
-/* Tunables of the selection, set once per program load (BPF: const volatile
- * globals in .rodata; userspace: a plain struct). */
+/*
+ * The selection's tunables, one row each: X(type, field, default). This table is
+ * their one definition: it declares struct kvlb_select_cfg (userspace: a plain
+ * struct), the BPF programs' load-time constants cfg_<field> (bpf/lib/config.bpf.h,
+ * const volatile globals in .rodata, set by the agent before load), and the
+ * defaults both sides start from.
+ *
+ *  stale_ns              a score older than this is stale: the backend is then
+ *                        compared on in-flight counts only (least-inflight),
+ *                        which the kernel always knows exactly (2 s).
+ *  kv_permille_per_pick  estimated KV-cache growth per connection assigned since
+ *                        the last score (permille of the cache: ~ a 540-token
+ *                        prompt in 2,200 blocks of 16). Lets picks between two
+ *                        scrapes spread out instead of all landing on the backend
+ *                        that looked emptiest at the scrape.
+ *  kv_full_permille      above this KV usage a new request is likely to queue
+ *                        rather than be admitted to the running batch, so
+ *                        assignments since the score count as waiting.
+ *  w_queue, w_kv,        p2c-score weights: score = w_queue*waiting +
+ *  w_inflight            w_kv*kv_permille + w_inflight*inflight.
+ *  fail_threshold        passive health: after this many failed connects in a
+ *                        row (0: off), a backend is cooling down for
+ *  fail_cooldown_ns      fail_cooldown_ns: picked only when every candidate is
+ *                        (the first refused connect benches it for 5 s).
+ */
+#define KVLB_SELECT_TUNABLES(X)      \
+  X(__u64, stale_ns, 2000000000ull)  \
+  X(__u32, kv_permille_per_pick, 15) \
+  X(__u32, kv_full_permille, 950)    \
+  X(__u32, w_queue, 1000)            \
+  X(__u32, w_kv, 1)                  \
+  X(__u32, w_inflight, 100)          \
+  X(__u32, fail_threshold, 1)        \
+  X(__u64, fail_cooldown_ns, 5000000000ull)
+
+#define KVLB_SELECT_FIELD_(type, field, def) type field;
 struct kvlb_select_cfg {
-  /* A score older than this is stale: the backend is then compared on in-flight
-   * counts only (least-inflight), which the kernel always knows exactly. */
-  __u64 stale_ns;
-  /* Estimated KV-cache growth per connection assigned since the last score
-   * (permille of the cache). Lets picks between two scrapes spread out instead
-   * of all landing on the backend that looked emptiest at the scrape. */
-  __u32 kv_permille_per_pick;
-  /* Above this KV usage a new request is likely to queue rather than be admitted
-   * to the running batch, so assignments since the score count as waiting. */
-  __u32 kv_full_permille;
-  /* p2c-score weights: score = w_queue*waiting + w_kv*kv_permille + w_inflight*inflight. */
-  __u32 w_queue;
-  __u32 w_kv;
-  __u32 w_inflight;
-  /* Passive health: after this many failed connects in a row (0: off), a backend
-   * is cooling down for fail_cooldown_ns: picked only when every candidate is. */
-  __u32 fail_threshold;
-  __u64 fail_cooldown_ns;
+  KVLB_SELECT_TUNABLES(KVLB_SELECT_FIELD_)
 };
+#undef KVLB_SELECT_FIELD_
 
 /* What the comparison needs to know about one candidate backend. */
 struct kvlb_view {

@@ -62,6 +62,18 @@ grep -q "no backend 10.9.9.9:1" "$HARNESS_DIR/err" || fail "unclear error for an
 [ "$(ctl top --iterations 2 --interval 0.1 -o json | wc -l)" = 2 ] || fail "top"
 harness_log "ok: unknown backend refused with a clear error; top refreshes"
 
+# The TCP listener (for Prometheus) reads, never writes: a POST is refused there,
+# whatever the route, and the backend's state does not change.
+tcp() { nsenter --net="/run/netns/$C" curl -s -o "$HARNESS_DIR/tcp.out" -w '%{http_code}' "$@"; }
+[ "$(tcp "http://$ADMIN/v1/backends")" = 200 ] || fail "GET over TCP: $(cat "$HARNESS_DIR/tcp.out")"
+code=$(tcp -X POST "http://$ADMIN/v1/backends/$R0/drain")
+[ "$code" = 403 ] || fail "POST drain over TCP answered $code: $(cat "$HARNESS_DIR/tcp.out")"
+grep -q "unix socket only" "$HARNESS_DIR/tcp.out" || fail "unclear refusal: $(cat "$HARNESS_DIR/tcp.out")"
+[ "$(tcp -X POST "http://$ADMIN/v1/no/such/route")" = 403 ] || fail "POST to an unknown route over TCP not refused"
+B=$(ctl backends -o json)
+[ "$(j ".[] | select(.address == \"$R0\") | .state" "$B")" = active ] || fail "a POST over TCP changed state: $B"
+harness_log "ok: TCP listener serves GET, refuses POST with 403 (state unchanged)"
+
 ctl metrics >"$HARNESS_DIR/metrics.txt"
 promtool check metrics <"$HARNESS_DIR/metrics.txt" || fail "promtool check metrics"
 grep -q "kvlb_backend_picks_total{backend=\"$R0\"}" "$HARNESS_DIR/metrics.txt" || fail "no picks metric"

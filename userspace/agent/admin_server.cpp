@@ -25,7 +25,10 @@ namespace {
 template <typename Socket>
 class Session : public std::enable_shared_from_this<Session<Socket>> {
  public:
-  Session(Socket s, const AdminHandler& h) : socket_(std::move(s)), handler_(h) {}
+  // `may_write`: the listener may serve state-changing requests (the unix
+  // socket, mode 0600); the TCP listener (for a Prometheus server) may not.
+  Session(Socket s, const AdminHandler& h, bool may_write)
+      : socket_(std::move(s)), handler_(h), may_write_(may_write) {}
   void start() { read(); }
 
  private:
@@ -44,10 +47,17 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
     AdminRequest r{std::string(req_.method_string()), std::string(req_.target())};
     if (auto q = r.target.find('?'); q != std::string::npos) r.target.resize(q);
     AdminResponse a;
-    try {
-      a = handler_(r);
-    } catch (const std::exception& e) {
-      a = {500, "application/json", fmt::format(R"({{"error":"{}"}})", e.what())};
+    if (!may_write_ && r.method != "GET" && r.method != "HEAD") {
+      a = {403, "application/json",
+           fmt::format(R"({{"error":"{}: state-changing requests are served on the admin unix )"
+                       R"(socket only, not on TCP"}})",
+                       r.method)};
+    } else {
+      try {
+        a = handler_(r);
+      } catch (const std::exception& e) {
+        a = {500, "application/json", fmt::format(R"({{"error":"{}"}})", e.what())};
+      }
     }
     res_ = {};
     res_.result(static_cast<http::status>(a.status));
@@ -63,6 +73,7 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
   }
   Socket socket_;
   const AdminHandler& handler_;
+  const bool may_write_;
   beast::flat_buffer buf_;
   std::optional<http::request_parser<http::string_body>> parser_;
   http::request<http::string_body> req_;
@@ -70,13 +81,16 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
 };
 
 template <typename Acceptor>
-void accept_loop(Acceptor& a, const AdminHandler& h) {
-  a.async_accept([&a, &h](beast::error_code ec, typename Acceptor::protocol_type::socket s) {
-    if (ec == net::error::operation_aborted) return;
-    if (!ec)
-      std::make_shared<Session<typename Acceptor::protocol_type::socket>>(std::move(s), h)->start();
-    accept_loop(a, h);
-  });
+void accept_loop(Acceptor& a, const AdminHandler& h, bool may_write) {
+  a.async_accept(
+      [&a, &h, may_write](beast::error_code ec, typename Acceptor::protocol_type::socket s) {
+        if (ec == net::error::operation_aborted) return;
+        if (!ec)
+          std::make_shared<Session<typename Acceptor::protocol_type::socket>>(std::move(s), h,
+                                                                              may_write)
+              ->start();
+        accept_loop(a, h, may_write);
+      });
 }
 
 }  // namespace
@@ -106,7 +120,7 @@ AdminServer::AdminServer(std::filesystem::path socket_path, std::string listen,
       throw std::runtime_error(fmt::format("admin socket {}: {}", socket_path.string(), e.what()));
     }
     ::chmod(socket_path.c_str(), 0600);
-    accept_loop(*impl_->unix_acceptor, impl_->handler);
+    accept_loop(*impl_->unix_acceptor, impl_->handler, true);
   }
   if (!listen.empty()) {
     auto ep = Endpoint::parse(listen);
@@ -117,7 +131,7 @@ AdminServer::AdminServer(std::filesystem::path socket_path, std::string listen,
     } catch (const std::exception& e) {
       throw std::runtime_error(fmt::format("admin listen {}: {}", listen, e.what()));
     }
-    accept_loop(*impl_->tcp_acceptor, impl_->handler);
+    accept_loop(*impl_->tcp_acceptor, impl_->handler, false);
   }
   impl_->thread = std::thread([this] { impl_->io.run(); });
 }

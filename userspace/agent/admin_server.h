@@ -1,7 +1,9 @@
 // admin_server.h - the agent's admin HTTP API, on a unix socket (mode 0600:
 // root only) and optionally on a TCP address (loopback by default) for a
-// Prometheus server to scrape /metrics. Runs on its own thread; the handler is
-// called there for every request.
+// Prometheus server to scrape /metrics. The TCP listener serves only GET and
+// HEAD: anything that changes state (drain, undrain, ...) is refused there with
+// 403, whatever the route, and served on the unix socket alone. Runs on its own
+// thread; the handler is called there for every request.
 #pragma once
 
 #include <filesystem>

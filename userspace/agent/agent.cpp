@@ -119,6 +119,9 @@ void Agent::apply_config() {
   //    state and weight follow the new config.
   for (auto& st : next) {
     dp_->put_backend(st.id, backend_entry(st.address));
+    // Recorded at once: if a later write fails, the next apply (the old
+    // configuration put back) knows this entry and clears it.
+    in_maps_->insert_or_assign(st.address.to_string(), st.id);
     kvlb_score s = dp_->score(st.id);
     s.weight = st.weight;
     s.state = static_cast<uint8_t>(effective_state(st));

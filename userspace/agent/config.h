@@ -18,6 +18,7 @@
 #include "engines/engine_stats.h"
 #include "kvlb_maps.h"
 #include "scrape/scraper.h"
+#include "selection/select_defaults.h"
 
 namespace kvlb::agent {
 
@@ -68,12 +69,13 @@ struct AgentConfig {
   // libcurl for the rest; curl: libcurl for everything.
   ScrapeClient scrape_client = ScrapeClient::Auto;
   unsigned down_after_failures = 3;
-  std::chrono::milliseconds stale_after{2000};
-  uint32_t kv_permille_per_pick = 15;
+  // Selection tunables: defaults from bpf/lib/select.h's table.
+  std::chrono::milliseconds stale_after{default_select_cfg().stale_ns / 1'000'000};
+  uint32_t kv_permille_per_pick = default_select_cfg().kv_permille_per_pick;
   // Passive health: after this many failed connects in a row (0: off) a backend
   // is skipped for `failure_cooldown` unless nothing else is eligible.
-  uint32_t failure_threshold = 1;
-  std::chrono::milliseconds failure_cooldown{5000};
+  uint32_t failure_threshold = default_select_cfg().fail_threshold;
+  std::chrono::milliseconds failure_cooldown{default_select_cfg().fail_cooldown_ns / 1'000'000};
   // Balanced sockets the kernel tracks at once (the socket table, preallocated:
   // ~80 bytes each). Beyond it connections are balanced but not counted.
   uint32_t max_sockets = KVLB_MAX_SOCKETS;

@@ -14,6 +14,7 @@
 #include "agent/discovery.h"
 #include "agent/config.h"
 #include "common/duration.h"
+#include "common/failpoint.h"
 #include "common/fs_mounts.h"
 #include "common/logging.h"
 
@@ -27,27 +28,15 @@ DataPlaneOptions dataplane_options(const agent::AgentConfig& cfg) {
   o.bpffs_root = cfg.bpffs;
   o.pin_dir = cfg.pin_dir;
   o.cgroup = resolve_cgroup(cfg.cgroup);
-  o.select.stale_ns = static_cast<uint64_t>(cfg.stale_after.count()) * 1'000'000ull;
-  o.select.kv_permille_per_pick = cfg.kv_permille_per_pick;
-  o.select.fail_threshold = cfg.failure_threshold;
-  o.select.fail_cooldown_ns = static_cast<uint64_t>(cfg.failure_cooldown.count()) * 1'000'000ull;
-  o.bypass_mark = cfg.bypass_mark;
-  o.max_sockets = cfg.max_sockets;
-  if (cfg.host_network_only) {
-    o.host_netns_cookie = current_netns_cookie();
-    spdlog::info("host_network_only: balancing only network namespace cookie {}",
-                 o.host_netns_cookie);
-  }
+  auto& p = o.program;
+  p.select.stale_ns = static_cast<uint64_t>(cfg.stale_after.count()) * 1'000'000ull;
+  p.select.kv_permille_per_pick = cfg.kv_permille_per_pick;
+  p.select.fail_threshold = cfg.failure_threshold;
+  p.select.fail_cooldown_ns = static_cast<uint64_t>(cfg.failure_cooldown.count()) * 1'000'000ull;
+  p.bypass_mark = cfg.bypass_mark;
+  p.max_sockets = cfg.max_sockets;
+  if (cfg.host_network_only) p.host_netns_cookie = current_netns_cookie();
   return o;
-}
-
-// Settings baked into the programs at load time: a change reloads the programs
-// (swapped into the pinned links, as an upgrade is).
-bool program_settings_differ(const agent::AgentConfig& a, const agent::AgentConfig& b) {
-  return a.stale_after != b.stale_after || a.kv_permille_per_pick != b.kv_permille_per_pick ||
-         a.failure_threshold != b.failure_threshold || a.failure_cooldown != b.failure_cooldown ||
-         a.bypass_mark != b.bypass_mark || a.host_network_only != b.host_network_only ||
-         a.max_sockets != b.max_sockets;
 }
 
 // What identifies the file's content for change detection (stat follows
@@ -159,7 +148,11 @@ int main(int argc, char** argv) {
   try {
     // Loaded, not yet attached: the maps are filled from the configuration first
     // (an upgrade to a new map layout starts with empty maps of that layout).
-    dp = DataPlane::load(dataplane_options(cfg));
+    auto opts = dataplane_options(cfg);
+    if (opts.program.host_netns_cookie)
+      spdlog::info("host_network_only: balancing only network namespace cookie {}",
+                   opts.program.host_netns_cookie);
+    dp = DataPlane::load(opts);
   } catch (const std::exception& e) {
     spdlog::error("cannot set up the data plane: {}", e.what());
     return 1;
@@ -225,22 +218,36 @@ int main(int argc, char** argv) {
             why);
         return;
       }
+      // Discovered backends carry over: a reload never empties a Kubernetes service.
+      agent::AgentConfig applied = next;
+      if (discovery)
+        if (auto eff = discovery->effective(next, true)) applied = std::move(*eff);
+      // Transactional: new programs (when their load-time settings changed) are
+      // loaded first, then the maps are filled, then the programs are swapped
+      // into the pinned links (all or nothing). Any failure leaves the old
+      // programs attached and puts the old configuration back into the maps.
+      const agent::AgentConfig previous = agent.config();
+      std::unique_ptr<DataPlane> fresh;
       try {
-        // Discovered backends carry over: a reload never empties a Kubernetes service.
-        agent::AgentConfig applied = next;
-        if (discovery)
-          if (auto eff = discovery->effective(next, true)) applied = std::move(*eff);
-        if (program_settings_differ(next, cfg)) {
-          auto fresh = DataPlane::open(dataplane_options(next));  // swaps into the pinned links
-          agent.reconfigure(applied, *fresh);
-          dp = std::move(fresh);
-        } else {
-          agent.reconfigure(applied, *dp);
+        auto opts = dataplane_options(next);
+        if (!(opts.program == dp->options().program)) {
+          fresh = DataPlane::load(opts);
+          failpoint("reload:after_load");
         }
+        agent.reconfigure(applied, fresh ? *fresh : *dp);
+        failpoint("reload:after_fill");
+        if (fresh) fresh->attach();
       } catch (const std::exception& e) {
-        spdlog::error("{}: applying the new configuration failed: {}", why, e.what());
+        spdlog::error("{}: reload failed, the old configuration stays in force: {}", why, e.what());
+        try {
+          agent.reconfigure(previous, *dp);
+        } catch (const std::exception& e2) {
+          spdlog::error("{}: putting the old configuration back into the maps failed: {}", why,
+                        e2.what());
+        }
         return;
       }
+      if (fresh) dp = std::move(fresh);
       cfg = std::move(next);
       spdlog::info("{}: configuration reloaded: {} services, {} backends", why, cfg.services.size(),
                    agent.backends().size());

@@ -15,9 +15,12 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "common/failpoint.h"
 #include "common/fs_mounts.h"
 #include "common/unique_fd.h"
 #include "dataplane/bpf_handles.h"
+#include "dataplane/kernel_features.h"
+#include "dataplane/libbpf_log.h"
 
 #include "connect4.skel.h"
 #include "connect6.skel.h"
@@ -43,6 +46,13 @@ namespace {
   throw std::system_error(err < 0 ? -err : err, std::generic_category(), what);
 }
 
+// A libbpf call failed: the error, with what libbpf itself reported (the
+// verifier's summary when the kernel refused a program), on one line.
+[[noreturn]] void throw_libbpf(int err, const std::string& what) {
+  std::string detail = take_libbpf_error();
+  throw_errno(err, detail.empty() ? what : fmt::format("{} ({})", what, detail));
+}
+
 // The cgroup id of a cgroup v2 directory is its inode number.
 uint64_t cgroup_id(const fs::path& cg) {
   struct stat st {};
@@ -55,6 +65,13 @@ struct Hook {
   std::string name;
   bpf_program* prog = nullptr;
   LinkPtr link;
+};
+
+// What attach() did to one hook, so a failure can undo exactly that.
+struct AttachStep {
+  Hook* hook;
+  bool created;       // a new link (else: a pinned link with our program swapped in)
+  UniqueFd previous;  // the program the pinned link ran before the swap
 };
 
 }  // namespace
@@ -74,12 +91,14 @@ uint64_t current_netns_cookie() {
 
 struct DataPlane::Impl {
   DataPlaneOptions opts;
+  bool pinned = true;  // false: verify() — private maps, nothing pinned or attached
   SkelPtr<kvlb_connect4, kvlb_connect4__destroy> connect4;
   SkelPtr<kvlb_connect6, kvlb_connect6__destroy> connect6;
   SkelPtr<kvlb_getpeername4, kvlb_getpeername4__destroy> getpeername4;
   SkelPtr<kvlb_getpeername6, kvlb_getpeername6__destroy> getpeername6;
   SkelPtr<kvlb_sock_release, kvlb_sock_release__destroy> sock_release;
   SkelPtr<kvlb_sockops, kvlb_sockops__destroy> sockops;
+  std::vector<bpf_object*> objects;
   std::vector<Hook> hooks;
   bool adopted = false;
   bool attached = false;
@@ -87,33 +106,35 @@ struct DataPlane::Impl {
   UniqueFd legacy_sockets;  // the v1 agent's socket storage, when its pin exists
 
   fs::path link_dir() const { return opts.pin_dir / KVLB_LINK_DIR; }
+  const ProgramSettings& settings() const { return opts.program; }
 
   // The selection hooks' load-time constants (.rodata, see bpf/lib/config.bpf.h).
   template <typename Skel>
   void set_rodata(Skel* s) {
     auto* r = s->rodata;
-    r->cfg_stale_ns = opts.select.stale_ns;
-    r->cfg_kv_permille_per_pick = opts.select.kv_permille_per_pick;
-    r->cfg_kv_full_permille = opts.select.kv_full_permille;
-    r->cfg_w_queue = opts.select.w_queue;
-    r->cfg_w_kv = opts.select.w_kv;
-    r->cfg_w_inflight = opts.select.w_inflight;
-    r->cfg_fail_threshold = opts.select.fail_threshold;
-    r->cfg_fail_cooldown_ns = opts.select.fail_cooldown_ns;
-    r->cfg_bypass_mark = opts.bypass_mark;
-    r->cfg_host_netns_cookie = opts.host_netns_cookie;
-    r->cfg_no_backend_errno = opts.no_backend_errno;
+#define KVLB_RODATA_(type, field, def) r->cfg_##field = settings().select.field;
+    KVLB_SELECT_TUNABLES(KVLB_RODATA_)
+#undef KVLB_RODATA_
+    r->cfg_bypass_mark = settings().bypass_mark;
+    r->cfg_host_netns_cookie = settings().host_netns_cookie;
   }
 
-  // Opens and loads one skeleton with the shared pin root; `configure` runs
-  // between open and load (to set .rodata).
+  // Opens and loads one skeleton; `configure` runs between open and load.
   template <typename Skel, void (*Destroy)(Skel*), typename Open, typename Load, typename Configure>
   void load_one(SkelPtr<Skel, Destroy>& out, const char* name, Open open, Load load,
                 const bpf_object_open_opts* oo, Configure configure) {
     out.reset(open(oo));
-    if (!out) throw_errno(errno, fmt::format("open {} BPF object", name));
+    if (!out) throw_libbpf(errno, fmt::format("open {} BPF object", name));
+    if (!pinned) {
+      // Private maps: without a pin path libbpf neither reuses nor creates pins.
+      bpf_map* m;
+      bpf_object__for_each_map(m, out->obj) bpf_map__set_pin_path(m, nullptr);
+    }
+    if (int err = bpf_map__set_max_entries(out->maps.kvlb_sock_v2, settings().max_sockets))
+      throw_errno(err, "size the socket table");
     configure(out.get());
-    if (int err = load(out.get())) throw_errno(err, fmt::format("load {} program", name));
+    if (int err = load(out.get())) throw_libbpf(err, fmt::format("load {} program", name));
+    objects.push_back(out->obj);
   }
 
   // Hands the v1 agent's socket storage to an object that reads it (see
@@ -136,41 +157,40 @@ struct DataPlane::Impl {
     uint32_t len = sizeof(info);
     if (int err = bpf_obj_get_info_by_fd(fd.get(), &info, &len))
       throw_errno(err, "inspect " + pin.string());
-    if (info.max_entries != opts.max_sockets)
+    if (info.max_entries != settings().max_sockets)
       throw std::runtime_error(fmt::format(
           "max_sockets: the pinned socket table {} has {} entries, the configuration asks "
           "for {}; it keeps the state of every open balanced socket, so its size changes "
           "only with a fresh data plane (stop the agent with SIGTERM, which detaches and "
           "unpins, then start it again)",
-          pin.string(), info.max_entries, opts.max_sockets));
+          pin.string(), info.max_entries, settings().max_sockets));
+  }
+
+  void open_legacy_pin() {
+    const fs::path legacy_pin = opts.pin_dir / KVLB_MAP_LEGACY_SOCKETS;
+    std::error_code ec;
+    if (!fs::exists(legacy_pin, ec)) return;
+    legacy_sockets = UniqueFd(bpf_obj_get(legacy_pin.c_str()));
+    if (!legacy_sockets) throw_errno(errno, "open " + legacy_pin.string());
+    spdlog::info("found {}: sockets balanced by a v1 agent are released through it",
+                 legacy_pin.string());
   }
 
   void load() {
+    route_libbpf_logs();
+    // On an older kernel: one line naming the missing feature, not a verifier dump.
+    static const bool kernel_checked = (require_kernel_features(), true);
+    (void)kernel_checked;
+    take_libbpf_error();  // nothing from an earlier failure leaks into this one
     std::string pin_root = opts.pin_dir.string();
-    LIBBPF_OPTS(bpf_object_open_opts, oo, .pin_root_path = pin_root.c_str());
-    const fs::path legacy_pin = opts.pin_dir / KVLB_MAP_LEGACY_SOCKETS;
-    std::error_code ec;
-    if (fs::exists(legacy_pin, ec)) {
-      legacy_sockets = UniqueFd(bpf_obj_get(legacy_pin.c_str()));
-      if (!legacy_sockets) throw_errno(errno, "open " + legacy_pin.string());
-      spdlog::info("found {}: sockets balanced by a v1 agent are released through it",
-                   legacy_pin.string());
+    LIBBPF_OPTS(bpf_object_open_opts, oo, .pin_root_path = pinned ? pin_root.c_str() : nullptr);
+    if (pinned) {
+      open_legacy_pin();
+      check_socket_table_size();
     }
-    check_socket_table_size();
-    // Every object declares the socket table; all get the configured size.
-    auto size = [this](auto* s) {
-      if (int err = bpf_map__set_max_entries(s->maps.kvlb_sock_v2, opts.max_sockets))
-        throw_errno(err, "size the socket table");
-    };
-    auto rodata = [&](auto* s) {
-      size(s);
-      set_rodata(s);
-    };
-    auto legacy = [&](auto* s) {
-      size(s);
-      reuse_legacy(s->maps.kvlb_sock_v1);
-    };
-    auto none = size;
+    auto rodata = [&](auto* s) { set_rodata(s); };
+    auto legacy = [&](auto* s) { reuse_legacy(s->maps.kvlb_sock_v1); };
+    auto none = [](auto*) {};
     load_one(connect4, "connect4", kvlb_connect4__open_opts, kvlb_connect4__load, &oo, rodata);
     load_one(connect6, "connect6", kvlb_connect6__open_opts, kvlb_connect6__load, &oo, rodata);
     load_one(getpeername4, "getpeername4", kvlb_getpeername4__open_opts, kvlb_getpeername4__load,
@@ -202,7 +222,85 @@ struct DataPlane::Impl {
       hooks.push_back({KVLB_LINK_SOCKOPS, sockops->progs.kvlb_sockops, nullptr});
   }
 
-  // Attaches each hook, or swaps the program into the link a previous agent pinned.
+  std::vector<ProgramStats> program_stats() const {
+    std::vector<ProgramStats> out;
+    for (bpf_object* obj : objects) {
+      bpf_program* p;
+      bpf_object__for_each_program(p, obj) {
+        bpf_prog_info info{};
+        uint32_t len = sizeof(info);
+        if (int err = bpf_obj_get_info_by_fd(bpf_program__fd(p), &info, &len))
+          throw_errno(err, fmt::format("inspect program {}", bpf_program__name(p)));
+        out.push_back({bpf_program__name(p), info.verified_insns,
+                       info.xlated_prog_len / static_cast<uint32_t>(sizeof(bpf_insn))});
+      }
+    }
+    return out;
+  }
+
+  // The pinned link of a hook, checked to be attached to our cgroup.
+  LinkPtr open_pinned_link(const fs::path& pin, uint64_t want_cg, uint32_t* prog_id) {
+    LinkPtr link(bpf_link__open(pin.c_str()));
+    if (!link) throw_errno(errno, "open pinned link " + pin.string());
+    bpf_link_info info{};
+    uint32_t len = sizeof(info);
+    if (int err = bpf_obj_get_info_by_fd(bpf_link__fd(link.get()), &info, &len))
+      throw_errno(err, "inspect pinned link " + pin.string());
+    if (info.type != BPF_LINK_TYPE_CGROUP || info.cgroup.cgroup_id != want_cg)
+      throw std::runtime_error(
+          fmt::format("pinned link {} is attached to another cgroup (id {}, want {} = {}); "
+                      "remove the pin directory or use a different one",
+                      pin.string(), info.cgroup.cgroup_id, want_cg, opts.cgroup.string()));
+    *prog_id = info.prog_id;
+    return link;
+  }
+
+  // One hook: swap our program into its pinned link, or attach and pin a new one.
+  AttachStep attach_hook(Hook& h, int cg, uint64_t want_cg) {
+    const fs::path pin = link_dir() / h.name;
+    std::error_code ec;
+    if (fs::exists(pin, ec)) {
+      uint32_t prog_id = 0;
+      LinkPtr link = open_pinned_link(pin, want_cg, &prog_id);
+      UniqueFd previous(bpf_prog_get_fd_by_id(prog_id));
+      if (!previous) throw_errno(errno, "open the program of " + pin.string());
+      if (int err = bpf_link__update_program(link.get(), h.prog))
+        throw_errno(err, "swap program into " + pin.string());
+      h.link = std::move(link);
+      spdlog::info("adopted pinned link {} (program swapped in place)", pin.string());
+      return {&h, false, std::move(previous)};
+    }
+    LinkPtr link(bpf_program__attach_cgroup(h.prog, cg));
+    if (!link) throw_errno(errno, fmt::format("attach {} to {}", h.name, opts.cgroup.string()));
+    if (int err = bpf_link__pin(link.get(), pin.c_str())) {
+      bpf_link__detach(link.get());
+      throw_errno(err, "pin link " + pin.string());
+    }
+    h.link = std::move(link);
+    spdlog::info("attached {} to {}", h.name, opts.cgroup.string());
+    return {&h, true, {}};
+  }
+
+  // Undoes one step of a failed attach: a created link is unpinned and
+  // detached; a swapped link runs its previous program again.
+  static void undo(AttachStep& s) {
+    Hook& h = *s.hook;
+    if (!h.link) return;
+    if (s.created) {
+      bpf_link__unpin(h.link.get());
+      bpf_link__detach(h.link.get());
+      spdlog::info("rollback: detached {}", h.name);
+    } else if (bpf_link_update(bpf_link__fd(h.link.get()), s.previous.get(), nullptr) != 0) {
+      spdlog::error("rollback: could not give {} its previous program back: {}", h.name,
+                    std::strerror(errno));
+    } else {
+      spdlog::info("rollback: {} runs its previous program again", h.name);
+    }
+    h.link.reset();
+  }
+
+  // Attaches each hook, or swaps the program into the link a previous agent
+  // (or this one, before a reload) pinned. All or nothing.
   void attach() {
     std::error_code ec;
     fs::create_directories(link_dir(), ec);
@@ -213,53 +311,40 @@ struct DataPlane::Impl {
     if (!cg) throw_errno(errno, "open cgroup " + opts.cgroup.string());
     const uint64_t want_cg = cgroup_id(opts.cgroup);
 
-    for (auto& h : hooks) {
-      fs::path pin = link_dir() / h.name;
-      if (fs::exists(pin, ec)) {
-        LinkPtr link(bpf_link__open(pin.c_str()));
-        if (!link) throw_errno(errno, "open pinned link " + pin.string());
-        bpf_link_info info{};
-        uint32_t len = sizeof(info);
-        if (int err = bpf_obj_get_info_by_fd(bpf_link__fd(link.get()), &info, &len))
-          throw_errno(err, "inspect pinned link " + pin.string());
-        if (info.type != BPF_LINK_TYPE_CGROUP || info.cgroup.cgroup_id != want_cg)
-          throw std::runtime_error(
-              fmt::format("pinned link {} is attached to another cgroup (id {}, want {} = {}); "
-                          "remove the pin directory or use a different one",
-                          pin.string(), info.cgroup.cgroup_id, want_cg, opts.cgroup.string()));
-        if (int err = bpf_link__update_program(link.get(), h.prog))
-          throw_errno(err, "swap program into " + pin.string());
-        h.link = std::move(link);
-        adopted = true;
-        spdlog::info("adopted pinned link {} (program swapped in place)", pin.string());
-      } else {
-        LinkPtr link(bpf_program__attach_cgroup(h.prog, cg.get()));
-        if (!link) throw_errno(errno, fmt::format("attach {} to {}", h.name, opts.cgroup.string()));
-        if (int err = bpf_link__pin(link.get(), pin.c_str())) {
-          bpf_link__detach(link.get());
-          throw_errno(err, "pin link " + pin.string());
-        }
-        h.link = std::move(link);
-        spdlog::info("attached {} to {}", h.name, opts.cgroup.string());
+    std::vector<AttachStep> done;
+    try {
+      for (auto& h : hooks) {
+        failpoint("attach:" + h.name);
+        done.push_back(attach_hook(h, cg.get(), want_cg));
       }
+      failpoint("attach:done");
+    } catch (...) {
+      for (auto it = done.rbegin(); it != done.rend(); ++it) undo(*it);
+      throw;
     }
-    if (!passive_health()) drop_link(KVLB_LINK_SOCKOPS);
     attached = true;
+    // Past the point of no return: what follows only tidies up.
+    if (!passive_health()) drop_link(KVLB_LINK_SOCKOPS);
     retire_old_pins();
   }
 
-  bool passive_health() const { return opts.select.fail_threshold > 0; }
+  bool passive_health() const {
+    return settings().select.fail_threshold > 0;
+  }
 
   // Detaches and unpins a link a previous configuration attached and this one
-  // does not use.
+  // does not use. A failure only leaves a harmless program attached: logged.
   void drop_link(const char* name) {
     const fs::path pin = link_dir() / name;
     std::error_code ec;
     if (!fs::exists(pin, ec)) return;
     LinkPtr link(bpf_link__open(pin.c_str()));
-    if (!link) throw_errno(errno, "open pinned link " + pin.string());
+    if (!link || bpf_link__detach(link.get()) != 0) {
+      spdlog::warn("could not detach {} (not used by this configuration): {}", pin.string(),
+                   std::strerror(errno));
+      return;
+    }
     bpf_link__unpin(link.get());
-    if (int err = bpf_link__detach(link.get())) throw_errno(err, "detach " + pin.string());
     spdlog::info("detached {} (not used by this configuration)", name);
   }
 
@@ -323,25 +408,26 @@ std::unique_ptr<DataPlane> DataPlane::load(const DataPlaneOptions& opts) {
   return std::unique_ptr<DataPlane>(new DataPlane(std::move(impl)));
 }
 
+std::vector<ProgramStats> DataPlane::verify(const ProgramSettings& settings) {
+  Impl impl;
+  impl.opts.program = settings;
+  impl.pinned = false;
+  impl.load();
+  return impl.program_stats();
+}
+
 void DataPlane::attach() {
-  auto* impl = impl_.get();
-  if (impl->attached) return;
-  try {
-    impl->attach();
-  } catch (...) {
-    // Leave nothing half-attached by this agent; links adopted from a previous
-    // agent keep their pins (closing our fd does not detach them).
-    for (auto& h : impl->hooks)
-      if (h.link && !impl->adopted) {
-        bpf_link__unpin(h.link.get());
-        bpf_link__detach(h.link.get());
-      }
-    throw;
-  }
+  if (!impl_->attached) impl_->attach();
 }
 
 bool DataPlane::adopted() const {
   return impl_->adopted;
+}
+const DataPlaneOptions& DataPlane::options() const {
+  return impl_->opts;
+}
+std::vector<ProgramStats> DataPlane::programs() const {
+  return impl_->program_stats();
 }
 void DataPlane::detach_and_unpin() {
   impl_->detach_and_unpin();

@@ -1,11 +1,14 @@
 // dataplane.h - the userspace facade over kvlb's kernel programs and pinned maps.
 //
-// Opening a DataPlane loads the socket-LB programs (one BPF object per attach
-// point), reuses or creates the pinned maps under the pin directory, and either
-// attaches the programs to the cgroup through bpf_links pinned in <pin_dir>/links,
-// or, when such pinned links already exist (a previous agent left the data plane
-// in place), atomically swaps the new programs into them: connections keep being
-// balanced throughout a restart or an upgrade.
+// Loading a DataPlane loads the socket-LB programs (one BPF object per attach
+// point) and reuses or creates the pinned maps under the pin directory; nothing
+// runs in the kernel yet. attach() then either attaches the programs to the
+// cgroup through bpf_links pinned in <pin_dir>/links, or, when such pinned links
+// already exist (a previous agent, or this agent before a reload, left the data
+// plane in place), atomically swaps the new programs into them: connections keep
+// being balanced throughout a restart, an upgrade or a reload. An attach that
+// fails part-way undoes exactly what it did: links it created are removed, links
+// it swapped get their previous program back.
 #pragma once
 
 #include <array>
@@ -20,15 +23,28 @@
 
 namespace kvlb {
 
+// What the programs are built with at load time (their .rodata and the socket
+// table's size): a change needs new programs. Compared member by member.
+struct ProgramSettings {
+  kvlb_select_cfg select = default_select_cfg();
+  uint32_t bypass_mark = 0;        // sockets with this SO_MARK are never balanced (0: none)
+  uint64_t host_netns_cookie = 0;  // balance only this network namespace (0: all)
+  uint32_t max_sockets = KVLB_MAX_SOCKETS;  // entries of the socket table
+  bool operator==(const ProgramSettings&) const = default;
+};
+
 struct DataPlaneOptions {
   std::filesystem::path bpffs_root = "/sys/fs/bpf";
   std::filesystem::path pin_dir = "/sys/fs/bpf/kvlb";
   std::filesystem::path cgroup;  // absolute path of a cgroup v2 directory
-  kvlb_select_cfg select = default_select_cfg();
-  uint32_t no_backend_errno = 111;  // ECONNREFUSED
-  uint32_t bypass_mark = 0;         // sockets with this SO_MARK are never balanced (0: none)
-  uint64_t host_netns_cookie = 0;   // balance only this network namespace (0: all)
-  uint32_t max_sockets = KVLB_MAX_SOCKETS;  // entries of the socket table
+  ProgramSettings program;
+};
+
+// A loaded program, as the kernel's verifier accepted it.
+struct ProgramStats {
+  std::string name;             // kvlb_connect4, ...
+  uint32_t verified_insns = 0;  // instructions the verifier processed (limit: 1,000,000)
+  uint32_t insns = 0;           // instructions in the program after the verifier's rewrites
 };
 
 // The cookie of the calling thread's network namespace (SO_NETNS_COOKIE).
@@ -40,11 +56,17 @@ class DataPlane {
   // reason on failure; nothing is left attached then.
   static std::unique_ptr<DataPlane> open(const DataPlaneOptions& opts);
   // Loads the programs and opens or creates the pinned maps, without attaching:
-  // the agent fills maps of a new layout first, then attach() swaps the programs
-  // in, so an upgrade has no moment without service.
+  // the agent fills the maps first, then attach() swaps the programs in, so an
+  // upgrade or a reload has no moment without service.
   static std::unique_ptr<DataPlane> load(const DataPlaneOptions& opts);
+  // Loads every program with `settings` into the kernel and reports what the
+  // verifier accepted; nothing is pinned or attached, and everything is
+  // released on return. Throws like load().
+  static std::vector<ProgramStats> verify(const ProgramSettings& settings);
+
   // Attaches, or swaps the programs into the pinned links; then removes the pins
-  // of retired map layouts. No-op when attached.
+  // of retired map layouts. On failure, undoes what this call attached or
+  // swapped, and throws. No-op when attached.
   void attach();
   ~DataPlane();
   DataPlane(const DataPlane&) = delete;
@@ -52,6 +74,9 @@ class DataPlane {
 
   // True when the programs replace (or will replace) links a previous agent left pinned.
   bool adopted() const;
+  const DataPlaneOptions& options() const;
+  // The loaded programs, as the verifier accepted them.
+  std::vector<ProgramStats> programs() const;
 
   // Detaches every program and removes the pins (links and maps): the clean
   // shutdown. Without this call the data plane stays in place after exit.

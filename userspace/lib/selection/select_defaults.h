@@ -1,5 +1,6 @@
-// select_defaults.h - default tunables of the selection (see bpf/lib/select.h),
-// shared by the agent (written to the programs' .rodata) and the simulator.
+// select_defaults.h - the selection's tunables (bpf/lib/select.h's table) on the
+// C++ side: their defaults and a field-by-field comparison, both generated from
+// the table, so a new tunable cannot be left out of either.
 #pragma once
 
 extern "C" {
@@ -8,17 +9,21 @@ extern "C" {
 
 namespace kvlb {
 
-inline kvlb_select_cfg default_select_cfg() {
+constexpr kvlb_select_cfg default_select_cfg() {
   kvlb_select_cfg c{};
-  c.stale_ns = 2'000'000'000ull;  // 2 s
-  c.kv_permille_per_pick = 15;    // ~ a 540-token prompt in 2,200 blocks of 16
-  c.kv_full_permille = 950;
-  c.w_queue = 1000;
-  c.w_kv = 1;
-  c.w_inflight = 100;
-  c.fail_threshold = 1;                   // the first refused connect...
-  c.fail_cooldown_ns = 5'000'000'000ull;  // ...benches a backend for 5 s
+#define KVLB_DEFAULT_(type, field, def) c.field = def;
+  KVLB_SELECT_TUNABLES(KVLB_DEFAULT_)
+#undef KVLB_DEFAULT_
   return c;
 }
 
 }  // namespace kvlb
+
+// Field by field (kvlb_select_cfg is a C struct: no defaulted comparison).
+constexpr bool operator==(const kvlb_select_cfg& a, const kvlb_select_cfg& b) {
+  bool same = true;
+#define KVLB_SAME_(type, field, def) same = same && a.field == b.field;
+  KVLB_SELECT_TUNABLES(KVLB_SAME_)
+#undef KVLB_SAME_
+  return same;
+}
