@@ -186,3 +186,36 @@ TEST(Config, DuplicateServicesAreRejected) {
 )";
   expect_error(conflicting, "services[1].backends[0]", "is also services[0].backends[0]");
 }
+
+TEST(Config, HostileYamlIsAConfigErrorNeverAnAbort) {
+  // A mapping used as a key aborted the agent (an exception type nobody caught).
+  expect_error(std::string(kValid) + "{}: 1\n", "(top level)", "not a plain name");
+  expect_error(replace(kValid, "    policy: p2c-queue-kv", "    [a, b]: 1"), "services[0]",
+               "not a plain name");
+  // Anything yaml-cpp throws comes out as a ConfigError.
+  for (const char* doc : {"{}:", "? [x]\n: 1\n", "- a\n- b\n", "cgroup: {a: 1}\nservices: 1\n",
+                          "&a [*a]", "cgroup: !!binary AAAA\nservices: []\n"}) {
+    EXPECT_THROW(parse_config(doc), ConfigError) << doc;
+  }
+}
+
+TEST(Config, DuplicateKeysAreRejectedWithTheirPath) {
+  // yaml-cpp keeps both and answers with the first: silently ignoring the second.
+  expect_error(std::string(kValid) + "scrape_interval: 100ms\n", "scrape_interval", "twice");
+  expect_error(replace(kValid, "    choices: 3", "    choices: 3\n    choices: 4"),
+               "services[0].choices", "twice");
+  expect_error(replace(kValid, "        weight: 200", "        weight: 200\n        weight: 300"),
+               "services[0].backends[1].weight", "twice");
+}
+
+TEST(Config, PathsCannotEscapeWithDotDot) {
+  // Passed validation, then the root agent chmod'ed /etc.
+  expect_error(
+      replace(kValid, "pin_dir: /sys/fs/bpf/kvlb", "pin_dir: /sys/fs/bpf/kvlb/../../../../etc"),
+      "pin_dir", "'..'");
+  expect_error(replace(kValid, "bpffs: /sys/fs/bpf", "bpffs: /sys/fs/bpf/../../../tmp"), "bpffs",
+               "'..'");
+  auto c =
+      parse_config(replace(kValid, "pin_dir: /sys/fs/bpf/kvlb", "pin_dir: /sys/fs/bpf//kvlb/./"));
+  EXPECT_EQ(c.pin_dir, "/sys/fs/bpf/kvlb");
+}

@@ -107,3 +107,36 @@ TEST(OpenAiApi, FullResponse) {
   EXPECT_EQ(e["code"], 404);
   EXPECT_EQ(e["message"], "nope");
 }
+
+TEST(OpenAiApi, WrongTypesAreA400NeverAnException) {
+  // Each used to throw out of the server's event loop (nlohmann type_error).
+  for (const char* body : {
+           R"({"model":7,"prompt":"x"})",
+           R"({"model":["m"],"prompt":"x"})",
+           R"({"model":"m","prompt":"x","stream":true,"stream_options":{"include_usage":"yes"}})",
+           R"({"model":"m","prompt":"x","stream":true,"stream_options":{"include_usage":1}})",
+           R"({"model":"m","prompt":"x","stream":true,"stream_options":[]})",
+           R"({"model":"m","prompt":"x","max_tokens":"10"})",
+           R"({"model":"m","prompt":"x","min_tokens":-1})",
+           R"({"model":"m","prompt":{"a":1}})",
+       }) {
+    ApiError e;
+    ASSERT_NO_THROW(e = err(body)) << body;
+    EXPECT_EQ(e.status, 400) << body;
+    auto j = json::parse(error_body(e));
+    EXPECT_EQ(j["object"], "error");
+    EXPECT_EQ(j["code"], 400);
+  }
+  EXPECT_TRUE(
+      ok(R"({"model":"m","prompt":"x","stream":true,"stream_options":{"include_usage":true}})")
+          .include_usage);
+}
+
+TEST(OpenAiApi, ErrorBodiesStayValidJsonWithHostileBytes) {
+  // A request target with a 0xFF byte made the 404 body's dump() throw.
+  std::string body;
+  ASSERT_NO_THROW(body = error_body({404, std::string("no route /\xff\x1b[2J")}));
+  auto j = json::parse(body);
+  EXPECT_EQ(j["code"], 404);
+  EXPECT_EQ(j["type"], "NotFoundError");
+}

@@ -49,6 +49,8 @@ class FaultServer {
     thread_.join();
     for (auto& w : workers_) w.join();  // sockets must not outlive io_
   }
+  // Bytes the /extension-flood answer managed to write before the client hung up.
+  size_t flood_written() const { return flood_written_; }
   std::string url(const std::string& fault) const {
     return "http://127.0.0.1:" + std::to_string(acceptor_.local_endpoint().port()) + "/" + fault;
   }
@@ -57,11 +59,12 @@ class FaultServer {
   void accept() {
     acceptor_.async_accept([this](boost::system::error_code ec, tcp::socket s) {
       if (ec) return;
-      workers_.emplace_back([sock = std::make_shared<tcp::socket>(std::move(s))] { serve(*sock); });
+      workers_.emplace_back(
+          [this, sock = std::make_shared<tcp::socket>(std::move(s))] { serve(*sock); });
       accept();
     });
   }
-  static void serve(tcp::socket& s) {
+  void serve(tcp::socket& s) {
     boost::system::error_code ec;
     std::string req = read_request_head(s, ec);
     if (ec) return;
@@ -105,6 +108,28 @@ class FaultServer {
       std::string chunk(64 * 1024, '#');
       for (int i = 0; i < 48 && !ec; ++i) raw(fmt::format("{:x}\r\n{}\r\n", chunk.size(), chunk));
       raw("0\r\n\r\n");
+    } else if (path == "/endless-trailer") {
+      // A valid body, the last chunk, then trailer lines for as long as the
+      // client reads them.
+      raw("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+          "1c\r\nvllm:num_requests_waiting 7\n\r\n0\r\n");
+      std::string lines;
+      for (int i = 0; i < 512; ++i) lines += "X-T: y\r\n";
+      while (!ec) raw(lines);
+    } else if (path == "/chunk-overflow") {
+      // A chunk size that wraps a size_t sum: 2^64 - 1.
+      raw("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+          "1c\r\nvllm:num_requests_waiting 7\n\r\nffffffffffffffff\r\nabc");
+    } else if (path == "/extension-flood") {
+      // 1-byte chunks with 1000-byte extensions: a thousand times the body on
+      // the wire, for up to 200 MB or until the client hangs up.
+      raw("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+      std::string chunk = "1;" + std::string(1000, 'e') + "\r\n#\r\n", batch;
+      for (int i = 0; i < 64; ++i) batch += chunk;
+      for (size_t sent = 0; !ec && sent < (200u << 20); sent += batch.size()) {
+        raw(batch);
+        if (!ec) flood_written_ += batch.size();
+      }
     } else if (path == "/slow") {
       std::this_thread::sleep_for(std::chrono::seconds(1));
       reply(200, "vllm:num_requests_waiting 0\n");
@@ -121,6 +146,7 @@ class FaultServer {
   tcp::acceptor acceptor_;
   std::thread thread_;
   std::vector<std::thread> workers_;  // touched by the io thread only, joined after it
+  std::atomic<size_t> flood_written_{0};
 };
 
 }  // namespace
@@ -208,6 +234,61 @@ TEST_P(ScraperFaults, BrokenAnswersFailWithAReason) {
     EXPECT_TRUE(x.body.empty());
   }
   EXPECT_EQ(r[2].error, ScrapeError::TooLarge) << r[2].detail;
+}
+
+TEST_P(ScraperFaults, AnEndlessTrailerEndsTheScrapeWithinTheRound) {
+  // Before: the native client re-searched the trailer from its start on every
+  // read and checked the deadline only between wake-ups: 25 s and more with a 1 s
+  // timeout. Now: the trailer is bounded (16 KiB), and past the deadline any
+  // transfer fails, whichever client runs it.
+  FaultServer srv;
+  Scraper scraper(options(std::chrono::milliseconds(1000)));
+  scraper.set_targets({srv.url("endless-trailer"), srv.url("ok")});
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = scraper.scrape_all();
+  const auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_FALSE(r[0].ok());
+  EXPECT_TRUE(r[0].body.empty());
+  EXPECT_TRUE(r[1].ok()) << r[1].detail;
+  // Generous (5x the timeout): the property is "bounded by the round", and the
+  // fault made it unbounded.
+  EXPECT_LT(took, std::chrono::seconds(5));
+  if (GetParam() == ScrapeClient::Auto) {
+    EXPECT_NE(r[0].detail.find("trailer longer than"), std::string::npos) << r[0].detail;
+  }
+}
+
+TEST_P(ScraperFaults, AChunkSizeThatWrapsASumIsTooLarge) {
+  // 16 f's: body.size() + size wrapped to a small number and passed the limit.
+  FaultServer srv;
+  Scraper scraper(options(std::chrono::milliseconds(2000)));
+  scraper.set_targets({srv.url("chunk-overflow")});
+  auto r = scraper.scrape_all();
+  EXPECT_FALSE(r[0].ok());
+  EXPECT_TRUE(r[0].body.empty());
+  if (GetParam() == ScrapeClient::Auto) {
+    EXPECT_EQ(r[0].error, ScrapeError::TooLarge) << r[0].detail;
+  }
+}
+
+TEST(ScraperNative, FramingOverheadIsBoundedOnTheWire) {
+  // 1-byte chunks with 1 KiB extensions: the whole answer used to be buffered
+  // (273 MB for one scrape). Now at most twice the body limit (plus a head) is
+  // read before the scrape fails, and parsed chunks leave the buffer at once.
+  FaultServer srv;
+  const size_t limit = 64 * 1024;
+  Scraper scraper(ScrapeOptions{std::chrono::milliseconds(5000), limit});
+  scraper.set_targets({srv.url("extension-flood")});
+  auto r = scraper.scrape_all();
+  EXPECT_EQ(r[0].error, ScrapeError::TooLarge) << r[0].detail;
+  EXPECT_NE(r[0].detail.find("on the wire"), std::string::npos) << r[0].detail;
+  EXPECT_TRUE(r[0].body.empty());
+  // What the server got into the socket before the client hung up: the limit
+  // read plus what the kernel's socket buffers held (a few MB on loopback),
+  // far from the 200 MB it had to send.
+  for (int i = 0; i < 100 && srv.flood_written() == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_LT(srv.flood_written(), size_t{32} << 20);
 }
 
 TEST(ScraperNative, UnsupportedContentEncodingIsAnError) {

@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "agent/scoring.h"
+#include "common/printable.h"
 
 namespace kvlb::agent {
 namespace {
@@ -326,21 +327,45 @@ std::string Agent::metrics_text() const {
   return w.take();
 }
 
-void Agent::scrape_round() {
+Agent::ScrapeRound Agent::begin_round() const {
   // The picks the kernel had made when the scrape started: the kernel counts the
   // picks since then as assigned-but-not-yet-visible in the replica's metrics.
-  std::vector<uint64_t> picks(backends_.size());
-  for (size_t i = 0; i < backends_.size(); ++i) picks[i] = dp_->counters(backends_[i].id).picks;
-  const uint64_t taken = monotonic_ns();
-  const auto round_start = std::chrono::steady_clock::now();
-  const auto& results = scraper_->scrape_all();
+  ScrapeRound round;
+  round.picks.resize(backends_.size());
+  round.engines.resize(backends_.size());
+  for (size_t i = 0; i < backends_.size(); ++i) {
+    round.picks[i] = dp_->counters(backends_[i].id).picks;
+    round.engines[i] = backends_[i].engine;
+  }
+  round.taken = monotonic_ns();
+  round.start = std::chrono::steady_clock::now();
+  return round;
+}
 
+void Agent::collect(ScrapeRound& round) {
+  const auto& results = scraper_->scrape_all();
+  round.stats.resize(results.size());
+  for (size_t i = 0; i < results.size(); ++i)
+    if (results[i].ok()) round.stats[i] = engines::extract_stats(results[i].body, round.engines[i]);
+  round.results = &results;
+}
+
+void Agent::scrape_round() {
+  auto round = begin_round();
+  collect(round);
+  finish_round(round);
+}
+
+void Agent::finish_round(const ScrapeRound& round) {
+  const auto& results = *round.results;
+  const auto round_start = round.start;
+  const uint64_t taken = round.taken;
   for (size_t i = 0; i < backends_.size(); ++i) {
     auto& b = backends_[i];
     auto& r = results[i];
     std::string error;
     if (r.ok()) {
-      auto ex = engines::extract_stats(r.body, b.engine);
+      const auto& ex = round.stats[i];
       if (ex.stats && b.engine == engines::Engine::Auto) {
         // Detected once, from the first good scrape; later scrapes match only this
         // engine's names (cheaper, and no flip-flop on a half-rendered page).
@@ -356,16 +381,16 @@ void Agent::scrape_round() {
         b.down = false;
         b.stale = false;
         b.last_error.clear();
-        write_score(b, make_score(*ex.stats, b.weight, effective_state(b), taken, picks[i]));
+        write_score(b, make_score(*ex.stats, b.weight, effective_state(b), taken, round.picks[i]));
         scrape_latency_.observe(std::chrono::duration<double>(r.latency).count());
         scrape_to_map_.observe(
             std::chrono::duration<double>(std::chrono::steady_clock::now() - round_start).count());
         continue;
       }
-      error = ex.error;
+      error = printable(ex.error);
       ++scrape_errors_[{b.address.to_string(), "malformed"}];
     } else {
-      error = fmt::format("{}: {}", scrape_error_name(r.error), r.detail);
+      error = fmt::format("{}: {}", scrape_error_name(r.error), printable(r.detail));
       ++scrape_errors_[{b.address.to_string(), std::string(scrape_error_name(r.error))}];
     }
     // A failed scrape keeps the last good score (it ages and turns stale in the

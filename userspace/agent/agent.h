@@ -52,6 +52,24 @@ class Agent {
   // concurrently, and write a fresh score for each (or mark it down).
   void scrape_round();
 
+  // The same round in three steps, so a caller that shares the agent with
+  // another thread (the admin API) holds its lock only for the first and the
+  // last: begin_round() and finish_round() read and write the agent's state;
+  // collect() scrapes and parses (up to scrape_timeout, plus the parsing) and
+  // touches nothing but the scraper and the round. Only the thread that
+  // reconfigures the agent may run a round.
+  struct ScrapeRound {
+    std::vector<uint64_t> picks;           // kernel picks per backend at the start
+    std::vector<engines::Engine> engines;  // each backend's engine at the start
+    uint64_t taken = 0;                    // monotonic_ns() at the start
+    std::chrono::steady_clock::time_point start;
+    const std::vector<ScrapeResult>* results = nullptr;  // the scraper's, after collect()
+    std::vector<engines::ExtractResult> stats;           // parsed, for results that are ok()
+  };
+  ScrapeRound begin_round() const;
+  void collect(ScrapeRound& round);
+  void finish_round(const ScrapeRound& round);
+
   // Logs one line per backend: scores and kernel counters.
   void log_scores() const;
 

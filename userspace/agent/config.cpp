@@ -22,8 +22,16 @@ constexpr std::string_view kPolicyNames[] = {"random", "least-inflight", "p2c-kv
 void check_keys(const YAML::Node& node, const std::string& path,
                 std::initializer_list<std::string_view> allowed) {
   if (!node.IsMap()) throw ConfigError(path.empty() ? "(top level)" : path, "must be a mapping");
+  std::set<std::string> seen;
   for (const auto& kv : node) {
-    auto key = kv.first.as<std::string>();
+    // A key is a plain name: `{}:` or `[a]:` is not one of ours, whatever it holds.
+    if (!kv.first.IsScalar())
+      throw ConfigError(path.empty() ? "(top level)" : path,
+                        "a key is not a plain name (a mapping or list used as a key)");
+    auto key = kv.first.Scalar();
+    // YAML forbids duplicate keys; yaml-cpp keeps both and answers with the first.
+    if (!seen.insert(key).second)
+      throw ConfigError(path.empty() ? key : path + "." + key, "is given twice");
     bool ok = false;
     for (auto a : allowed) ok = ok || a == key;
     if (!ok) {
@@ -33,6 +41,18 @@ void check_keys(const YAML::Node& node, const std::string& path,
                         "unknown field (known: " + known + ")");
     }
   }
+}
+
+// An absolute path with no ".." component, in its normal form: the agent runs as
+// root, so a path that names one place and reaches another must not pass.
+std::filesystem::path checked_path(const std::filesystem::path& p, const std::string& field) {
+  if (!p.is_absolute()) throw ConfigError(field, "must be an absolute path");
+  for (const auto& part : p)
+    if (part == "..") throw ConfigError(field, "must not contain '..'");
+  auto normal = p.lexically_normal();
+  if (normal.has_filename() == false && normal != normal.root_path())
+    normal = normal.parent_path();  // no trailing slash
+  return normal;
 }
 
 std::string join(const std::string& path, const std::string& key) {
@@ -172,7 +192,22 @@ kvlb_policy parse_policy(const std::string& name, const std::string& field) {
                                "' (random, least-inflight, p2c-kv, p2c-queue-kv, p2c-score)");
 }
 
+AgentConfig parse_config_checked(const std::string& yaml_text);
+
 AgentConfig parse_config(const std::string& yaml_text) {
+  // Whatever yaml-cpp throws on an odd document (a conversion, an invalid node)
+  // is a configuration error with its position, never an escaped exception.
+  try {
+    return parse_config_checked(yaml_text);
+  } catch (const ConfigError&) {
+    throw;
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(
+        "(yaml)", e.mark.is_null() ? e.msg : fmt::format("line {}: {}", e.mark.line + 1, e.msg));
+  }
+}
+
+AgentConfig parse_config_checked(const std::string& yaml_text) {
   YAML::Node root;
   try {
     root = YAML::Load(yaml_text);
@@ -189,8 +224,8 @@ AgentConfig parse_config(const std::string& yaml_text) {
   c.cgroup = required_string(root, "cgroup", "");
   if (root["bpffs"]) c.bpffs = scalar(root["bpffs"], "bpffs");
   if (root["pin_dir"]) c.pin_dir = scalar(root["pin_dir"], "pin_dir");
-  if (!c.bpffs.is_absolute()) throw ConfigError("bpffs", "must be an absolute path");
-  if (!c.pin_dir.is_absolute()) throw ConfigError("pin_dir", "must be an absolute path");
+  c.bpffs = checked_path(c.bpffs, "bpffs");
+  c.pin_dir = checked_path(c.pin_dir, "pin_dir");
   {
     auto rel = c.pin_dir.lexically_relative(c.bpffs);
     if (rel.empty() || rel == "." || *rel.begin() == "..")

@@ -103,7 +103,7 @@ std::string_view policy_name(kvlb_policy p);
 // Throws ConfigError for unknown names.
 kvlb_policy parse_policy(const std::string& name, const std::string& field);
 
-// Parses and validates. Throws ConfigError.
+// Parses and validates. Throws ConfigError (and nothing else) for any document.
 AgentConfig parse_config(const std::string& yaml_text);
 AgentConfig load_config(const std::filesystem::path& file);
 

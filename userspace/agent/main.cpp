@@ -116,7 +116,7 @@ int main(int argc, char** argv) {
   agent::AgentConfig cfg;
   try {
     cfg = agent::load_config(config_path);
-  } catch (const agent::ConfigError& e) {
+  } catch (const std::exception& e) {  // ConfigError; anything else is a bug, reported alike
     spdlog::error("invalid configuration {}: {}", config_path, e.what());
     return 2;
   }
@@ -261,7 +261,13 @@ int main(int argc, char** argv) {
           agent.reconfigure(*eff, *dp);
           spdlog::info("discovery: {} backends", agent.backends().size());
         }
-      agent.scrape_round();
+      // The scrape itself (network waits, parsing) runs without the lock: one
+      // slow replica never blocks the admin API or the liveness probe.
+      auto round = agent.begin_round();
+      lock.unlock();
+      agent.collect(round);
+      lock.lock();
+      agent.finish_round(round);
       auto now = std::chrono::steady_clock::now();
       if (score_period->count() > 0 && now >= next_log) {
         agent.log_scores();

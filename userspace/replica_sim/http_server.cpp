@@ -6,6 +6,8 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "common/printable.h"
+
 namespace kvlb::replica {
 namespace beast = boost::beast;
 namespace http = beast::http;
@@ -26,6 +28,8 @@ const char* reason_phrase(int status) {
       return "Method Not Allowed";
     case 413:
       return "Payload Too Large";
+    case 500:
+      return "Internal Server Error";
     case 503:
       return "Service Unavailable";
     default:
@@ -99,11 +103,31 @@ class Session : public std::enable_shared_from_this<Session> {
       flush();
       return;
     }
-    if (ec) return close();
+    if (ec == http::error::end_of_stream || ec == net::error::eof ||
+        ec == net::error::connection_reset || ec == net::error::operation_aborted ||
+        ec == beast::error::timeout || ec == http::error::partial_message)
+      return close();
+    if (ec) {
+      // Not HTTP (a bad request line, header or framing): say so, then hang up.
+      keep_alive_ = false;
+      respond(400, "application/json",
+              error_body({400, "malformed HTTP request: " + ec.message()}));
+      flush();
+      return;
+    }
     auto req = parser_->release();
     keep_alive_ = req.keep_alive();
     response_done_ = false;
-    handle(req);
+    try {
+      handle(req);
+    } catch (const std::exception& e) {
+      // Last resort: nothing a client sends may escape into the event loop.
+      spdlog::error("request {}: {}", printable(std::string(req.target())), e.what());
+      gen_.reset();
+      keep_alive_ = false;
+      out_.clear();
+      respond(500, "application/json", error_body({500, "internal error"}));
+    }
     flush();
   }
 
@@ -118,6 +142,7 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     if (target == "/metrics") {
       if (!get) return respond(405, "text/plain", "");
+      if (srv_.options().metrics_delay.count() > 0) return delayed_metrics();
       return respond(200, "text/plain; version=0.0.4; charset=utf-8", srv_.metrics_text());
     }
     if (target == "/v1/models") {
@@ -132,6 +157,8 @@ class Session : public std::enable_shared_from_this<Session> {
       if (!post) return respond(405, "application/json", error_body({405, "use POST"}));
       if (!srv_.ready())
         return respond(503, "application/json", error_body({503, "model is still loading"}));
+      if (srv_.options().fail_requests)
+        return respond(500, "application/json", error_body({500, "engine error (fault)"}));
       auto parsed =
           parse_request(req.body(), chat, srv_.options().model, srv_.options().max_model_len);
       if (auto* e = std::get_if<ApiError>(&parsed))
@@ -153,7 +180,19 @@ class Session : public std::enable_shared_from_this<Session> {
       watch_peer();
       return;
     }
-    respond(404, "application/json", error_body({404, "no route " + target}));
+    respond(404, "application/json", error_body({404, "no route " + printable(target)}));
+  }
+
+  // The metrics_delay fault: /metrics answers late (a replica stuck in GC, a
+  // Python process busy with the model).
+  void delayed_metrics() {
+    auto timer = std::make_shared<net::steady_timer>(stream_.get_executor());
+    timer->expires_after(srv_.options().metrics_delay);
+    timer->async_wait([self = shared_from_this(), timer](beast::error_code ec) {
+      if (ec) return;
+      self->respond(200, "text/plain; version=0.0.4; charset=utf-8", self->srv_.metrics_text());
+      self->flush();
+    });
   }
 
   // While a generation runs nothing is read, so a client that goes away would

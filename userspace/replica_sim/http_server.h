@@ -20,7 +20,7 @@
 namespace kvlb::replica {
 
 struct ServerOptions {
-  std::string listen_address = "0.0.0.0";
+  std::string listen_address = "127.0.0.1";  // loopback unless told otherwise
   uint16_t port = 8000;
   std::string name = "replica";  // sent as X-Kvlb-Replica on every response
   std::string model = "meta-llama/Llama-3.1-8B-Instruct";
@@ -28,6 +28,10 @@ struct ServerOptions {
   std::chrono::milliseconds load_delay{0};  // /health fails until this has passed
   uint32_t max_model_len = 4096;
   size_t max_body_bytes = 1 << 20;
+  // Faults, for tests: /metrics answers only after this delay; completions
+  // fail at once with 500 (and never load the engine, so its metrics say idle).
+  std::chrono::milliseconds metrics_delay{0};
+  bool fail_requests = false;
 };
 
 class Session;

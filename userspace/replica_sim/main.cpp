@@ -20,7 +20,7 @@ int main(int argc, char** argv) {
   CLI::App app{"kvlb-replica-sim: emulated LLM inference replica"};
   ServerOptions o;
   EngineProfile p;
-  std::string flavor = "vllm", load_delay = "0s", log_level = "info";
+  std::string flavor = "vllm", load_delay = "0s", log_level = "info", metrics_delay = "0s";
   app.add_option("--listen", o.listen_address, "address to listen on");
   app.add_option("--port", o.port, "TCP port");
   app.add_option("--name", o.name, "replica name (X-Kvlb-Replica header)");
@@ -28,6 +28,10 @@ int main(int argc, char** argv) {
   app.add_option("--metrics-flavor", flavor, "vllm, vllm-legacy, tgi, sglang");
   app.add_option("--load-delay", load_delay, "time before /health succeeds (model load)");
   app.add_option("--log-level", log_level, "log level");
+  app.add_option("--fault-metrics-delay", metrics_delay,
+                 "fault: answer /metrics only after this delay");
+  app.add_flag("--fault-fail-requests", o.fail_requests,
+               "fault: answer every completion with 500 at once (metrics stay idle)");
   add_profile_flags(app, p);
   app.add_option("--seed", p.seed, "jitter random seed");
   CLI11_PARSE(app, argc, argv);
@@ -50,6 +54,12 @@ int main(int argc, char** argv) {
     return 2;
   }
   o.load_delay = std::chrono::duration_cast<std::chrono::milliseconds>(*delay);
+  auto mdelay = parse_duration(metrics_delay);
+  if (!mdelay) {
+    spdlog::error("--fault-metrics-delay: '{}' is not a duration", metrics_delay);
+    return 2;
+  }
+  o.metrics_delay = std::chrono::duration_cast<std::chrono::milliseconds>(*mdelay);
   o.max_model_len = p.max_model_len;
 
   std::unique_ptr<EngineModel> engine;

@@ -33,9 +33,11 @@ std::variant<ApiRequest, ApiError> parse_request(const std::string& body, bool c
   if (j.is_discarded() || !j.is_object()) return ApiError{400, "request body is not a JSON object"};
   ApiRequest r;
   r.chat = chat;
-  r.model = j.value("model", served_model);
+  // Every field's type is checked before it is read: a request is untrusted
+  // input, and a wrong type must be a 400, never an exception.
   if (!j.contains("model") || !j["model"].is_string())
     return ApiError{400, "field 'model' is required and must be a string"};
+  r.model = j["model"].get<std::string>();
   if (r.model != served_model)
     return ApiError{404, fmt::format("The model `{}` does not exist.", r.model)};
 
@@ -84,9 +86,15 @@ std::variant<ApiRequest, ApiError> parse_request(const std::string& body, bool c
     if (!j["stream"].is_boolean()) return ApiError{400, "stream must be a boolean"};
     r.stream = j["stream"].get<bool>();
   }
-  if (j.contains("stream_options") && j["stream_options"].is_object()) {
+  if (j.contains("stream_options") && !j["stream_options"].is_null()) {
+    const auto& so = j["stream_options"];
+    if (!so.is_object()) return ApiError{400, "stream_options must be an object"};
     if (!r.stream) return ApiError{400, "stream_options is only allowed when stream is true"};
-    r.include_usage = j["stream_options"].value("include_usage", false);
+    if (so.contains("include_usage")) {
+      if (!so["include_usage"].is_boolean())
+        return ApiError{400, "stream_options.include_usage must be a boolean"};
+      r.include_usage = so["include_usage"].get<bool>();
+    }
   }
   return r;
 }
@@ -151,9 +159,13 @@ std::string full_response(const ApiRequest& r, const std::string& id, int64_t cr
 }
 
 std::string error_body(const ApiError& e) {
-  const char* type = e.status == 404 ? "NotFoundError" : "BadRequestError";
-  return json{{"object", "error"}, {"message", e.message}, {"type", type}, {"code", e.status}}
-      .dump();
+  const char* type = e.status == 404   ? "NotFoundError"
+                     : e.status >= 500 ? "InternalServerError"
+                                       : "BadRequestError";
+  // The message may quote the request (a target, a model name): bytes that are
+  // not valid UTF-8 are replaced, never a reason to throw.
+  return json{{"object", "error"}, {"message", e.message}, {"type", type}, {"code", e.status}}.dump(
+      -1, ' ', false, json::error_handler_t::replace);
 }
 
 }  // namespace kvlb::replica

@@ -132,7 +132,7 @@ int main(int argc, char** argv) {
   CLI::App app{"kvlb-connect-bench: TCP connections per second"};
   app.require_subcommand(1);
   auto* server = app.add_subcommand("server", "accept and close");
-  std::string listen = "0.0.0.0", targets, targets_file;
+  std::string listen = "127.0.0.1", targets, targets_file;
   uint16_t port = 9000;
   double seconds = 3;
   uint64_t seed = 1;

@@ -3,11 +3,17 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <deque>
+#include <unordered_set>
 
 #include <fmt/format.h>
 
 namespace kvlb::engines {
 namespace {
+
+// Models one replica may serve: an engine serves one or a few (LoRA adapters
+// included); a page naming more is refused rather than tracked.
+constexpr size_t kMaxModels = 256;
 
 // The metric names of one engine. Several names for one quantity cover renames
 // across engine versions (vLLM < 0.9 called its KV gauge gpu_cache_usage_perc).
@@ -116,9 +122,11 @@ ExtractResult extract_stats(std::string_view exposition, Engine engine,
     bool seen_waiting = false;
     double waiting = 0, running = 0;
     std::optional<double> kv;
-    std::vector<std::string> models;
-    std::string bad;  // first non-finite value seen
+    std::deque<std::string> models;                  // stable addresses for the set's views
+    std::unordered_set<std::string_view> model_set;  // constant-time "seen already?"
+    std::string bad;                                 // first non-finite value seen
   };
+  std::string too_many;
   std::array<Acc, 4> acc;
   const auto& sets = name_sets();
 
@@ -138,9 +146,14 @@ ExtractResult extract_stats(std::string_view exposition, Engine engine,
             if (a.bad.empty()) a.bad = fmt::format("{} is {}", s.name, s.value);
             continue;
           }
-          if (const auto* m = s.label("model_name");
-              m && std::find(a.models.begin(), a.models.end(), *m) == a.models.end())
-            a.models.emplace_back(*m);
+          if (const auto* m = s.label("model_name"); m && !a.model_set.count(*m)) {
+            if (a.models.size() >= kMaxModels) {
+              if (too_many.empty())
+                too_many = fmt::format("more than {} distinct model_name values", kMaxModels);
+              continue;
+            }
+            a.model_set.emplace(a.models.emplace_back(*m));
+          }
           if (w) {
             a.waiting += s.value;
           } else if (r) {
@@ -152,6 +165,7 @@ ExtractResult extract_stats(std::string_view exposition, Engine engine,
       },
       limits);
   if (err) return {std::nullopt, "malformed exposition: " + err->to_string()};
+  if (!too_many.empty()) return {std::nullopt, too_many};
 
   for (size_t i = 0; i < sets.size(); ++i) {
     const auto& a = acc[i];
@@ -162,7 +176,7 @@ ExtractResult extract_stats(std::string_view exposition, Engine engine,
     st.waiting = a.waiting;
     st.running = a.running;
     st.kv_usage = a.kv;
-    st.models = a.models;
+    st.models.assign(a.models.begin(), a.models.end());
     return {st, {}};
   }
   if (want_trt && trt.seen()) {

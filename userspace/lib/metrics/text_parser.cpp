@@ -5,10 +5,12 @@
 #include <cmath>
 #include <limits>
 #include <array>
+#include <unordered_map>
 #include <vector>
 
 #include <fmt/format.h>
 
+#include "common/printable.h"
 #include "common/strings.h"
 
 namespace kvlb::metrics {
@@ -73,24 +75,39 @@ std::optional<MetricType> parse_type(std::string_view t) {
   return std::nullopt;
 }
 
-// Families declared by # TYPE lines, in order. Samples follow their family's
-// TYPE line, so the last one declared answers almost every lookup; the rest is a
-// short linear search (pages have tens of families).
+// Families declared by # TYPE lines. Samples follow their family's TYPE line, so
+// the last one declared answers almost every lookup; the rest is a hash lookup
+// (a page built to be slow, with a hundred thousand families, stays linear).
+// The table is reused from page to page: clear() keeps its buckets.
 struct Families {
-  std::vector<std::pair<std::string_view, MetricType>> list;
-  const std::pair<std::string_view, MetricType>* find(std::string_view name) const {
-    if (!list.empty() && list.back().first == name) return &list.back();
-    for (const auto& f : list)
-      if (f.first == name) return &f;
-    return nullptr;
+  std::unordered_map<std::string_view, MetricType> by_name;
+  std::string_view last_name;
+  MetricType last_type = MetricType::Untyped;
+  void clear() {
+    by_name.clear();
+    last_name = {};
+  }
+  size_t size() const { return by_name.size(); }
+  // False when the family was declared already.
+  bool add(std::string_view name, MetricType t) {
+    if (!by_name.emplace(name, t).second) return false;
+    last_name = name;
+    last_type = t;
+    return true;
+  }
+  const MetricType* find(std::string_view name) const {
+    if (!last_name.empty() && last_name == name) return &last_type;
+    auto it = by_name.find(name);
+    return it == by_name.end() ? nullptr : &it->second;
   }
   // The type of the family a sample belongs to (histogram, summary and counter
   // series carry suffixes).
   MetricType type_of(std::string_view name) const {
-    if (const auto* f = find(name)) return f->second;
+    if (by_name.empty()) return MetricType::Untyped;
+    if (const auto* t = find(name)) return *t;
     for (std::string_view suffix : {"_bucket", "_sum", "_count", "_total", "_created"}) {
       if (name.size() > suffix.size() && name.substr(name.size() - suffix.size()) == suffix) {
-        if (const auto* f = find(name.substr(0, name.size() - suffix.size()))) return f->second;
+        if (const auto* t = find(name.substr(0, name.size() - suffix.size()))) return *t;
       }
     }
     return MetricType::Untyped;
@@ -154,7 +171,7 @@ std::optional<ParseError> parse_text(std::string_view text, const SampleCallback
   auto& types = scratch.families;
   auto& sample = scratch.sample;
   auto& unescaped = scratch.unescaped;
-  types.list.clear();
+  types.clear();
   size_t unescaped_used = 0;
   size_t line_no = 0, samples = 0, pos = 0;
   auto fail = [&](std::string msg) { return ParseError{line_no, std::move(msg)}; };
@@ -186,8 +203,9 @@ std::optional<ParseError> parse_text(std::string_view text, const SampleCallback
         c.skip_blanks();
         auto t = parse_type(c.take_token());
         if (!t) return fail(fmt::format("unknown metric type for {}", name));
-        if (types.find(name)) return fail(fmt::format("second # TYPE line for {}", name));
-        types.list.emplace_back(name, *t);
+        if (types.size() >= limits.max_families)
+          return fail(fmt::format("more than {} metric families", limits.max_families));
+        if (!types.add(name, *t)) return fail(fmt::format("second # TYPE line for {}", name));
       }
       continue;
     }
@@ -245,7 +263,8 @@ std::optional<ParseError> parse_text(std::string_view text, const SampleCallback
               else if (e == '\\' || e == '"')
                 buf.push_back(e);
               else
-                return fail(fmt::format("invalid escape \\{} in label {}", e, label.name));
+                return fail(fmt::format("invalid escape \\{} in label {}",
+                                        printable(std::string_view(&e, 1)), label.name));
             } else {
               buf.push_back(ch);
             }
@@ -268,7 +287,8 @@ std::optional<ParseError> parse_text(std::string_view text, const SampleCallback
     c.skip_blanks();
     auto value_text = c.take_token();
     auto value = parse_value(value_text);
-    if (!value) return fail(fmt::format("invalid value '{}' for {}", value_text, sample.name));
+    if (!value)
+      return fail(fmt::format("invalid value {} for {}", quoted(value_text, 64), sample.name));
     sample.value = *value;
     c.skip_blanks();
     if (!c.done()) {
@@ -276,7 +296,7 @@ std::optional<ParseError> parse_text(std::string_view text, const SampleCallback
       int64_t ts = 0;
       auto [ptr, ec] = std::from_chars(ts_text.data(), ts_text.data() + ts_text.size(), ts);
       if (ec != std::errc() || ptr != ts_text.data() + ts_text.size())
-        return fail(fmt::format("invalid timestamp '{}'", ts_text));
+        return fail(fmt::format("invalid timestamp {}", quoted(ts_text, 64)));
       sample.timestamp_ms = ts;
       c.skip_blanks();
       if (!c.done()) return fail("unexpected text after the timestamp");

@@ -36,10 +36,14 @@ struct Sample {
   const std::string_view* label(std::string_view name) const;
 };
 
+// Bounds on one page's work: a page over any of them fails (all or nothing).
+// Every look-up inside the loop is constant-time, so a page within these limits
+// costs time linear in its size.
 struct ParseLimits {
   size_t max_line_bytes = 64 * 1024;
   size_t max_labels = 64;
   size_t max_samples = 1000000;
+  size_t max_families = 10000;  // # TYPE lines (engines export a few hundred at most)
 };
 
 struct ParseError {

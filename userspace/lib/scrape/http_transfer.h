@@ -38,8 +38,11 @@ class HttpTransfer {
 
   // Starts this round's GET into *out (reusing the open connection when there is
   // one); the socket is added to `epoll_fd` with `tag` as its event data when it
-  // is new. Returns true when the transfer already finished (an error).
-  bool start(int epoll_fd, void* tag, ScrapeResult* out, Clock::time_point round_start);
+  // is new. Returns true when the transfer already finished (an error). Past
+  // `deadline` the transfer fails as a timeout, even in the middle of a read loop
+  // (a server that never stops sending never gets more than the round).
+  bool start(int epoll_fd, void* tag, ScrapeResult* out, Clock::time_point round_start,
+             Clock::time_point deadline);
   // Handles readiness of the socket. Returns true when this round's transfer
   // finished (now or before).
   bool on_event(uint32_t events);
@@ -56,7 +59,9 @@ class HttpTransfer {
   bool receive();
   // Parses what has arrived: 1 complete, 0 more to come, -1 failed (result set).
   int parse();
+  int parse_head();
   int parse_chunked();
+  int parse_trailer();
   bool complete(bool keep_alive);
   bool fail(ScrapeError e, std::string detail);
   // Reused connection dropped by the server before any answer: one fresh try.
@@ -76,22 +81,32 @@ class HttpTransfer {
   bool fresh_ = false;  // this round's connection was opened this round
   ScrapeResult* out_ = nullptr;
   Clock::time_point start_{};
+  Clock::time_point deadline_{};
   size_t sent_ = 0;
 
   // Response parsing state.
-  // Bytes received this round: raw() = buf_[0, len_). A vector that only grows
-  // (std::string::resize would zero 16 KiB before every read).
+  // Bytes received and not yet consumed: raw() = buf_[0, len_). A vector that
+  // only grows (std::string::resize would zero 16 KiB before every read). A
+  // chunked body is copied out as it is parsed and its bytes dropped from the
+  // buffer, so framing overhead (extensions, trailers) never accumulates.
   std::vector<char> buf_;
   size_t len_ = 0;
   std::string_view raw() const { return {buf_.data(), len_}; }
+  size_t received_ = 0;    // bytes read this round: bounded by max_wire_bytes()
+  size_t head_scan_ = 0;   // where the search for the end of the head resumes
   size_t header_end_ = 0;  // 0 until the header block is complete
   bool chunked_ = false;
   bool close_delimited_ = false;
   bool keep_alive_ = true;
   size_t content_length_ = 0;
-  size_t scan_ = 0;        // chunked: next unparsed byte of raw_
+  size_t scan_ = 0;        // chunked: next unparsed byte of raw()
   size_t chunk_left_ = 0;  // chunked: bytes of the current chunk still to copy
   bool chunk_crlf_ = false;
+  bool in_trailer_ = false;   // chunked: after the last chunk
+  size_t trailer_bytes_ = 0;  // chunked: trailer lines so far
+  // The most bytes one answer may take on the wire: the body limit twice (chunk
+  // framing of a legitimate page costs a few percent) plus a head.
+  size_t max_wire_bytes() const;
 };
 
 }  // namespace kvlb

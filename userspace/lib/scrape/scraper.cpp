@@ -255,7 +255,7 @@ const std::vector<ScrapeResult>& Scraper::scrape_all() {
     t.too_large = false;
     t.done = false;
     if (t.native) {
-      if (!t.native->start(impl_->epoll.get(), &t, &r, start))
+      if (!t.native->start(impl_->epoll.get(), &t, &r, start, round_deadline))
         ++native_running;
       else
         t.done = true;
@@ -303,13 +303,25 @@ const std::vector<ScrapeResult>& Scraper::scrape_all() {
     if (running > 0 && mc == CURLM_OK && (n <= 0 || (impl_->deadline && *impl_->deadline <= now)))
       mc = curl_multi_socket_action(m, CURL_SOCKET_TIMEOUT, 0, &running);
     if (running > 0 || curl_added) impl_->drain_done(start);
-    if (native_running > 0 && now >= round_deadline) {
+    if (now >= round_deadline) {
+      // The round's deadline holds for every target, whatever either client is
+      // in the middle of: what is still running fails as a timeout.
       for (auto& t : impl_->targets) {
-        if (!t->native || t->done) continue;
-        t->native->expire(impl_->opts.timeout);
+        if (t->done) continue;
+        if (t->native) {
+          t->native->expire(impl_->opts.timeout);
+        } else {
+          curl_multi_remove_handle(m, t->easy.get());
+          t->result->error = ScrapeError::Timeout;
+          t->result->detail =
+              fmt::format("no complete answer within {} ms", impl_->opts.timeout.count());
+          t->result->body.clear();
+          t->result->latency = now - start;
+        }
         t->done = true;
       }
       native_running = 0;
+      break;
     }
   }
   // Anything still attached (multi error) is failed, never left dangling.
