@@ -145,4 +145,18 @@ C3=$(api GET /_test/requests)
 R=$(probe 40)
 [ "$(j '.by_replica.r1 // 0' "$R")" = 0 ] && [ "$(j .ok "$R")" = 40 ] || fail "after the 401s: $R"
 harness_log "ok: a rejected token is reported (HTTP 401), retried with backoff, and recovers ($(j '.unauthorized' "$C3") x 401)"
+# --- more endpoints than a service has slots: 300 terminating endpoints (on
+# addresses nothing serves) next to the 2 ready replicas. The agent used to
+# overflow a 256-entry array and crash; now it keeps the ready ones, fills the
+# subset with draining ones, reports the rest, and keeps balancing.
+many=()
+for i in $(seq 0 299); do many+=("$HARNESS_NET.$((120 + i / 250)).$((i % 250 + 1)):false:true:true"); done
+api PUT /_test/slices/default/llm-b "$(slice llm-b "${many[@]}")" >/dev/null
+harness_wait_for "302 endpoints capped" 30 last_discovery 256 || fail "a 302-endpoint service not capped at 256"
+grep -q "302 endpoints, 256 balanced from this node (256 is the most a service balances); 46 left out" \
+  "$D/agent.log" || fail "no warning about the endpoints left out"
+kill -0 "$AGENT" || fail "the agent died with 302 endpoints"
+R=$(probe 40)
+[ "$(j .ok "$R")" = 40 ] && [ "$(j '.by_replica.r1 // 0' "$R")" = 0 ] || fail "with 302 endpoints: $R"
+harness_log "ok: 302 endpoints: 256 balanced (the 2 ready ones first), 46 reported, connections still served"
 harness_log "PASS"

@@ -113,3 +113,23 @@ TEST(EngineStats, MalformedExpositionIsAnErrorWithLine) {
   EXPECT_FALSE(r.stats);
   EXPECT_NE(r.error.find("line 2"), std::string::npos) << r.error;
 }
+
+TEST(EngineStats, DistinctModelsAreBounded) {
+  // 80k distinct model_name values took 6.5 s (a linear search per sample).
+  std::string page;
+  for (int i = 0; i < 80000; ++i)
+    page += "vllm:num_requests_waiting{model_name=\"m" + std::to_string(i) + "\"} 1\n";
+  auto r = kvlb::engines::extract_stats(page, kvlb::engines::Engine::Vllm);
+  EXPECT_FALSE(r.stats);
+  EXPECT_NE(r.error.find("more than 256 distinct model_name values"), std::string::npos) << r.error;
+  // A replica serving a few models: summed, each model listed once.
+  std::string few;
+  for (int i = 0; i < 3; ++i)
+    for (int rep = 0; rep < 2; ++rep)
+      few += "vllm:num_requests_waiting{model_name=\"m" + std::to_string(i) + "\",engine=\"" +
+             std::to_string(rep) + "\"} 1\n";
+  auto ok = kvlb::engines::extract_stats(few, kvlb::engines::Engine::Vllm);
+  ASSERT_TRUE(ok.stats) << ok.error;
+  EXPECT_EQ(ok.stats->waiting, 6);
+  EXPECT_EQ(ok.stats->models.size(), 3u);
+}

@@ -152,3 +152,35 @@ TEST(ParseValue, RejectsGarbage) {
   EXPECT_TRUE(std::isinf(*parse_value("1e999")));
   EXPECT_DOUBLE_EQ(*parse_value("1e-999"), 0.0);
 }
+
+TEST(TextParser, PagesBuiltToBeSlowAreBoundedNotQuadratic) {
+  // 200k # TYPE lines took 31 s (a linear look-up per line). Now the page stops at
+  // the family limit, at the line that crosses it.
+  std::string page;
+  for (int i = 0; i < 200000; ++i) page += "# TYPE m" + std::to_string(i) + " gauge\n";
+  size_t samples = 0;
+  auto err = parse_text(page, [&](const Sample&) { ++samples; });
+  ASSERT_TRUE(err);
+  EXPECT_EQ(err->line, 10001u);
+  EXPECT_NE(err->message.find("more than 10000 metric families"), std::string::npos)
+      << err->message;
+  // Within the limit, every family is found by its samples (suffixes included).
+  std::string ok;
+  for (int i = 0; i < 10000; ++i) {
+    auto n = "h" + std::to_string(i);
+    ok += "# TYPE " + n + " histogram\n" + n + "_bucket{le=\"1\"} 1\n";
+  }
+  for (int i = 0; i < 10000; ++i) ok += "h" + std::to_string(i) + "_count 1\n";
+  size_t histogram_samples = 0;
+  EXPECT_FALSE(parse_text(
+      ok, [&](const Sample& s) { histogram_samples += s.type == MetricType::Histogram; }));
+  EXPECT_EQ(histogram_samples, 20000u);
+}
+
+TEST(TextParser, ReplicaBytesInErrorsAreEscaped) {
+  // An escape sequence in a value must not reach a log or a terminal raw.
+  auto err = parse_text("m \x1b[2J\n", [](const Sample&) {});
+  ASSERT_TRUE(err);
+  EXPECT_EQ(err->message.find('\x1b'), std::string::npos) << err->message;
+  EXPECT_NE(err->message.find("\\x1b[2J"), std::string::npos) << err->message;
+}

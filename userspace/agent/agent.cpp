@@ -71,6 +71,13 @@ void Agent::reconfigure(AgentConfig cfg, DataPlane& dp) {
 }
 
 void Agent::apply_config() {
+  // 0. Every source caps a service at KVLB_MAX_SLOTS (static config validation,
+  //    discovery's subsetting); checked again before anything is written, so
+  //    writing past a service's slot array stays impossible.
+  for (const auto& svc : cfg_.services)
+    if (svc.backends.size() > KVLB_MAX_SLOTS)
+      throw std::runtime_error(fmt::format("service {}: {} backends, at most {}", svc.name,
+                                           svc.backends.size(), KVLB_MAX_SLOTS));
   // 1. Backends already in the maps, by address.
   if (!in_maps_) {
     in_maps_.emplace();
@@ -287,6 +294,13 @@ std::string Agent::metrics_text() const {
   w.family("kvlb_agent_stale_events_total", "Times a backend's score turned stale.",
            ExpositionType::Counter);
   w.sample("kvlb_agent_stale_events_total", {}, static_cast<double>(stale_events()));
+  w.family("kvlb_agent_service_backends_dropped",
+           "Discovered endpoints a service does not balance from this node (a service "
+           "balances at most 256; each node keeps its own subset).",
+           ExpositionType::Gauge);
+  for (const auto& svc : cfg_.services)
+    w.sample("kvlb_agent_service_backends_dropped", {{"service", svc.name}},
+             static_cast<double>(svc.dropped_backends));
   const auto events = dp_->events();
   w.family("kvlb_dataplane_events_total",
            "Kernel data-plane events: socket_table_full (a balanced socket could not be "

@@ -56,6 +56,9 @@ struct ServiceConfig {
   // in the simulator sweep (docs/benchmarks.md); bounded by the backend count.
   uint8_t choices = 4;
   std::vector<BackendConfig> backends;
+  // Discovered endpoints left out because the service has more than
+  // KVLB_MAX_SLOTS (set by discovery; see backends_from_endpoints).
+  size_t dropped_backends = 0;
 };
 
 struct AgentConfig {

@@ -3,11 +3,78 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <set>
 #include <thread>
+#include <tuple>
 
 namespace kvlb::agent {
 
-Discovery::Discovery(const AgentConfig& cfg) {
+std::string agent_node_name() {
+  if (const char* n = std::getenv("NODE_NAME"); n && *n) return n;
+  char host[256] = {};
+  ::gethostname(host, sizeof(host) - 1);
+  return host;
+}
+
+namespace {
+
+// 64-bit FNV-1a, then a finaliser: a stable hash (the same on every node and
+// every run), unlike std::hash.
+uint64_t stable_hash(std::string_view a, std::string_view b) {
+  uint64_t h = 1469598103934665603ull;
+  for (std::string_view part : {a, std::string_view("\0", 1), b})
+    for (unsigned char c : part) h = (h ^ c) * 1099511628211ull;
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdull;
+  h ^= h >> 33;
+  return h;
+}
+
+}  // namespace
+
+std::vector<BackendConfig> backends_from_endpoints(const ServiceConfig& svc,
+                                                   const std::vector<k8s::DiscoveredEndpoint>& eps,
+                                                   std::string_view node, size_t* dropped) {
+  struct Ranked {
+    bool draining;
+    uint64_t rank;
+    const k8s::DiscoveredEndpoint* e;
+  };
+  std::vector<Ranked> ranked;
+  ranked.reserve(eps.size());
+  std::set<std::string> seen;
+  for (const auto& e : eps) {
+    if (e.address.family != svc.vip.family) continue;
+    auto key = e.address.to_string();
+    if (!seen.insert(key).second) continue;  // listed by two slices: one backend
+    ranked.push_back({e.state != KVLB_STATE_ACTIVE, stable_hash(node, key), &e});
+  }
+  *dropped = 0;
+  if (ranked.size() > KVLB_MAX_SLOTS) {
+    std::partial_sort(ranked.begin(), ranked.begin() + KVLB_MAX_SLOTS, ranked.end(),
+                      [](const Ranked& a, const Ranked& b) {
+                        return std::tie(a.draining, a.rank) < std::tie(b.draining, b.rank);
+                      });
+    *dropped = ranked.size() - KVLB_MAX_SLOTS;
+    ranked.resize(KVLB_MAX_SLOTS);
+  }
+  std::vector<BackendConfig> out;
+  out.reserve(ranked.size());
+  for (const auto& r : ranked) {
+    BackendConfig b;
+    b.address = r.e->address;
+    b.metrics_url = "http://" + r.e->address.to_string() + "/metrics";
+    b.state = r.e->state;
+    out.push_back(std::move(b));
+  }
+  return out;
+}
+
+Discovery::Discovery(const AgentConfig& cfg) : node_(agent_node_name()) {
   if (!cfg.uses_kubernetes()) return;
   client_ = std::make_unique<k8s::KubeClient>(
       cfg.kubernetes_in_cluster ? k8s::in_cluster_config() : k8s::kubeconfig_file(cfg.kubeconfig));
@@ -86,14 +153,14 @@ std::optional<AgentConfig> Discovery::effective(const AgentConfig& cfg, bool for
     svc.backends.clear();
     auto it = found_.find(svc.name);
     if (it == found_.end()) continue;  // not listed yet: no backend, connect() is refused
-    for (const auto& e : it->second) {
-      if (e.address.family != svc.vip.family) continue;
-      BackendConfig b;
-      b.address = e.address;
-      b.metrics_url = "http://" + e.address.to_string() + "/metrics";
-      b.state = e.state;
-      svc.backends.push_back(b);
-    }
+    size_t dropped = 0;
+    svc.backends = backends_from_endpoints(svc, it->second, node_, &dropped);
+    if (std::exchange(dropped_logged_[svc.name], dropped) != dropped && dropped)
+      spdlog::warn(
+          "service {}: {} endpoints, {} balanced from this node ({} is the most a service "
+          "balances); {} left out here (subset chosen per node: other nodes balance them)",
+          svc.name, svc.backends.size() + dropped, svc.backends.size(), KVLB_MAX_SLOTS, dropped);
+    svc.dropped_backends = dropped;
   }
   return out;
 }

@@ -17,6 +17,22 @@
 
 namespace kvlb::agent {
 
+// The backends of one Kubernetes service from its discovered endpoints: those of
+// the VIP's address family, ready ones active, terminating ones draining. A
+// service balances at most KVLB_MAX_SLOTS replicas: beyond that, every active
+// endpoint comes before any draining one, and within each group the endpoints
+// are ranked by a rendezvous hash of (`node`, address), so each node keeps its
+// own deterministic subset and, across nodes, every replica gets traffic (as
+// deterministic subsetting does in large L4 balancers). `*dropped` counts the
+// endpoints left out.
+std::vector<BackendConfig> backends_from_endpoints(const ServiceConfig& svc,
+                                                   const std::vector<k8s::DiscoveredEndpoint>& eps,
+                                                   std::string_view node, size_t* dropped);
+
+// The name this agent goes by in subsetting: $NODE_NAME (the DaemonSet sets it
+// from the downward API), else the host name.
+std::string agent_node_name();
+
 class Discovery {
  public:
   // Throws std::runtime_error when the API access is misconfigured.
@@ -35,9 +51,11 @@ class Discovery {
 
  private:
   std::unique_ptr<k8s::KubeClient> client_;
+  std::string node_;
   std::mutex mu_;
   std::map<std::string, std::vector<k8s::DiscoveredEndpoint>> found_;  // by service name
   bool changed_ = true;
+  std::map<std::string, size_t> dropped_logged_;  // by service: the count last logged
   std::atomic<bool> stop_{false};
   std::vector<std::thread> threads_;
 };

@@ -258,8 +258,19 @@ int main(int argc, char** argv) {
       std::unique_lock lock(mu);
       if (discovery)
         if (auto eff = discovery->effective(cfg)) {
-          agent.reconfigure(*eff, *dp);
-          spdlog::info("discovery: {} backends", agent.backends().size());
+          // An API object is untrusted input: if what it asks for cannot be
+          // applied, the previous state is put back and the agent goes on.
+          const agent::AgentConfig previous = agent.config();
+          try {
+            agent.reconfigure(*eff, *dp);
+            spdlog::info("discovery: {} backends", agent.backends().size());
+          } catch (const std::exception& e) {
+            spdlog::error(
+                "discovery: cannot apply the discovered endpoints, keeping the "
+                "previous ones: {}",
+                e.what());
+            agent.reconfigure(previous, *dp);
+          }
         }
       // The scrape itself (network waits, parsing) runs without the lock: one
       // slow replica never blocks the admin API or the liveness probe.
