@@ -108,6 +108,10 @@ class FaultServer {
       std::string chunk(64 * 1024, '#');
       for (int i = 0; i < 48 && !ec; ++i) raw(fmt::format("{:x}\r\n{}\r\n", chunk.size(), chunk));
       raw("0\r\n\r\n");
+    } else if (path == "/forged-encoding") {
+      // A bare LF and an escape sequence in a header value: a log line forged.
+      raw("HTTP/1.1 200 OK\r\nContent-Encoding: x\n2026-01-01 00:00:00.000 error \x1b[31mforged"
+          "\xff\r\nContent-Length: 0\r\n\r\n");
     } else if (path == "/endless-trailer") {
       // A valid body, the last chunk, then trailer lines for as long as the
       // client reads them.
@@ -269,6 +273,17 @@ TEST_P(ScraperFaults, AChunkSizeThatWrapsASumIsTooLarge) {
   if (GetParam() == ScrapeClient::Auto) {
     EXPECT_EQ(r[0].error, ScrapeError::TooLarge) << r[0].detail;
   }
+}
+
+TEST(ScraperNative, ReplicaBytesInAnErrorAreEscaped) {
+  FaultServer srv;
+  Scraper scraper(ScrapeOptions{std::chrono::milliseconds(2000), 1 << 20});
+  scraper.set_targets({srv.url("forged-encoding")});
+  auto r = scraper.scrape_all();
+  ASSERT_FALSE(r[0].ok());
+  EXPECT_NE(r[0].detail.find("Content-Encoding"), std::string::npos) << r[0].detail;
+  for (char bad : {'\n', '\r', '\x1b', '\xff'})
+    EXPECT_EQ(r[0].detail.find(bad), std::string::npos) << r[0].detail;
 }
 
 TEST(ScraperNative, FramingOverheadIsBoundedOnTheWire) {

@@ -6,6 +6,7 @@
 // thread; the handler is called there for every request.
 #pragma once
 
+#include <chrono>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -26,11 +27,25 @@ struct AdminResponse {
 
 using AdminHandler = std::function<AdminResponse(const AdminRequest&)>;
 
+// What one local client can take from the agent: a connection must deliver a
+// whole request within read_timeout (an idle or dripping one is closed); at most
+// max_connections are open at once (more are closed at accept); a failing
+// accept() (out of descriptors) is retried after accept_backoff, never in a
+// busy loop.
+struct AdminLimits {
+  std::chrono::milliseconds read_timeout{5000};
+  size_t max_connections = 64;
+  std::chrono::milliseconds accept_backoff{100};
+};
+
 class AdminServer {
  public:
   // Throws std::runtime_error when a socket cannot be bound. An empty
   // socket_path or listen skips that listener.
-  AdminServer(std::filesystem::path socket_path, std::string listen, AdminHandler handler);
+  AdminServer(std::filesystem::path socket_path, std::string listen, AdminHandler handler,
+              AdminLimits limits = {});
+  // The TCP listener's port (0 without one): "127.0.0.1:0" picks a free one.
+  uint16_t tcp_port() const;
   ~AdminServer();  // stops the thread, removes the socket file
 
  private:

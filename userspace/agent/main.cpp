@@ -56,13 +56,18 @@ FileStamp stamp(const std::string& path) {
   return {st.st_ino, st.st_size, st.st_mtim};
 }
 
+// A JSON body that cannot fail: strings that are not UTF-8 are replaced.
+std::string json_body(const nlohmann::json& j) {
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 // The admin API's routes.
 agent::AdminResponse admin_route(agent::Agent& agent, const agent::AdminRequest& r) {
   const std::string prefix = "/v1/backends/";
   if (r.method == "GET" && r.target == "/v1/services")
-    return {200, "application/json", agent.services_json().dump()};
+    return {200, "application/json", json_body(agent.services_json())};
   if (r.method == "GET" && r.target == "/v1/backends")
-    return {200, "application/json", agent.backends_json().dump()};
+    return {200, "application/json", json_body(agent.backends_json())};
   if (r.method == "GET" && r.target == "/metrics")
     return {200, "text/plain; version=0.0.4; charset=utf-8", agent.metrics_text()};
   if (r.method == "GET" && r.target == "/healthz") return {200, "text/plain", "ok\n"};
@@ -73,15 +78,13 @@ agent::AdminResponse admin_route(agent::Agent& agent, const agent::AdminRequest&
       auto address = rest.substr(0, slash), verb = rest.substr(slash + 1);
       if (verb == "drain" || verb == "undrain") {
         if (!agent.set_drained(address, verb == "drain"))
-          return {404, "application/json",
-                  nlohmann::json{{"error", "no backend " + address}}.dump()};
-        return {200, "application/json",
-                nlohmann::json{{"backend", address}, {"action", verb}}.dump()};
+          return {404, "application/json", json_body({{"error", "no backend " + address}})};
+        return {200, "application/json", json_body({{"backend", address}, {"action", verb}})};
       }
     }
   }
   return {404, "application/json",
-          nlohmann::json{{"error", r.method + " " + r.target + ": no such route"}}.dump()};
+          json_body({{"error", r.method + " " + r.target + ": no such route"}})};
 }
 
 }  // namespace

@@ -12,6 +12,8 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "common/printable.h"
+
 namespace {
 
 struct Reply {
@@ -43,13 +45,19 @@ Reply call(const std::string& socket, const std::string& method, const std::stri
   return r;
 }
 
+// A string field for a terminal: replica-supplied text (errors, names) can hold
+// escape sequences or bytes that are not UTF-8; printed, they are escaped.
+std::string text(const nlohmann::json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? kvlb::printable(it->get<std::string>()) : std::string();
+}
+
 std::string services_table(const nlohmann::json& j) {
   std::string out = fmt::format("{:<20} {:<24} {:<16} {:>7}  {}\n", "NAME", "VIP", "POLICY",
                                 "CHOICES", "BACKENDS");
   for (const auto& s : j)
-    out += fmt::format("{:<20} {:<24} {:<16} {:>7}  {}\n", s["name"].get<std::string>(),
-                       s["vip"].get<std::string>(), s["policy"].get<std::string>(),
-                       s["choices"].get<int>(), s["backends"].size());
+    out += fmt::format("{:<20} {:<24} {:<16} {:>7}  {}\n", text(s, "name"), text(s, "vip"),
+                       text(s, "policy"), s["choices"].get<int>(), s["backends"].size());
   return out;
 }
 
@@ -60,13 +68,12 @@ std::string backends_table(const nlohmann::json& j) {
   for (const auto& b : j) {
     double age = b["score_age_s"].get<double>();
     std::string note = b["stale"].get<bool>() ? "stale" : "";
-    if (!b["last_error"].get<std::string>().empty())
-      note += (note.empty() ? "" : "; ") + b["last_error"].get<std::string>();
+    if (auto err = text(b, "last_error"); !err.empty()) note += (note.empty() ? "" : "; ") + err;
     out += fmt::format("{:<26} {:<9} {:>7} {:>7} {:>6.1f} {:>8} {:>9} {:>6} {:>8}  {}\n",
-                       b["address"].get<std::string>(), b["state"].get<std::string>(),
-                       b["waiting"].get<uint64_t>(), b["running"].get<uint64_t>(),
-                       b["kv_usage"].get<double>() * 100, b["inflight"].get<int64_t>(),
-                       b["picks"].get<uint64_t>(), b["connect_failures"].get<uint64_t>(),
+                       text(b, "address"), text(b, "state"), b["waiting"].get<uint64_t>(),
+                       b["running"].get<uint64_t>(), b["kv_usage"].get<double>() * 100,
+                       b["inflight"].get<int64_t>(), b["picks"].get<uint64_t>(),
+                       b["connect_failures"].get<uint64_t>(),
                        age < 0 ? std::string("-") : fmt::format("{:.0f}ms", age * 1000), note);
   }
   return out;
@@ -105,7 +112,7 @@ int main(int argc, char** argv) {
     if (r.status != 200) {
       auto j = nlohmann::json::parse(r.body, nullptr, false);
       fmt::print(stderr, "kvlbctl: {}\n",
-                 !j.is_discarded() && j.contains("error") ? j["error"].get<std::string>() : r.body);
+                 !j.is_discarded() && j.is_object() ? text(j, "error") : kvlb::printable(r.body));
       return std::nullopt;
     }
     return r.body;

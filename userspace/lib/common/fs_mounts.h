@@ -19,9 +19,16 @@ std::filesystem::path resolve_cgroup(const std::string& cgroup);
 // True when `path` lies on a bpffs instance.
 bool is_bpffs(const std::filesystem::path& path);
 
-// Makes sure `dir` exists on bpffs: mounts bpffs at `bpffs_root` when nothing is
-// mounted there yet, then creates `dir` (mode 0700: pins are for root only).
-// Throws std::runtime_error with the reason on failure.
+// Makes sure `dir`, a directory below `bpffs_root`, exists on bpffs and is safe
+// for root's pins, without following a symlink anywhere below the root:
+//   - `bpffs_root` must be a bpffs mount; when nothing is mounted there, bpffs is
+//     mounted (mode 0700) only if it is /sys/fs/bpf or below it;
+//   - each directory from the root to `dir` is opened with O_NOFOLLOW (created
+//     mode 0700 when missing) and must be on bpffs, owned by the caller's user
+//     and not writable by group or others; `dir` itself is then set to 0700
+//     through its descriptor (never by path).
+// A pre-created directory owned by another user, a symlink, or a directory others
+// may write to is refused with the reason. Throws std::runtime_error.
 void ensure_bpffs_dir(const std::filesystem::path& bpffs_root, const std::filesystem::path& dir);
 
 }  // namespace kvlb
