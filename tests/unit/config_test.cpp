@@ -219,3 +219,19 @@ TEST(Config, PathsCannotEscapeWithDotDot) {
       parse_config(replace(kValid, "pin_dir: /sys/fs/bpf/kvlb", "pin_dir: /sys/fs/bpf//kvlb/./"));
   EXPECT_EQ(c.pin_dir, "/sys/fs/bpf/kvlb");
 }
+
+TEST(Config, KubernetesNamesAreDns1123Labels) {
+  auto svc = [](const std::string& k) {
+    return "cgroup: x\nkubernetes: {in_cluster: true}\nservices: [{name: a, vip: \"10.0.0.1:80\", "
+           "kubernetes: " +
+           k + "}]\n";
+  };
+  expect_error(svc("{namespace: \"../../secrets\", service: s}"),
+               "services[0].kubernetes.namespace", "not a DNS-1123 label");
+  expect_error(svc("{service: \"s?watch=true\"}"), "services[0].kubernetes.service",
+               "not a DNS-1123 label");
+  expect_error(svc("{service: Llama}"), "services[0].kubernetes.service", "not a DNS-1123 label");
+  expect_error(svc("{service: " + std::string(64, 'a') + "}"), "services[0].kubernetes.service",
+               "not a DNS-1123 label");
+  EXPECT_NO_THROW(parse_config(svc("{namespace: team-1, service: llama-3}")));
+}

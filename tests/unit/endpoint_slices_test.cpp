@@ -156,7 +156,32 @@ contexts: [{name: a, context: {cluster: c1, user: u}}]
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("cannot be verified"), std::string::npos) << e.what();
   }
+  // A plain-http server would get the bearer token in clear: refused unless
+  // the operator says so explicitly.
+  std::ofstream(dir / "http") << R"(
+current-context: a
+clusters: [{name: c1, cluster: {server: "http://a:8080"}}]
+users: [{name: u, user: {token: x}}]
+contexts: [{name: a, context: {cluster: c1, user: u}}]
+)";
+  try {
+    kubeconfig_file(dir / "http");
+    FAIL();
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("sent in clear"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(kubeconfig_file(dir / "http", true).server, "http://a:8080");
   std::filesystem::remove_all(dir);
+}
+
+TEST(KubeConfig, Dns1123Labels) {
+  EXPECT_TRUE(is_dns1123_label("default"));
+  EXPECT_TRUE(is_dns1123_label("a-1"));
+  EXPECT_FALSE(is_dns1123_label(""));
+  EXPECT_FALSE(is_dns1123_label("-a"));
+  EXPECT_FALSE(is_dns1123_label("a/b"));
+  EXPECT_FALSE(is_dns1123_label("A"));
+  EXPECT_FALSE(is_dns1123_label(std::string(64, 'a')));
 }
 
 TEST(SliceWatcher, BackoffDoublesAndIsCapped) {

@@ -10,6 +10,8 @@
 #include <fmt/format.h>
 
 #include "common/duration.h"
+#include "common/printable.h"
+#include "k8s/kube_client.h"
 
 namespace kvlb::agent {
 namespace {
@@ -154,6 +156,13 @@ ServiceConfig parse_service(const YAML::Node& n, const std::string& path) {
     KubernetesServiceRef ref;
     ref.ns = k["namespace"] ? scalar(k["namespace"], kpath + ".namespace") : "default";
     ref.service = required_string(k, "service", kpath);
+    // These go into API request paths: only what the API server itself accepts.
+    if (!k8s::is_dns1123_label(ref.ns))
+      throw ConfigError(kpath + ".namespace",
+                        "'" + printable(ref.ns) + "' is not a DNS-1123 label (a-z, 0-9, '-')");
+    if (!k8s::is_dns1123_label(ref.service))
+      throw ConfigError(kpath + ".service",
+                        "'" + printable(ref.service) + "' is not a DNS-1123 label (a-z, 0-9, '-')");
     if (k["port"]) ref.port_name = scalar(k["port"], kpath + ".port");
     if (n["backends"])
       throw ConfigError(join(path, "backends"), "not allowed with kubernetes (discovered)");
@@ -291,7 +300,10 @@ AgentConfig parse_config_checked(const std::string& yaml_text) {
     }
   }
   if (const auto& k = root["kubernetes"]) {
-    check_keys(k, "kubernetes", {"in_cluster", "kubeconfig"});
+    check_keys(k, "kubernetes", {"in_cluster", "kubeconfig", "allow_insecure_http"});
+    if (k["allow_insecure_http"])
+      c.kubernetes_allow_insecure_http =
+          scalar(k["allow_insecure_http"], "kubernetes.allow_insecure_http") == "true";
     if (k["in_cluster"])
       c.kubernetes_in_cluster = scalar(k["in_cluster"], "kubernetes.in_cluster") == "true";
     if (k["kubeconfig"]) c.kubeconfig = scalar(k["kubeconfig"], "kubernetes.kubeconfig");

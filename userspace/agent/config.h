@@ -93,6 +93,7 @@ struct AgentConfig {
   std::string admin_listen;
   // Kubernetes API access, for services with a `kubernetes:` block.
   bool kubernetes_in_cluster = false;
+  bool kubernetes_allow_insecure_http = false;  // a kubeconfig http:// server (token in clear)
   std::filesystem::path kubeconfig;
   std::vector<ServiceConfig> services;
   bool uses_kubernetes() const {

@@ -77,7 +77,9 @@ std::vector<BackendConfig> backends_from_endpoints(const ServiceConfig& svc,
 Discovery::Discovery(const AgentConfig& cfg) : node_(agent_node_name()) {
   if (!cfg.uses_kubernetes()) return;
   client_ = std::make_unique<k8s::KubeClient>(
-      cfg.kubernetes_in_cluster ? k8s::in_cluster_config() : k8s::kubeconfig_file(cfg.kubeconfig));
+      cfg.kubernetes_in_cluster
+          ? k8s::in_cluster_config()
+          : k8s::kubeconfig_file(cfg.kubeconfig, cfg.kubernetes_allow_insecure_http));
   for (const auto& svc : cfg.services) {
     if (!svc.kubernetes) continue;
     k8s::ServiceRef ref{svc.kubernetes->ns, svc.kubernetes->service, svc.kubernetes->port_name};

@@ -239,7 +239,7 @@ int main(int argc, char** argv) {
         }
         agent.reconfigure(applied, fresh ? *fresh : *dp);
         failpoint("reload:after_fill");
-        if (fresh) fresh->attach();
+        if (fresh) fresh->attach(dp.get());
       } catch (const std::exception& e) {
         spdlog::error("{}: reload failed, the old configuration stays in force: {}", why, e.what());
         try {

@@ -256,14 +256,35 @@ struct DataPlane::Impl {
   }
 
   // One hook: swap our program into its pinned link, or attach and pin a new one.
-  AttachStep attach_hook(Hook& h, int cg, uint64_t want_cg) {
+  // A descriptor of the program with id `id`, to give a link its program back
+  // if the attach fails: taken from `previous` (the data plane this one
+  // replaces in this process: a reload) when it has it, else by id, which
+  // needs CAP_SYS_ADMIN (a start-up adopting another agent's links; without it
+  // that swap cannot be undone, and the log says so).
+  static UniqueFd program_fd(uint32_t id, const Impl* previous) {
+    if (previous)
+      for (const auto& h : previous->hooks) {
+        bpf_prog_info info{};
+        uint32_t len = sizeof(info);
+        int fd = bpf_program__fd(h.prog);
+        if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0 && info.id == id)
+          return UniqueFd(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+      }
+    return UniqueFd(bpf_prog_get_fd_by_id(id));
+  }
+
+  AttachStep attach_hook(Hook& h, int cg, uint64_t want_cg, const Impl* previous_dp) {
     const fs::path pin = link_dir() / h.name;
     std::error_code ec;
     if (fs::exists(pin, ec)) {
       uint32_t prog_id = 0;
       LinkPtr link = open_pinned_link(pin, want_cg, &prog_id);
-      UniqueFd previous(bpf_prog_get_fd_by_id(prog_id));
-      if (!previous) throw_errno(errno, "open the program of " + pin.string());
+      UniqueFd previous = program_fd(prog_id, previous_dp);
+      if (!previous)
+        spdlog::warn(
+            "{}: cannot open its current program (id {}: {}); if this attach fails, "
+            "the swap cannot be undone",
+            pin.string(), prog_id, std::strerror(errno));
       if (int err = bpf_link__update_program(link.get(), h.prog))
         throw_errno(err, "swap program into " + pin.string());
       h.link = std::move(link);
@@ -290,6 +311,9 @@ struct DataPlane::Impl {
       bpf_link__unpin(h.link.get());
       bpf_link__detach(h.link.get());
       spdlog::info("rollback: detached {}", h.name);
+    } else if (!s.previous) {
+      spdlog::error("rollback: {} keeps the new program (its previous one could not be opened)",
+                    h.name);
     } else if (bpf_link_update(bpf_link__fd(h.link.get()), s.previous.get(), nullptr) != 0) {
       spdlog::error("rollback: could not give {} its previous program back: {}", h.name,
                     std::strerror(errno));
@@ -301,7 +325,7 @@ struct DataPlane::Impl {
 
   // Attaches each hook, or swaps the program into the link a previous agent
   // (or this one, before a reload) pinned. All or nothing.
-  void attach() {
+  void attach(const Impl* previous) {
     std::error_code ec;
     fs::create_directories(link_dir(), ec);
     if (ec)
@@ -315,7 +339,7 @@ struct DataPlane::Impl {
     try {
       for (auto& h : hooks) {
         failpoint("attach:" + h.name);
-        done.push_back(attach_hook(h, cg.get(), want_cg));
+        done.push_back(attach_hook(h, cg.get(), want_cg, previous));
       }
       failpoint("attach:done");
     } catch (...) {
@@ -394,7 +418,7 @@ DataPlane::~DataPlane() = default;
 
 std::unique_ptr<DataPlane> DataPlane::open(const DataPlaneOptions& opts) {
   auto dp = load(opts);
-  dp->attach();
+  dp->attach(nullptr);
   return dp;
 }
 
@@ -416,8 +440,8 @@ std::vector<ProgramStats> DataPlane::verify(const ProgramSettings& settings) {
   return impl.program_stats();
 }
 
-void DataPlane::attach() {
-  if (!impl_->attached) impl_->attach();
+void DataPlane::attach(const DataPlane* previous) {
+  if (!impl_->attached) impl_->attach(previous ? previous->impl_.get() : nullptr);
 }
 
 bool DataPlane::adopted() const {

@@ -66,8 +66,10 @@ class DataPlane {
 
   // Attaches, or swaps the programs into the pinned links; then removes the pins
   // of retired map layouts. On failure, undoes what this call attached or
-  // swapped, and throws. No-op when attached.
-  void attach();
+  // swapped, and throws. `previous`: the data plane this one replaces in this
+  // process (a reload), whose programs a failed swap puts back. No-op when
+  // attached.
+  void attach(const DataPlane* previous = nullptr);
   ~DataPlane();
   DataPlane(const DataPlane&) = delete;
   DataPlane& operator=(const DataPlane&) = delete;

@@ -54,7 +54,16 @@ KubeConfig in_cluster_config(const fs::path& sa_dir) {
   return c;
 }
 
-KubeConfig kubeconfig_file(const fs::path& file) {
+bool is_dns1123_label(std::string_view s) {
+  if (s.empty() || s.size() > 63) return false;
+  auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
+  if (!alnum(s.front()) || !alnum(s.back())) return false;
+  for (char c : s)
+    if (!alnum(c) && c != '-') return false;
+  return true;
+}
+
+KubeConfig kubeconfig_file(const fs::path& file, bool allow_insecure_http) {
   YAML::Node root;
   try {
     root = YAML::LoadFile(file.string());
@@ -79,6 +88,14 @@ KubeConfig kubeconfig_file(const fs::path& file) {
   KubeConfig c;
   if (!cluster["server"]) throw fail("cluster server is missing");
   c.server = cluster["server"].as<std::string>();
+  if (c.server.rfind("http://", 0) == 0) {
+    if (!allow_insecure_http)
+      throw fail("server " + c.server +
+                 " is plain http: the bearer token would be sent in clear (use https, or set "
+                 "kubernetes.allow_insecure_http: true in the agent's configuration)");
+  } else if (c.server.rfind("https://", 0) != 0) {
+    throw fail("server " + c.server + " is not an https:// URL");
+  }
   auto rel = [&](const std::string& p) {
     fs::path x(p);
     return (x.is_relative() ? file.parent_path() / x : x).string();

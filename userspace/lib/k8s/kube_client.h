@@ -28,7 +28,14 @@ KubeConfig in_cluster_config(
 // A kubeconfig file's current context: cluster server and certificate-authority
 // (a file path; certificate-authority-data is written next to the cache dir),
 // user token or tokenFile. Throws std::runtime_error naming the field.
-KubeConfig kubeconfig_file(const std::filesystem::path& file);
+// A server that is not https:// is refused (the bearer token would go out in
+// clear) unless `allow_insecure_http` is set, for http:// only.
+KubeConfig kubeconfig_file(const std::filesystem::path& file, bool allow_insecure_http = false);
+
+// A DNS-1123 label (namespaces, Service names): lower-case alphanumerics and
+// '-', starting and ending alphanumeric, at most 63 characters. What the API
+// server itself accepts; checked before a name goes into a request path.
+bool is_dns1123_label(std::string_view s);
 
 struct KubeResponse {
   long status = 0;    // HTTP status (0: no response)
