@@ -148,7 +148,12 @@ struct kvlb_score {
   __u16 weight;      /* relative capacity, 100 = nominal */
   __u8 state;        /* enum kvlb_backend_state */
   __u8 pad[3];
-  __u32 reserved;
+  /* Connections the comparison counts on top of the kernel's in-flight count:
+   * the agent's bound on a suspect backend (one that reports itself idle while
+   * the connections it gets close at once), so it looks no better than the
+   * median. 0 for every other backend. (Was `reserved`, always 0: same layout,
+   * older programs ignore it.) */
+  __u32 inflight_bias;
   __u64 updated_ns;     /* CLOCK_MONOTONIC time of the scrape (the kernel compares it
                          * with bpf_ktime_get_coarse_ns(), the same clock) */
   __u64 picks_at_score; /* kvlb_counters.picks when the score was taken */

@@ -174,6 +174,9 @@ KVLB_INLINE int kvlb_view_make(struct kvlb_view* v, const struct kvlb_score* s,
    * in-flight count (streaming requests keep their connection open). */
   if (c && c->picks > s->picks_at_score) assigned = c->picks - s->picks_at_score;
   if (assigned > (__u64)v->inflight) assigned = (__u64)v->inflight;
+  /* The agent's bias for a suspect backend counts as connections in flight in
+   * every comparison (after the correction above, which wants the real count). */
+  v->inflight += s->inflight_bias;
 
   /* Correction for stale metrics (BRIEF.md "Stale metrics"): most requests sent
    * to a replica that is not queuing are admitted to its running batch at once,

@@ -347,3 +347,31 @@ TEST(Pick, NoEligibleBackendPicksNothing) {
   Service empty;
   EXPECT_EQ(empty.pick(7), -1);
 }
+
+TEST(ViewMake, TheAgentsInflightBiasCountsAsConnections) {
+  // A suspect backend's score carries a bias: it compares as if it had that
+  // many more connections open (the correction for unseen load still uses the
+  // real count).
+  kvlb_score s = fresh(0, 0);
+  s.inflight_bias = 5;
+  auto v = view(1, s, 1, 3);
+  EXPECT_EQ(v.inflight, 6);
+  EXPECT_EQ(v.kv, 15u);  // one unseen assignment (capped by the real in-flight 1)
+}
+
+TEST(Pick, ABiasedBackendLosesLeastInflightAndTheTieBreak) {
+  for (uint8_t policy : {uint8_t{KVLB_POLICY_LEAST_INFLIGHT}, uint8_t{KVLB_POLICY_P2C_QUEUE_KV}}) {
+    Service s;
+    s.policy = policy;
+    s.choices = 3;
+    s.scores = {fresh(0, 0), fresh(0, 0), fresh(0, 0)};
+    s.scores[0].inflight_bias = 3;  // looks idle, but bounded by the agent
+    s.counters.resize(3);
+    std::vector<int> hits(3, 0);
+    for (uint64_t seed = 1; seed <= 600; ++seed) {
+      ++hits[s.pick(seed)];
+      for (auto& c : s.counters) c = kvlb_counters{};
+    }
+    EXPECT_EQ(hits[0], 0) << int(policy);
+  }
+}

@@ -8,7 +8,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include "agent/scoring.h"
+#include "scoring/score.h"
 #include "common/printable.h"
 
 namespace kvlb::agent {
@@ -58,15 +58,24 @@ ScrapeOptions scrape_options(const AgentConfig& c) {
 }  // namespace
 
 Agent::Agent(AgentConfig cfg, DataPlane& dp)
-    : cfg_(std::move(cfg)), dp_(&dp), scraper_(std::make_unique<Scraper>(scrape_options(cfg_))) {}
+    : cfg_(std::move(cfg)),
+      dp_(&dp),
+      scraper_(std::make_unique<Scraper>(scrape_options(cfg_))),
+      suspects_(cfg_.suspects) {}
 
 void Agent::reconfigure(AgentConfig cfg, DataPlane& dp) {
   const bool scrape_changed =
       cfg.scrape_timeout != cfg_.scrape_timeout || cfg.max_scrape_bytes != cfg_.max_scrape_bytes ||
       cfg.bypass_mark != cfg_.bypass_mark || cfg.scrape_client != cfg_.scrape_client;
+  const bool suspect_rules_changed = cfg.suspects.enabled != cfg_.suspects.enabled ||
+                                     cfg.suspects.window_s != cfg_.suspects.window_s ||
+                                     cfg.suspects.min_picks != cfg_.suspects.min_picks ||
+                                     cfg.suspects.max_lifetime_s != cfg_.suspects.max_lifetime_s ||
+                                     cfg.suspects.probation_s != cfg_.suspects.probation_s;
   cfg_ = std::move(cfg);
   dp_ = &dp;
   if (scrape_changed) scraper_ = std::make_unique<Scraper>(scrape_options(cfg_));
+  if (suspect_rules_changed) suspects_ = scoring::SuspectTracker(cfg_.suspects);
   apply_config();
 }
 
@@ -264,6 +273,8 @@ nlohmann::json Agent::backends_json() const {
                    {"score_age_s", b.last.updated_ns ? (now - b.last.updated_ns) / 1e9 : -1.0},
                    {"stale", b.stale},
                    {"scrape_failures", b.consecutive_failures},
+                   {"suspect", b.suspect},
+                   {"suspect_reason", suspects_.reason(b.id)},
                    {"last_error", b.last_error}});
   }
   return arr;
@@ -338,6 +349,13 @@ std::string Agent::metrics_text() const {
               ExpositionType::Gauge, [](const Row& r) { return r.b->last.kv_permille / 1000.0; });
   per_backend("kvlb_backend_state", "0 active, 1 draining, 2 down.", ExpositionType::Gauge,
               [](const Row& r) { return static_cast<double>(r.b->last.state); });
+  per_backend("kvlb_backend_suspect",
+              "1 while the backend's reports are contradicted by the kernel's counts (bounded "
+              "to the median of its peers).",
+              ExpositionType::Gauge, [](const Row& r) { return r.b->suspect ? 1.0 : 0.0; });
+  w.family("kvlb_agent_suspect_events_total", "Times a backend turned suspect.",
+           ExpositionType::Counter);
+  w.sample("kvlb_agent_suspect_events_total", {}, static_cast<double>(suspects_.events()));
   return w.take();
 }
 
@@ -346,9 +364,12 @@ Agent::ScrapeRound Agent::begin_round() const {
   // picks since then as assigned-but-not-yet-visible in the replica's metrics.
   ScrapeRound round;
   round.picks.resize(backends_.size());
+  round.inflight.resize(backends_.size());
   round.engines.resize(backends_.size());
   for (size_t i = 0; i < backends_.size(); ++i) {
-    round.picks[i] = dp_->counters(backends_[i].id).picks;
+    const auto c = dp_->counters(backends_[i].id);
+    round.picks[i] = c.picks;
+    round.inflight[i] = c.inflight;
     round.engines[i] = backends_[i].engine;
   }
   round.taken = monotonic_ns();
@@ -374,12 +395,31 @@ void Agent::finish_round(const ScrapeRound& round) {
   const auto& results = *round.results;
   const auto round_start = round.start;
   const uint64_t taken = round.taken;
+  std::vector<bool> fresh(backends_.size(), false);
   for (size_t i = 0; i < backends_.size(); ++i) {
     auto& b = backends_[i];
     auto& r = results[i];
     std::string error;
+    const auto& ex = round.stats[i];
+    scoring::Observation seen{static_cast<double>(taken) / 1e9,
+                              round.picks[i],
+                              round.inflight[i],
+                              r.ok() && ex.stats.has_value(),
+                              0,
+                              0};
+    if (seen.scraped) {
+      seen.waiting = static_cast<uint32_t>(std::max(0.0, ex.stats->waiting));
+      seen.running = static_cast<uint32_t>(std::max(0.0, ex.stats->running));
+    }
+    if (suspects_.observe(b.id, seen)) {
+      b.suspect = suspects_.suspect(b.id);
+      if (b.suspect)
+        spdlog::warn("backend {} is suspect, bounded to the median of its peers: {}",
+                     b.address.to_string(), suspects_.reason(b.id));
+      else
+        spdlog::info("backend {} is no longer suspect", b.address.to_string());
+    }
     if (r.ok()) {
-      const auto& ex = round.stats[i];
       if (ex.stats && b.engine == engines::Engine::Auto) {
         // Detected once, from the first good scrape; later scrapes match only this
         // engine's names (cheaper, and no flip-flop on a half-rendered page).
@@ -395,7 +435,9 @@ void Agent::finish_round(const ScrapeRound& round) {
         b.down = false;
         b.stale = false;
         b.last_error.clear();
-        write_score(b, make_score(*ex.stats, b.weight, effective_state(b), taken, round.picks[i]));
+        write_score(
+            b, scoring::make_score(*ex.stats, b.weight, effective_state(b), taken, round.picks[i]));
+        fresh[i] = true;
         scrape_latency_.observe(std::chrono::duration<double>(r.latency).count());
         scrape_to_map_.observe(
             std::chrono::duration<double>(std::chrono::steady_clock::now() - round_start).count());
@@ -427,6 +469,28 @@ void Agent::finish_round(const ScrapeRound& round) {
       spdlog::warn("backend {} marked down after {} failed scrapes", b.address.to_string(),
                    b.consecutive_failures);
     }
+  }
+  bound_suspects(round, fresh);
+}
+
+void Agent::bound_suspects(const ScrapeRound& round, const std::vector<bool>& fresh) {
+  for (size_t i = 0; i < backends_.size(); ++i) {
+    auto& b = backends_[i];
+    if (!b.suspect || !fresh[i]) continue;
+    // Its peers: the other active, non-suspect backends of its services.
+    std::vector<scoring::PeerLoad> peers;
+    std::set<size_t> seen;
+    for (const auto& svc : cfg_.services) {
+      bool member = false;
+      for (const auto& bc : svc.backends) member = member || bc.address == b.address;
+      if (!member) continue;
+      for (const auto& bc : svc.backends)
+        for (size_t j = 0; j < backends_.size(); ++j)
+          if (j != i && backends_[j].address == bc.address && !backends_[j].suspect &&
+              backends_[j].last.state == KVLB_STATE_ACTIVE && seen.insert(j).second)
+            peers.push_back({backends_[j].last, round.inflight[j]});
+    }
+    write_score(b, scoring::bound_suspect(b.last, round.inflight[i], peers));
   }
 }
 

@@ -13,6 +13,7 @@
 #include "agent/config.h"
 #include "metrics/exposition.h"
 #include "dataplane/dataplane.h"
+#include "scoring/suspects.h"
 #include "scrape/scraper.h"
 
 namespace kvlb::agent {
@@ -32,6 +33,7 @@ struct BackendState {
   std::string last_error_kind;
   bool stale = false;  // the kernel is comparing it on in-flight only
   uint64_t stale_events = 0;
+  bool suspect = false;  // reports contradicted by the kernel's counts: bounded to the median
 };
 
 class Agent {
@@ -60,6 +62,7 @@ class Agent {
   // reconfigures the agent may run a round.
   struct ScrapeRound {
     std::vector<uint64_t> picks;           // kernel picks per backend at the start
+    std::vector<int64_t> inflight;         // kernel in-flight per backend at the start
     std::vector<engines::Engine> engines;  // each backend's engine at the start
     uint64_t taken = 0;                    // monotonic_ns() at the start
     std::chrono::steady_clock::time_point start;
@@ -94,6 +97,9 @@ class Agent {
   void write_score(BackendState& b, const kvlb_score& s);
 
   kvlb_backend_state effective_state(const BackendState& b) const;
+  // Suspect backends (scoring/suspects.h): their fresh scores rewritten, bounded
+  // by the median of the backends they share a service with.
+  void bound_suspects(const ScrapeRound& round, const std::vector<bool>& fresh);
 
   AgentConfig cfg_;
   DataPlane* dp_;
@@ -107,6 +113,7 @@ class Agent {
   std::map<std::pair<std::string, std::string>, uint64_t> scrape_errors_;  // (backend, kind)
   uint64_t rounds_ = 0;
   std::unique_ptr<Scraper> scraper_;
+  scoring::SuspectTracker suspects_;
   std::vector<BackendState> backends_;
   // Backend map entries by address. Read from the kernel once (adopting a previous
   // agent's ids); afterwards this agent is the map's only writer and keeps it here,

@@ -224,11 +224,11 @@ AgentConfig parse_config_checked(const std::string& yaml_text) {
     throw ConfigError("(yaml)", fmt::format("line {}: {}", e.mark.line + 1, e.msg));
   }
   if (!root || root.IsNull()) throw ConfigError("(top level)", "the configuration is empty");
-  check_keys(
-      root, "",
-      {"cgroup", "bpffs", "pin_dir", "scrape_interval", "scrape_timeout", "max_scrape_bytes",
-       "scrape_client", "max_sockets", "down_after_failures", "stale_after", "kv_permille_per_pick",
-       "passive_health", "host_network_only", "bypass_mark", "admin", "kubernetes", "services"});
+  check_keys(root, "",
+             {"cgroup", "bpffs", "pin_dir", "scrape_interval", "scrape_timeout", "max_scrape_bytes",
+              "scrape_client", "max_sockets", "down_after_failures", "stale_after",
+              "kv_permille_per_pick", "passive_health", "suspect_backends", "host_network_only",
+              "bypass_mark", "admin", "kubernetes", "services"});
   AgentConfig c;
   c.cgroup = required_string(root, "cgroup", "");
   if (root["bpffs"]) c.bpffs = scalar(root["bpffs"], "bpffs");
@@ -277,6 +277,27 @@ AgentConfig parse_config_checked(const std::string& yaml_text) {
           integer<uint32_t>(ph["failure_threshold"], "passive_health.failure_threshold", 0, 1000);
     if (ph["cooldown"])
       c.failure_cooldown = duration_ms(ph["cooldown"], "passive_health.cooldown", milliseconds(1));
+  }
+  if (const auto& sb = root["suspect_backends"]) {
+    check_keys(sb, "suspect_backends",
+               {"enabled", "window", "min_connections", "max_connection_lifetime", "probation"});
+    auto& r = c.suspects;
+    if (sb["enabled"]) {
+      auto v = scalar(sb["enabled"], "suspect_backends.enabled");
+      if (v != "true" && v != "false")
+        throw ConfigError("suspect_backends.enabled", "'" + v + "' is not true or false");
+      r.enabled = v == "true";
+    }
+    auto seconds = [&](const char* key, milliseconds min) {
+      return duration_ms(sb[key], std::string("suspect_backends.") + key, min).count() / 1000.0;
+    };
+    if (sb["window"]) r.window_s = seconds("window", milliseconds(100));
+    if (sb["min_connections"])
+      r.min_picks =
+          integer<uint64_t>(sb["min_connections"], "suspect_backends.min_connections", 1, 1000000);
+    if (sb["max_connection_lifetime"])
+      r.max_lifetime_s = seconds("max_connection_lifetime", milliseconds(1));
+    if (sb["probation"]) r.probation_s = seconds("probation", milliseconds(100));
   }
   if (root["max_sockets"])
     c.max_sockets = integer<uint32_t>(root["max_sockets"], "max_sockets", 16, 16u << 20);

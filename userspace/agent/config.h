@@ -18,6 +18,7 @@
 #include "engines/engine_stats.h"
 #include "kvlb_maps.h"
 #include "scrape/scraper.h"
+#include "scoring/suspects.h"
 #include "selection/select_defaults.h"
 
 namespace kvlb::agent {
@@ -79,6 +80,9 @@ struct AgentConfig {
   // is skipped for `failure_cooldown` unless nothing else is eligible.
   uint32_t failure_threshold = default_select_cfg().fail_threshold;
   std::chrono::milliseconds failure_cooldown{default_select_cfg().fail_cooldown_ns / 1'000'000};
+  // Backends whose reports the kernel's counts contradict (see
+  // scoring/suspects.h): bounded to the median and reported.
+  scoring::SuspectRules suspects;
   // Balanced sockets the kernel tracks at once (the socket table, preallocated:
   // ~80 bytes each). Beyond it connections are balanced but not counted.
   uint32_t max_sockets = KVLB_MAX_SOCKETS;

@@ -68,6 +68,8 @@ std::string backends_table(const nlohmann::json& j) {
   for (const auto& b : j) {
     double age = b["score_age_s"].get<double>();
     std::string note = b["stale"].get<bool>() ? "stale" : "";
+    if (b.value("suspect", false))
+      note += (note.empty() ? "" : "; ") + ("suspect: " + text(b, "suspect_reason"));
     if (auto err = text(b, "last_error"); !err.empty()) note += (note.empty() ? "" : "; ") + err;
     out += fmt::format("{:<26} {:<9} {:>7} {:>7} {:>6.1f} {:>8} {:>9} {:>6} {:>8}  {}\n",
                        text(b, "address"), text(b, "state"), b["waiting"].get<uint64_t>(),

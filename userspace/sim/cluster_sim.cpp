@@ -8,6 +8,8 @@
 
 #include <fmt/format.h>
 
+#include "scoring/score.h"
+#include "scoring/suspects.h"
 #include "selection/array_pick.h"
 
 namespace kvlb::sim {
@@ -92,6 +94,7 @@ SimResult simulate(const SimConfig& cfg, const BalancerSpec& bal,
   const uint8_t choices =
       bal.choices ? bal.choices : static_cast<uint8_t>(std::min<size_t>(n, KVLB_MAX_CHOICES));
   size_t oracle_rr = 0;
+  scoring::SuspectTracker suspects(cfg.suspects);
 
   auto kick = [&](size_t i, double now) {
     if (stepping[i]) return;
@@ -146,6 +149,14 @@ SimResult simulate(const SimConfig& cfg, const BalancerSpec& bal,
           break;
         }
         r.replica = fmt::format("r{}", i);
+        if (static_cast<size_t>(i) < cfg.lying) {
+          // The lying replica: an error at once, its connection closed at once.
+          r.error = "http_500";
+          r.end = now;
+          ++counters[i].picks;
+          ++finished;
+          break;
+        }
         replica::GenRequest g{ev.index, specs[ev.index].input_tokens, specs[ev.index].output_tokens,
                               now};
         if (auto rej = models[i]->submit(g)) {
@@ -179,18 +190,27 @@ SimResult simulate(const SimConfig& cfg, const BalancerSpec& bal,
       }
       case EventKind::Scrape: {
         // The agent's view: each replica's metrics now, with the kernel's pick
-        // count at this moment (what it has already seen).
+        // count at this moment (what it has already seen), scored and checked
+        // for suspects by the agent's own code.
         for (size_t i = 0; i < n; ++i) {
           auto s = models[i]->snapshot();
-          kvlb_score& sc = scores[i];
-          sc.waiting = s.waiting;
-          sc.running = s.running;
-          sc.kv_permille = static_cast<uint16_t>(s.kv_usage() * 1000 + 0.5);
-          sc.weight = 100;
-          sc.state = KVLB_STATE_ACTIVE;
-          sc.updated_ns = ns(now);
-          sc.picks_at_score = counters[i].picks;
+          engines::EngineStats st;
+          st.waiting = s.waiting;
+          st.running = s.running;
+          st.kv_usage = s.kv_usage();
+          scores[i] = scoring::make_score(st, 100, KVLB_STATE_ACTIVE, ns(now), counters[i].picks);
+          suspects.observe(static_cast<uint32_t>(i), {now, counters[i].picks, counters[i].inflight,
+                                                      true, s.waiting, s.running});
         }
+        for (size_t i = 0; i < n; ++i) {
+          if (!suspects.suspect(static_cast<uint32_t>(i))) continue;
+          std::vector<scoring::PeerLoad> peers;
+          for (size_t j = 0; j < n; ++j)
+            if (j != i && !suspects.suspect(static_cast<uint32_t>(j)))
+              peers.push_back({scores[j], counters[j].inflight});
+          scores[i] = scoring::bound_suspect(scores[i], counters[i].inflight, peers);
+        }
+        out.suspect_events = suspects.events();
         if (now <= end_of_arrivals) push(now + cfg.scrape_interval_s, EventKind::Scrape, 0);
         break;
       }

@@ -14,6 +14,7 @@
 #include "dataset.h"
 #include "monitor.h"
 #include "replica_model/vllm_v0_model.h"
+#include "scoring/suspects.h"
 
 extern "C" {
 #include "select.h"
@@ -36,6 +37,11 @@ BalancerSpec parse_balancer(const std::string& text);
 
 struct SimConfig {
   size_t replicas = 8;
+  // The first `lying` replicas fail every request at once (an HTTP 500 with no
+  // work done) and so report themselves idle: the lying replica the agent's
+  // suspect detection (scoring/suspects.h, run here as in the agent) bounds.
+  size_t lying = 0;
+  scoring::SuspectRules suspects;
   replica::EngineProfile profile;
   double scrape_interval_s = 0.05;
   double monitor_interval_s = 0.25;
@@ -47,6 +53,7 @@ struct SimResult {
   std::vector<loadgen::RequestResult> requests;  // same shape as the live load generator's
   std::vector<loadgen::ReplicaSeries> replicas;
   uint64_t events = 0;
+  uint64_t suspect_events = 0;  // times a replica turned suspect
 };
 
 SimResult simulate(const SimConfig& cfg, const BalancerSpec& balancer,

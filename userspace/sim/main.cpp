@@ -40,6 +40,11 @@ int main(int argc, char** argv) {
   app.add_option("--scrape-interval", scrape, "how old kvlb's scores get before a refresh");
   app.add_option("--kv-permille-per-pick", cfg.select.kv_permille_per_pick,
                  "kvlb's KV estimate per unseen assignment");
+  app.add_option("--lying-replicas", cfg.lying,
+                 "the first N replicas fail every request at once and report themselves idle");
+  bool no_suspects = false;
+  app.add_flag("--no-suspect-detection", no_suspects,
+               "kvlb balancers without the agent's suspect detection");
   app.add_option("-o,--output", out, "JSON report (one entry per balancer)");
   replica::add_profile_flags(app, cfg.profile);
   CLI11_PARSE(app, argc, argv);
@@ -50,6 +55,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   cfg.scrape_interval_s = std::chrono::duration<double>(*interval).count();
+  cfg.suspects.enabled = !no_suspects;
   cfg.seed = seed;
   cfg.profile.seed = seed;
   try {
@@ -107,6 +113,15 @@ int main(int argc, char** argv) {
                t["median"].get<double>(), t["p90"].get<double>(), t["p99"].get<double>(),
                summary["itl_s"]["p99"].get<double>(), summary["throughput_tok_s"].get<double>(),
                max_wait, per);
+    if (cfg.lying > 0) {
+      // Requests the lying replicas took (each one failed), of all requests.
+      size_t lied = 0;
+      for (const auto& q : r.requests) lied += q.error == "http_500";
+      summary["to_lying_replicas"] = lied;
+      summary["to_lying_replicas_share"] = static_cast<double>(lied) / r.requests.size();
+      fmt::print("{:<26}lying replicas took {} of {} requests ({:.1f}%), {} suspect findings\n", "",
+                 lied, r.requests.size(), 100.0 * lied / r.requests.size(), r.suspect_events);
+    }
     report.push_back(
         {{"balancer", name}, {"summary", summary}, {"replicas", replicas}, {"events", r.events}});
   }
@@ -120,6 +135,8 @@ int main(int argc, char** argv) {
                           {"duration", duration},
                           {"warmup", warmup},
                           {"scrape_interval", scrape},
+                          {"lying_replicas", cfg.lying},
+                          {"suspect_detection", cfg.suspects.enabled},
                           {"seed", seed}}},
                         {"runs", report}}
              .dump()

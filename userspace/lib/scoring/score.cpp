@@ -1,9 +1,9 @@
-#include "scoring.h"
+#include "scoring/score.h"
 
 #include <algorithm>
 #include <cmath>
 
-namespace kvlb::agent {
+namespace kvlb::scoring {
 
 static uint32_t to_u32(double v) {
   if (!(v > 0)) return 0;
@@ -26,4 +26,4 @@ kvlb_score make_score(const engines::EngineStats& stats, uint16_t weight, kvlb_b
   return s;
 }
 
-}  // namespace kvlb::agent
+}  // namespace kvlb::scoring

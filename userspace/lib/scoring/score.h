@@ -1,4 +1,5 @@
-// scoring.h - engine stats -> the kernel's per-backend score.
+// score.h - engine stats -> the kernel's per-backend score: the one function the
+// agent and the simulator both use.
 #pragma once
 
 #include <cstdint>
@@ -6,7 +7,7 @@
 #include "engines/engine_stats.h"
 #include "kvlb_maps.h"
 
-namespace kvlb::agent {
+namespace kvlb::scoring {
 
 // Builds the score written to the kernel for one successful scrape taken at
 // `taken_ns` (CLOCK_MONOTONIC), when the kernel had made `picks` picks of this
@@ -14,4 +15,4 @@ namespace kvlb::agent {
 kvlb_score make_score(const engines::EngineStats& stats, uint16_t weight, kvlb_backend_state state,
                       uint64_t taken_ns, uint64_t picks);
 
-}  // namespace kvlb::agent
+}  // namespace kvlb::scoring
