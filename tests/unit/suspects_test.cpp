@@ -36,7 +36,7 @@ struct Feed {
 TEST(Suspects, AReplicaFailingFastWhileReportingIdleIsFound) {
   SuspectTracker t;
   Feed liar{t, 1};
-  EXPECT_TRUE(liar.run(2, 12, 0.002, 0));
+  EXPECT_TRUE(liar.run(3, 12, 0.002, 0));
   EXPECT_NE(t.reason(1).find("mean lifetime"), std::string::npos) << t.reason(1);
   EXPECT_EQ(t.events(), 1u);
 }
@@ -50,25 +50,25 @@ TEST(Suspects, HealthyBackendsAreNot) {
   // Long streaming connections between scrapes that miss the running count:
   // their lifetime gives them away as real work.
   EXPECT_FALSE((Feed{t, 3}.run(3, 12, 2.0, 0)));
-  // A few short requests: under the minimum of connections.
-  EXPECT_FALSE((Feed{t, 4}.run(3, 2, 0.002, 0)));
+  // A few short requests: under the minimum of connections (5 in 2 s).
+  EXPECT_FALSE((Feed{t, 4}.run(3, 1, 0.002, 0)));
   EXPECT_EQ(t.events(), 0u);
 }
 
 TEST(Suspects, ProbationDoublesAndWorkClearsAtOnce) {
   SuspectTracker t;
   Feed liar{t, 1};
-  ASSERT_TRUE(liar.run(2, 12, 0.002, 0));
+  ASSERT_TRUE(liar.run(3, 12, 0.002, 0));  // found at about 2 s, the window's length
   // Bounded, it gets no connections: it stays a suspect for the probation (10 s).
   EXPECT_TRUE(liar.run(8.5, 0, 0, 0));
   EXPECT_FALSE(liar.run(1, 0, 0, 0));
   // Given traffic again, it is found again, for twice as long.
-  ASSERT_TRUE(liar.run(2, 12, 0.002, 0));
+  ASSERT_TRUE(liar.run(3, 12, 0.002, 0));
   EXPECT_EQ(t.events(), 2u);
   EXPECT_TRUE(liar.run(15, 0, 0, 0));
   EXPECT_FALSE(liar.run(6, 0, 0, 0));
   // Found once more, but then it reports work: cleared at the next scrape.
-  ASSERT_TRUE(liar.run(2, 12, 0.002, 0));
+  ASSERT_TRUE(liar.run(3, 12, 0.002, 0));
   EXPECT_FALSE(liar.run(0.05, 12, 2.0, 3));
 }
 
@@ -76,7 +76,7 @@ TEST(Suspects, DisabledFindsNothing) {
   SuspectRules r;
   r.enabled = false;
   SuspectTracker t(r);
-  EXPECT_FALSE((Feed{t, 1}.run(3, 12, 0.002, 0)));
+  EXPECT_FALSE((Feed{t, 1}.run(4, 12, 0.002, 0)));
 }
 
 TEST(Suspects, TheBoundIsNoBetterThanTheMedianPeer) {
