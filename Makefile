@@ -3,7 +3,7 @@
 BUILD ?= build
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build test demo format clean
+.PHONY: all deps build test demo fuzz format clean
 
 all: build
 
@@ -20,8 +20,13 @@ test: build
 demo: build
 	scripts/demo.sh $(BUILD)
 
+# Fuzz every parser of untrusted input, FUZZ_SECONDS each (clang, ASan, UBSan).
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	scripts/fuzz.sh $(FUZZ_SECONDS)
+
 format:
 	scripts/format.sh --fix
 
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) build-fuzz

@@ -10,6 +10,8 @@ PACKAGES=(
   libspdlog-dev libfmt-dev nlohmann-json3-dev libyaml-cpp-dev libcli11-dev
   libcurl4-openssl-dev libssl-dev openssl libboost-dev libgtest-dev libgmock-dev googletest
   libbenchmark-dev clang-format
+  # the sanitized clang build and the fuzzers (libFuzzer, ASan and UBSan runtimes)
+  libclang-rt-14-dev
   # tests, harness, demo and peers
   iproute2 iptables util-linux procps time curl jq haproxy nginx-light prometheus gnuplot-nox
   # the kernel matrix (scripts/kernel-matrix): Debian's kernels booted under qemu

@@ -22,7 +22,7 @@ json slice(const std::string& name, const std::string& rv, json endpoints,
 }
 
 json ep(const std::string& ip, json conditions, const std::string& node = "n1") {
-  return {{"addresses", {ip}},
+  return {{"addresses", json::array({ip})},
           {"conditions", conditions},
           {"nodeName", node},
           {"targetRef", {{"kind", "Pod"}, {"name", "pod-" + ip}}}};
@@ -48,13 +48,16 @@ TEST(EndpointSlices, ConditionsMapToStates) {
 
 TEST(EndpointSlices, PortIsChosenByName) {
   json ports = {{{"name", "metrics"}, {"port", 9090}}, {{"name", "http"}, {"port", 8000}}};
-  auto eps = endpoints_of_slice(slice("s", "1", {ep("10.0.0.1", json::object())}, ports), "http");
+  auto eps = endpoints_of_slice(
+      slice("s", "1", json::array({ep("10.0.0.1", json::object())}), ports), "http");
   ASSERT_EQ(eps.size(), 1u);
   EXPECT_EQ(eps[0].address.port, 8000);
-  EXPECT_TRUE(
-      endpoints_of_slice(slice("s", "1", {ep("10.0.0.1", json::object())}, ports), "grpc").empty());
-  EXPECT_THROW(endpoints_of_slice(slice("s", "1", {ep("not-an-ip", json::object())}), "http"),
-               std::invalid_argument);
+  EXPECT_TRUE(endpoints_of_slice(
+                  slice("s", "1", json::array({ep("10.0.0.1", json::object())}), ports), "grpc")
+                  .empty());
+  EXPECT_THROW(
+      endpoints_of_slice(slice("s", "1", json::array({ep("not-an-ip", json::object())})), "http"),
+      std::invalid_argument);
 }
 
 TEST(EndpointSlices, ListThenWatchWithBookmarksAndGone) {
@@ -62,8 +65,8 @@ TEST(EndpointSlices, ListThenWatchWithBookmarksAndGone) {
   svc.apply_list({{"kind", "EndpointSliceList"},
                   {"metadata", {{"resourceVersion", "100"}}},
                   {"items",
-                   {slice("a", "90", {ep("10.0.0.1", json::object())}),
-                    slice("b", "95", {ep("10.0.0.2", json::object())})}}});
+                   {slice("a", "90", json::array({ep("10.0.0.1", json::object())})),
+                    slice("b", "95", json::array({ep("10.0.0.2", json::object())}))}}});
   EXPECT_EQ(svc.endpoints().size(), 2u);
   EXPECT_EQ(svc.resource_version(), "100");
 
@@ -72,7 +75,8 @@ TEST(EndpointSlices, ListThenWatchWithBookmarksAndGone) {
       {{"type", "MODIFIED"},
        {"object",
         slice("b", "101",
-              {ep("10.0.0.2", {{"ready", false}, {"serving", true}, {"terminating", true}})})}});
+              json::array({ep("10.0.0.2",
+                              {{"ready", false}, {"serving", true}, {"terminating", true}})}))}});
   EXPECT_EQ(a, WatchAction::Changed);
   EXPECT_EQ(svc.endpoints()[1].state, KVLB_STATE_DRAINING);
   EXPECT_EQ(svc.resource_version(), "101");
@@ -85,8 +89,8 @@ TEST(EndpointSlices, ListThenWatchWithBookmarksAndGone) {
   EXPECT_EQ(svc.resource_version(), "150");
 
   // The same address moving between slices is listed once, at its best state.
-  svc.apply_event(
-      {{"type", "ADDED"}, {"object", slice("c", "151", {ep("10.0.0.1", json::object())})}});
+  svc.apply_event({{"type", "ADDED"},
+                   {"object", slice("c", "151", json::array({ep("10.0.0.1", json::object())}))}});
   EXPECT_EQ(svc.endpoints().size(), 2u);
   a = svc.apply_event({{"type", "DELETED"}, {"object", slice("b", "152", json::array())}});
   EXPECT_EQ(a, WatchAction::Changed);

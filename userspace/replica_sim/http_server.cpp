@@ -260,8 +260,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
 ReplicaServer::ReplicaServer(net::io_context& io, ServerOptions opts,
                              std::unique_ptr<EngineModel> engine)
-    : io_(io),
-      opts_(std::move(opts)),
+    : opts_(std::move(opts)),
       engine_(std::move(engine)),
       acceptor_(io),
       step_timer_(io),

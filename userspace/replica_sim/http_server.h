@@ -67,7 +67,6 @@ class ReplicaServer {
     bool first_token_seen = false;
   };
 
-  boost::asio::io_context& io_;
   ServerOptions opts_;
   std::unique_ptr<EngineModel> engine_;
   boost::asio::ip::tcp::acceptor acceptor_;

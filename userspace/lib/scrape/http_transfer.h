@@ -5,8 +5,8 @@
 // transfer (URL handling, connection-cache matching, timers, header buffers),
 // which at 1,000 targets x 20 Hz is a third of a core by itself. This transfer
 // keeps one non-blocking socket per target registered once (edge-triggered) in
-// the scraper's epoll set, writes a prebuilt request, and frames the response by
-// Content-Length, chunked encoding or connection close. Everything else (https,
+// the scraper's epoll set, writes a prebuilt request, and feeds what it reads to
+// an HttpResponseParser (http_response.h: framing, bounds). Everything else (https,
 // host names, proxies) stays with libcurl; see scraper.h for which is used when.
 #pragma once
 
@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "common/unique_fd.h"
+#include "scrape/http_response.h"
 #include "scrape/scrape_result.h"
 
 namespace kvlb {
@@ -57,11 +58,6 @@ class HttpTransfer {
   bool open_connection();
   bool send_request();
   bool receive();
-  // Parses what has arrived: 1 complete, 0 more to come, -1 failed (result set).
-  int parse();
-  int parse_head();
-  int parse_chunked();
-  int parse_trailer();
   bool complete(bool keep_alive);
   bool fail(ScrapeError e, std::string detail);
   // Reused connection dropped by the server before any answer: one fresh try.
@@ -84,29 +80,7 @@ class HttpTransfer {
   Clock::time_point deadline_{};
   size_t sent_ = 0;
 
-  // Response parsing state.
-  // Bytes received and not yet consumed: raw() = buf_[0, len_). A vector that
-  // only grows (std::string::resize would zero 16 KiB before every read). A
-  // chunked body is copied out as it is parsed and its bytes dropped from the
-  // buffer, so framing overhead (extensions, trailers) never accumulates.
-  std::vector<char> buf_;
-  size_t len_ = 0;
-  std::string_view raw() const { return {buf_.data(), len_}; }
-  size_t received_ = 0;    // bytes read this round: bounded by max_wire_bytes()
-  size_t head_scan_ = 0;   // where the search for the end of the head resumes
-  size_t header_end_ = 0;  // 0 until the header block is complete
-  bool chunked_ = false;
-  bool close_delimited_ = false;
-  bool keep_alive_ = true;
-  size_t content_length_ = 0;
-  size_t scan_ = 0;        // chunked: next unparsed byte of raw()
-  size_t chunk_left_ = 0;  // chunked: bytes of the current chunk still to copy
-  bool chunk_crlf_ = false;
-  bool in_trailer_ = false;   // chunked: after the last chunk
-  size_t trailer_bytes_ = 0;  // chunked: trailer lines so far
-  // The most bytes one answer may take on the wire: the body limit twice (chunk
-  // framing of a legitimate page costs a few percent) plus a head.
-  size_t max_wire_bytes() const;
+  HttpResponseParser response_;  // this round's answer, framed and bounded
 };
 
 }  // namespace kvlb
