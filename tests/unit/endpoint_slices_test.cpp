@@ -195,3 +195,19 @@ TEST(SliceWatcher, BackoffDoublesAndIsCapped) {
   EXPECT_EQ(SliceWatcher::backoff(8).count(), 30000);
   EXPECT_EQ(SliceWatcher::backoff(50).count(), 30000);
 }
+
+TEST(EndpointSlices, FieldsOfUnexpectedTypesAreInvalidArgumentNeverAnotherException) {
+  // Found by tests/fuzz/endpoint_slice_fuzz.cpp: a port "name" that is a number
+  // made nlohmann::json throw its type_error out of the decoder.
+  json ports = json::array({{{"name", 8000}, {"port", 8000}}});
+  EXPECT_THROW(endpoints_of_slice(
+                   slice("s", "1", json::array({ep("10.0.0.1", json::object())}), ports), "http"),
+               std::invalid_argument);
+  auto bad_conditions = slice("s", "1", json::array({ep("10.0.0.1", {{"ready", "yes"}})}));
+  EXPECT_THROW(endpoints_of_slice(bad_conditions, "http"), std::invalid_argument);
+  auto bad_endpoints = slice("s", "1", json::array({42}));
+  EXPECT_THROW(endpoints_of_slice(bad_endpoints, "http"), std::invalid_argument);
+  ServiceEndpoints svc("http");
+  EXPECT_THROW(svc.apply_event({{"type", 7}, {"object", json::object()}}), std::invalid_argument);
+  EXPECT_THROW(svc.apply_list({{"items", json::array({json::array()})}}), std::invalid_argument);
+}

@@ -67,11 +67,7 @@ void Agent::reconfigure(AgentConfig cfg, DataPlane& dp) {
   const bool scrape_changed =
       cfg.scrape_timeout != cfg_.scrape_timeout || cfg.max_scrape_bytes != cfg_.max_scrape_bytes ||
       cfg.bypass_mark != cfg_.bypass_mark || cfg.scrape_client != cfg_.scrape_client;
-  const bool suspect_rules_changed = cfg.suspects.enabled != cfg_.suspects.enabled ||
-                                     cfg.suspects.window_s != cfg_.suspects.window_s ||
-                                     cfg.suspects.min_picks != cfg_.suspects.min_picks ||
-                                     cfg.suspects.max_lifetime_s != cfg_.suspects.max_lifetime_s ||
-                                     cfg.suspects.probation_s != cfg_.suspects.probation_s;
+  const bool suspect_rules_changed = !(cfg.suspects == cfg_.suspects);
   cfg_ = std::move(cfg);
   dp_ = &dp;
   if (scrape_changed) scraper_ = std::make_unique<Scraper>(scrape_options(cfg_));

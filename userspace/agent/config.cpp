@@ -31,16 +31,17 @@ void check_keys(const YAML::Node& node, const std::string& path,
       throw ConfigError(path.empty() ? "(top level)" : path,
                         "a key is not a plain name (a mapping or list used as a key)");
     auto key = kv.first.Scalar();
+    // The key as a field path: escaped (it is the document's text), never empty.
+    const std::string shown = key.empty() ? "\"\"" : printable(key, 64);
+    const std::string field = path.empty() ? shown : path + "." + shown;
     // YAML forbids duplicate keys; yaml-cpp keeps both and answers with the first.
-    if (!seen.insert(key).second)
-      throw ConfigError(path.empty() ? key : path + "." + key, "is given twice");
+    if (!seen.insert(key).second) throw ConfigError(field, "is given twice");
     bool ok = false;
     for (auto a : allowed) ok = ok || a == key;
     if (!ok) {
       std::string known;
       for (auto a : allowed) known += (known.empty() ? "" : ", ") + std::string(a);
-      throw ConfigError(path.empty() ? key : path + "." + key,
-                        "unknown field (known: " + known + ")");
+      throw ConfigError(field, "unknown field (known: " + known + ")");
     }
   }
 }

@@ -1,6 +1,9 @@
 #include "discovery.h"
 
+#include "common/printable.h"
+
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
 #include <unistd.h>
@@ -100,6 +103,40 @@ Discovery::Discovery(const AgentConfig& cfg) : node_(agent_node_name()) {
   }
 }
 
+namespace {
+
+// The VIP of a Service object: its ClusterIP and the TCP port of the configured
+// name. The object is untrusted: any field of an unexpected type, or a port out
+// of range, is an error with the reason. family 0 when no port matches.
+Endpoint service_vip(const std::string& body, const std::string& name,
+                     const KubernetesServiceRef& ref) {
+  auto j = nlohmann::json::parse(body, nullptr, false);
+  try {
+    const auto& spec = j.at("spec");
+    const std::string ip = spec.value("clusterIP", "");
+    if (ip.empty() || ip == "None")
+      throw std::runtime_error(fmt::format("service {}: {}/{} has no ClusterIP (headless): set vip",
+                                           name, ref.ns, ref.service));
+    for (const auto& p : spec.value("ports", nlohmann::json::array())) {
+      if (p.value("name", "") != ref.port_name || p.value("protocol", "TCP") != "TCP") continue;
+      const int64_t port = p.value("port", int64_t{0});
+      auto ep = port >= 1 && port <= 65535
+                    ? Endpoint::parse_address(ip, static_cast<uint16_t>(port))
+                    : std::nullopt;
+      if (!ep)
+        throw std::runtime_error(
+            fmt::format("service {}: bad ClusterIP {} or port {}", name, printable(ip), port));
+      return *ep;
+    }
+    return {};
+  } catch (const nlohmann::json::exception& e) {
+    throw std::runtime_error(
+        fmt::format("service {}: malformed Service object: {}", name, e.what()));
+  }
+}
+
+}  // namespace
+
 void Discovery::resolve_cluster_ips(AgentConfig& cfg, std::chrono::seconds patience) const {
   for (auto& svc : cfg.services) {
     if (!svc.kubernetes || svc.vip.family) continue;
@@ -110,19 +147,7 @@ void Discovery::resolve_cluster_ips(AgentConfig& cfg, std::chrono::seconds patie
     for (unsigned attempt = 0;; ++attempt) {
       auto r = client_->get(path);
       if (r.ok()) {
-        auto j = nlohmann::json::parse(r.body, nullptr, false);
-        auto ip = j.is_object() ? j["spec"].value("clusterIP", "") : "";
-        if (ip.empty() || ip == "None")
-          throw std::runtime_error(
-              fmt::format("service {}: {}/{} has no ClusterIP (headless): set vip", svc.name,
-                          ref.ns, ref.service));
-        for (const auto& p : j["spec"].value("ports", nlohmann::json::array()))
-          if (p.value("name", "") == ref.port_name && p.value("protocol", "TCP") == "TCP") {
-            auto ep = Endpoint::parse_address(ip, static_cast<uint16_t>(p.value("port", 0)));
-            if (!ep || !ep->port)
-              throw std::runtime_error(fmt::format("service {}: bad ClusterIP {}", svc.name, ip));
-            svc.vip = *ep;
-          }
+        svc.vip = service_vip(r.body, svc.name, ref);
         if (!svc.vip.family)
           throw std::runtime_error(fmt::format("service {}: {}/{} has no TCP port named '{}'",
                                                svc.name, ref.ns, ref.service, ref.port_name));

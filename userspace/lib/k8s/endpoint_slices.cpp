@@ -19,10 +19,31 @@ std::string slice_name(const nlohmann::json& slice) {
   return md["name"].get<std::string>();
 }
 
+// An API object is untrusted: a field of an unexpected type makes nlohmann::json
+// throw its own exceptions; they become the decoder's std::invalid_argument.
+template <typename F>
+auto decoding(const char* what, F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const nlohmann::json::exception& e) {
+    throw std::invalid_argument(fmt::format("malformed {}: {}", what, e.what()));
+  }
+}
+
+std::vector<DiscoveredEndpoint> decode_slice(const nlohmann::json& slice,
+                                             const std::string& port_name);
+
 }  // namespace
 
 std::vector<DiscoveredEndpoint> endpoints_of_slice(const nlohmann::json& slice,
                                                    const std::string& port_name) {
+  return decoding("EndpointSlice", [&] { return decode_slice(slice, port_name); });
+}
+
+namespace {
+
+std::vector<DiscoveredEndpoint> decode_slice(const nlohmann::json& slice,
+                                             const std::string& port_name) {
   if (!slice.is_object()) throw std::invalid_argument("EndpointSlice is not an object");
   const std::string name = slice_name(slice);
   const std::string type = slice.value("addressType", "");
@@ -69,7 +90,17 @@ std::vector<DiscoveredEndpoint> endpoints_of_slice(const nlohmann::json& slice,
   return out;
 }
 
+}  // namespace
+
 void ServiceEndpoints::apply_list(const nlohmann::json& list) {
+  decoding("EndpointSlice list", [&] { apply_list_checked(list); });
+}
+
+WatchAction ServiceEndpoints::apply_event(const nlohmann::json& event) {
+  return decoding("watch event", [&] { return apply_event_checked(event); });
+}
+
+void ServiceEndpoints::apply_list_checked(const nlohmann::json& list) {
   if (!list.is_object() || !list.contains("items") || !list["items"].is_array())
     throw std::invalid_argument("EndpointSlice list without items");
   std::map<std::string, std::vector<DiscoveredEndpoint>> next;
@@ -79,7 +110,7 @@ void ServiceEndpoints::apply_list(const nlohmann::json& list) {
   resource_version_ = list.value("metadata", nlohmann::json::object()).value("resourceVersion", "");
 }
 
-WatchAction ServiceEndpoints::apply_event(const nlohmann::json& event) {
+WatchAction ServiceEndpoints::apply_event_checked(const nlohmann::json& event) {
   if (!event.is_object() || !event.contains("type") || !event.contains("object"))
     throw std::invalid_argument("watch event without type or object");
   const std::string type = event["type"].get<std::string>();

@@ -31,7 +31,8 @@ struct DiscoveredEndpoint {
 };
 
 // The endpoints of one EndpointSlice object for `port_name` ("" matches an unnamed
-// port). Throws std::invalid_argument with the reason on a malformed object.
+// port). Throws std::invalid_argument with the reason on a malformed object (a
+// field of an unexpected type included), and nothing else.
 std::vector<DiscoveredEndpoint> endpoints_of_slice(const nlohmann::json& slice,
                                                    const std::string& port_name);
 
@@ -43,7 +44,8 @@ class ServiceEndpoints {
   explicit ServiceEndpoints(std::string port_name) : port_name_(std::move(port_name)) {}
 
   // Replaces everything with a list response (kind EndpointSliceList); remembers
-  // its resourceVersion for the watch.
+  // its resourceVersion for the watch. Throws std::invalid_argument on a
+  // malformed list (and only that: a field of an unexpected type included).
   void apply_list(const nlohmann::json& list);
   // Applies one watch event line ({"type":..., "object":...}). BOOKMARK only moves
   // the resourceVersion; ERROR 410 (Gone: the version is too old) asks for a
@@ -55,6 +57,8 @@ class ServiceEndpoints {
   const std::string& resource_version() const { return resource_version_; }
 
  private:
+  void apply_list_checked(const nlohmann::json& list);
+  WatchAction apply_event_checked(const nlohmann::json& event);
   std::string port_name_;
   std::string resource_version_;
   std::map<std::string, std::vector<DiscoveredEndpoint>> slices_;  // by slice name

@@ -33,6 +33,7 @@ struct SuspectRules {
   uint64_t min_picks = 5;        // connections the backend got in the window
   double max_lifetime_s = 0.05;  // their mean lifetime below this
   double probation_s = 10.0;     // doubled at each new finding, at most 300 s
+  bool operator==(const SuspectRules&) const = default;
 };
 
 // One backend at one scrape.
