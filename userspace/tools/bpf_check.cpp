@@ -13,6 +13,10 @@
 //      VIP: it must reach the backend, report the VIP as its peer, and leave the
 //      backend's in-flight count at 1 while open and 0 once closed. Everything it
 //      created is removed on success, on failure and on SIGINT/SIGTERM.
+//   4. With --bench N (and --smoke): N more IPv4 connections to the VIP with the
+//      kernel's BPF statistics on, and each program's mean run time: a
+//      same-kernel comparison of two builds (the kernel matrix runs old and new
+//      objects in the same VM).
 //
 // The kernel matrix (scripts/kernel-matrix) runs this inside each kernel it boots.
 #include <arpa/inet.h>
@@ -23,6 +27,8 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include <bpf/bpf.h>
 
 #include <algorithm>
 #include <cstring>
@@ -187,7 +193,8 @@ struct SmokeScope {
 };
 
 // One connection to `vip` from inside the cgroup, balanced to `backend` (id 1).
-void balance_one(DataPlane& dp, const Endpoint& vip, const Endpoint& loopback, uint32_t id) {
+// Returns the backend's listening socket (the service stays in the maps).
+UniqueFd balance_one(DataPlane& dp, const Endpoint& vip, const Endpoint& loopback, uint32_t id) {
   Endpoint backend;
   UniqueFd ls = listen_on(loopback, &backend);
 
@@ -240,12 +247,37 @@ void balance_one(DataPlane& dp, const Endpoint& vip, const Endpoint& loopback, u
   auto closed = dp.counters(id);
   if (closed.inflight != 0)
     throw std::runtime_error(fmt::format("after close: in flight {}, want 0", closed.inflight));
-  dp.delete_service(key);
   fmt::print("smoke: connect to {} reached {}, peer reported as the VIP, in flight 1 -> 0: ok\n",
              vip.to_string(), backend.to_string());
+  return ls;
 }
 
-void smoke() {
+// N connect()+close() to `vip` (balanced to a listener on loopback), with BPF
+// run-time statistics on; prints ns per run of every program that ran.
+void bench(DataPlane& dp, const Endpoint& vip, int listener, int n) {
+  UniqueFd stats(bpf_enable_stats(BPF_STATS_RUN_TIME));
+  if (!stats) throw std::runtime_error(fmt::format("bpf_enable_stats: {}", std::strerror(errno)));
+  auto before = dp.programs();
+  socklen_t len = 0;
+  auto sa = sockaddr_of(vip, &len);
+  for (int i = 0; i < n; ++i) {
+    UniqueFd c(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    linger lg{1, 0};  // RST on close: no TIME_WAIT piling up
+    ::setsockopt(c.get(), SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    if (::connect(c.get(), reinterpret_cast<sockaddr*>(&sa), len) != 0)
+      throw std::runtime_error(fmt::format("bench connect: {}", std::strerror(errno)));
+    UniqueFd accepted(::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC));
+  }
+  auto after = dp.programs();
+  for (size_t i = 0; i < after.size() && i < before.size(); ++i) {
+    uint64_t runs = after[i].run_cnt - before[i].run_cnt;
+    if (!runs) continue;
+    fmt::print("bench {:<18} {:>8.0f} ns/run over {} runs\n", after[i].name,
+               static_cast<double>(after[i].run_time_ns - before[i].run_time_ns) / runs, runs);
+  }
+}
+
+void smoke(int bench_connections) {
   if (::unshare(CLONE_NEWNET) != 0)
     throw std::runtime_error(fmt::format("unshare(CLONE_NEWNET): {}", std::strerror(errno)));
   lo_up();
@@ -264,13 +296,14 @@ void smoke() {
   scope.dp = DataPlane::open(opts);
   scope.home_cgroup = *mount / fs::path(own_cgroup()).relative_path();
   move_self_to(scope.cgroup);
-  balance_one(*scope.dp, *Endpoint::parse("10.255.0.1:80"),
-              *Endpoint::parse_address("127.0.0.1", 0), 1);
+  const Endpoint vip4 = *Endpoint::parse("10.255.0.1:80");
+  UniqueFd ls4 = balance_one(*scope.dp, vip4, *Endpoint::parse_address("127.0.0.1", 0), 1);
   if (UniqueFd probe6(::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0)); probe6)
     balance_one(*scope.dp, *Endpoint::parse("[fd00:6b76:6c62::1]:80"),
                 *Endpoint::parse_address("::1", 0), 2);
   else
     fmt::print("smoke: no IPv6 in this kernel, connect6 not exercised\n");
+  if (bench_connections > 0) bench(*scope.dp, vip4, ls4.get(), bench_connections);
 }
 
 }  // namespace
@@ -279,8 +312,11 @@ int main(int argc, char** argv) {
   CLI::App app{"kvlb-bpf-check: load kvlb's BPF programs and report the verifier's work"};
   std::string budget_file, log_level = "warn";
   bool run_smoke = false;
+  int bench_connections = 0;
   app.add_option("--budget", budget_file, "fail when a program needs more than its budget");
   app.add_flag("--smoke", run_smoke, "attach in a private cgroup and balance one connection");
+  app.add_option("--bench", bench_connections,
+                 "with --smoke: N more connections with BPF statistics on; ns per program run");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error");
   CLI11_PARSE(app, argc, argv);
   setup_logging(log_level, "text");
@@ -324,7 +360,7 @@ int main(int argc, char** argv) {
                    b);
         ok = false;
       }
-    if (run_smoke) smoke();
+    if (run_smoke) smoke(bench_connections);
   } catch (const std::exception& e) {
     fmt::print("error: {}\n", e.what());
     ok = false;

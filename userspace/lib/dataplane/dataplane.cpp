@@ -232,7 +232,8 @@ struct DataPlane::Impl {
         if (int err = bpf_obj_get_info_by_fd(bpf_program__fd(p), &info, &len))
           throw_errno(err, fmt::format("inspect program {}", bpf_program__name(p)));
         out.push_back({bpf_program__name(p), info.verified_insns,
-                       info.xlated_prog_len / static_cast<uint32_t>(sizeof(bpf_insn))});
+                       info.xlated_prog_len / static_cast<uint32_t>(sizeof(bpf_insn)),
+                       info.run_time_ns, info.run_cnt});
       }
     }
     return out;

@@ -45,6 +45,8 @@ struct ProgramStats {
   std::string name;             // kvlb_connect4, ...
   uint32_t verified_insns = 0;  // instructions the verifier processed (limit: 1,000,000)
   uint32_t insns = 0;           // instructions in the program after the verifier's rewrites
+  uint64_t run_time_ns = 0;     // with kernel BPF statistics on: time in the program, and
+  uint64_t run_cnt = 0;         // runs (bpf_enable_stats, kernel.bpf_stats_enabled)
 };
 
 // The cookie of the calling thread's network namespace (SO_NETNS_COOKIE).
