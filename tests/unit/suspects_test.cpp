@@ -8,24 +8,28 @@ using namespace kvlb::scoring;
 
 namespace {
 
-// A backend scraped every 50 ms for `seconds`, getting `rate` connections a
-// second that stay open `lifetime` seconds, reporting `running` requests.
+// Backends scraped every 50 ms: key 1 is the one under watch, getting `rate`
+// connections a second that stay open `lifetime` seconds and reporting
+// `running`; key 2 is its peer, reporting `peer_running`.
 struct Feed {
   SuspectTracker& t;
   uint32_t key;
   double now = 0;
   uint64_t picks = 0;
   double carry = 0;
-  // Returns whether it ended suspect.
+  uint32_t peer_running = 3;
+  // Returns whether the backend ended suspect.
   bool run(double seconds, double rate, double lifetime, uint32_t running) {
+    const uint32_t peer = key + 1000;
     for (double end = now + seconds; now < end; now += 0.05) {
       carry += rate * 0.05;
       while (carry >= 1) {
         ++picks;
         carry -= 1;
       }
-      Observation o{now, picks, static_cast<int64_t>(rate * lifetime + 0.5), true, 0, running};
-      t.observe(key, o);
+      t.observe(key, {now, picks, static_cast<int64_t>(rate * lifetime + 0.5), true, 0, running});
+      t.observe(peer, {now, 0, 2, true, 0, peer_running});
+      t.update(key, {peer});
     }
     return t.suspect(key);
   }
@@ -70,6 +74,16 @@ TEST(Suspects, ProbationDoublesAndWorkClearsAtOnce) {
   // Found once more, but then it reports work: cleared at the next scrape.
   ASSERT_TRUE(liar.run(3, 12, 0.002, 0));
   EXPECT_FALSE(liar.run(0.05, 12, 2.0, 3));
+}
+
+TEST(Suspects, WithoutPeersDoingWorkNobodyIsSuspect) {
+  // Every backend getting short connections and reporting nothing running:
+  // health checks or /v1/models calls through the VIP, not a lying replica.
+  SuspectTracker t;
+  Feed probed{t, 1};
+  probed.peer_running = 0;
+  EXPECT_FALSE(probed.run(4, 20, 0.001, 0));
+  EXPECT_EQ(t.events(), 0u);
 }
 
 TEST(Suspects, DisabledFindsNothing) {

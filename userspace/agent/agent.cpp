@@ -407,14 +407,7 @@ void Agent::finish_round(const ScrapeRound& round) {
       seen.waiting = static_cast<uint32_t>(std::max(0.0, ex.stats->waiting));
       seen.running = static_cast<uint32_t>(std::max(0.0, ex.stats->running));
     }
-    if (suspects_.observe(b.id, seen)) {
-      b.suspect = suspects_.suspect(b.id);
-      if (b.suspect)
-        spdlog::warn("backend {} is suspect, bounded to the median of its peers: {}",
-                     b.address.to_string(), suspects_.reason(b.id));
-      else
-        spdlog::info("backend {} is no longer suspect", b.address.to_string());
-    }
+    suspects_.observe(b.id, seen);
     if (r.ok()) {
       if (ex.stats && b.engine == engines::Engine::Auto) {
         // Detected once, from the first good scrape; later scrapes match only this
@@ -469,24 +462,44 @@ void Agent::finish_round(const ScrapeRound& round) {
   bound_suspects(round, fresh);
 }
 
+std::vector<size_t> Agent::peers_of(size_t i) const {
+  std::set<size_t> out;
+  for (const auto& svc : cfg_.services) {
+    bool member = false;
+    for (const auto& bc : svc.backends) member = member || bc.address == backends_[i].address;
+    if (!member) continue;
+    for (const auto& bc : svc.backends)
+      for (size_t j = 0; j < backends_.size(); ++j)
+        if (j != i && backends_[j].address == bc.address) out.insert(j);
+  }
+  return {out.begin(), out.end()};
+}
+
 void Agent::bound_suspects(const ScrapeRound& round, const std::vector<bool>& fresh) {
+  std::vector<std::vector<size_t>> peers(backends_.size());
+  for (size_t i = 0; i < backends_.size(); ++i) {
+    auto& b = backends_[i];
+    peers[i] = peers_of(i);
+    std::vector<uint32_t> ids;
+    for (size_t j : peers[i]) ids.push_back(backends_[j].id);
+    if (suspects_.update(b.id, ids)) {
+      b.suspect = suspects_.suspect(b.id);
+      if (b.suspect)
+        spdlog::warn("backend {} is suspect, bounded to the median of its peers: {}",
+                     b.address.to_string(), suspects_.reason(b.id));
+      else
+        spdlog::info("backend {} is no longer suspect", b.address.to_string());
+    }
+  }
   for (size_t i = 0; i < backends_.size(); ++i) {
     auto& b = backends_[i];
     if (!b.suspect || !fresh[i]) continue;
-    // Its peers: the other active, non-suspect backends of its services.
-    std::vector<scoring::PeerLoad> peers;
-    std::set<size_t> seen;
-    for (const auto& svc : cfg_.services) {
-      bool member = false;
-      for (const auto& bc : svc.backends) member = member || bc.address == b.address;
-      if (!member) continue;
-      for (const auto& bc : svc.backends)
-        for (size_t j = 0; j < backends_.size(); ++j)
-          if (j != i && backends_[j].address == bc.address && !backends_[j].suspect &&
-              backends_[j].last.state == KVLB_STATE_ACTIVE && seen.insert(j).second)
-            peers.push_back({backends_[j].last, round.inflight[j]});
-    }
-    write_score(b, scoring::bound_suspect(b.last, round.inflight[i], peers));
+    // Bounded by the other active, non-suspect backends of its services.
+    std::vector<scoring::PeerLoad> loads;
+    for (size_t j : peers[i])
+      if (!backends_[j].suspect && backends_[j].last.state == KVLB_STATE_ACTIVE)
+        loads.push_back({backends_[j].last, round.inflight[j]});
+    write_score(b, scoring::bound_suspect(b.last, round.inflight[i], loads));
   }
 }
 

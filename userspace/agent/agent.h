@@ -100,6 +100,8 @@ class Agent {
   // Suspect backends (scoring/suspects.h): their fresh scores rewritten, bounded
   // by the median of the backends they share a service with.
   void bound_suspects(const ScrapeRound& round, const std::vector<bool>& fresh);
+  // The backends that share a service with backend i (indexes into backends_).
+  std::vector<size_t> peers_of(size_t i) const;
 
   AgentConfig cfg_;
   DataPlane* dp_;

@@ -203,6 +203,12 @@ SimResult simulate(const SimConfig& cfg, const BalancerSpec& bal,
                                                       true, s.waiting, s.running});
         }
         for (size_t i = 0; i < n; ++i) {
+          std::vector<uint32_t> others;
+          for (size_t j = 0; j < n; ++j)
+            if (j != i) others.push_back(static_cast<uint32_t>(j));
+          suspects.update(static_cast<uint32_t>(i), others);
+        }
+        for (size_t i = 0; i < n; ++i) {
           if (!suspects.suspect(static_cast<uint32_t>(i))) continue;
           std::vector<scoring::PeerLoad> peers;
           for (size_t j = 0; j < n; ++j)

@@ -21,14 +21,21 @@ T median(std::vector<T> v) {
 
 }  // namespace
 
-bool SuspectTracker::observe(uint32_t key, const Observation& o) {
-  if (!rules_.enabled) return false;
+void SuspectTracker::observe(uint32_t key, const Observation& o) {
+  if (!rules_.enabled) return;
   State& s = state_[key];
   s.window.push_back(o);
   // Keep the window: everything newer than window_s, and at least the last ten.
   while (s.window.size() > kMinObservations && o.t - s.window[1].t >= rules_.window_s)
     s.window.pop_front();
+}
 
+bool SuspectTracker::update(uint32_t key, const std::vector<uint32_t>& peers) {
+  if (!rules_.enabled) return false;
+  auto it = state_.find(key);
+  if (it == state_.end() || it->second.window.empty()) return false;
+  State& s = it->second;
+  const Observation& o = s.window.back();
   const bool was = s.suspect;
   if (s.suspect && o.scraped && (o.running > 0 || o.waiting > 0)) {
     // It reports work: whatever it was, it is serving now.
@@ -47,11 +54,21 @@ bool SuspectTracker::observe(uint32_t key, const Observation& o) {
       }
       const double mean_inflight = inflight_sum / static_cast<double>(s.window.size());
       const double lifetime = picks ? mean_inflight * span / static_cast<double>(picks) : 0;
-      if (idle_reports && picks >= rules_.min_picks && lifetime < rules_.max_lifetime_s) {
+      // The contrast: some peer reported work within the same window.
+      bool peers_work = false;
+      for (uint32_t p : peers) {
+        auto pit = state_.find(p);
+        if (p == key || pit == state_.end()) continue;
+        for (const auto& w : pit->second.window)
+          peers_work =
+              peers_work || (w.t >= first.t && w.scraped && (w.running > 0 || w.waiting > 0));
+      }
+      if (idle_reports && peers_work && picks >= rules_.min_picks &&
+          lifetime < rules_.max_lifetime_s) {
         found = true;
         s.reason = fmt::format(
             "{} connections in {:.1f} s, mean lifetime {:.0f} ms, while reporting nothing "
-            "running or waiting",
+            "running or waiting and its peers report work",
             picks, span, lifetime * 1000);
       }
     }

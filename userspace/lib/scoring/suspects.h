@@ -4,9 +4,12 @@
 // proxy with nothing behind it) reports 0 waiting and 0% KV: to every
 // score-based policy it looks like the best backend there is, and passive health
 // does not see it (its TCP connects succeed). What gives it away is what the
-// kernel counts: its picks keep climbing while it reports nothing running, and
-// the connections it gets close at once (their mean lifetime, by Little's law,
-// is mean in-flight x time / picks).
+// kernel counts, against what its peers do: its picks keep climbing while it
+// reports nothing running, the connections it gets close at once (their mean
+// lifetime, by Little's law, is mean in-flight x time / picks), and meanwhile its
+// peers report real work. Without that contrast (every backend getting short
+// connections, as health checks through the VIP do) nobody is suspect: at L4 a
+// failed request and a quick successful one look the same.
 //
 // A suspect is not ejected (it may be right, and traffic is what tells): its
 // score is bounded so that it looks no better than the median of its peers, and
@@ -50,9 +53,11 @@ class SuspectTracker {
  public:
   explicit SuspectTracker(SuspectRules rules = {}) : rules_(rules) {}
 
-  // Records one scrape of backend `key` (a stable id). Returns true when the
-  // backend turned suspect or stopped being one.
-  bool observe(uint32_t key, const Observation& o);
+  // Records one scrape of backend `key` (a stable id).
+  void observe(uint32_t key, const Observation& o);
+  // After a round's observations: decides for `key`, given the backends it is
+  // compared with. Returns true when it turned suspect or stopped being one.
+  bool update(uint32_t key, const std::vector<uint32_t>& peers);
   bool suspect(uint32_t key) const;
   // Why it is a suspect (for logs, the admin API and kvlbctl); "" when it is not.
   std::string reason(uint32_t key) const;
