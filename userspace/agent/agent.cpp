@@ -8,6 +8,8 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "common/clock.h"
+#include "common/printable.h"
 #include "scoring/score.h"
 #include "common/printable.h"
 
@@ -57,13 +59,13 @@ ScrapeOptions scrape_options(const AgentConfig& c) {
 }
 }  // namespace
 
-Agent::Agent(AgentConfig cfg, DataPlane& dp)
+Agent::Agent(AgentConfig cfg, MapStore& dp)
     : cfg_(std::move(cfg)),
       dp_(&dp),
       scraper_(std::make_unique<Scraper>(scrape_options(cfg_))),
       suspects_(cfg_.suspects) {}
 
-void Agent::reconfigure(AgentConfig cfg, DataPlane& dp) {
+void Agent::reconfigure(AgentConfig cfg, MapStore& dp) {
   const bool scrape_changed =
       cfg.scrape_timeout != cfg_.scrape_timeout || cfg.max_scrape_bytes != cfg_.max_scrape_bytes ||
       cfg.bypass_mark != cfg_.bypass_mark || cfg.scrape_client != cfg_.scrape_client;
@@ -204,7 +206,7 @@ void Agent::apply_config() {
 void Agent::write_score(BackendState& b, const kvlb_score& s) {
   auto t0 = std::chrono::steady_clock::now();
   dp_->put_score(b.id, s);
-  map_update_latency_.observe(
+  stats_.map_update_latency.observe(
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   b.last = s;
 }
@@ -227,132 +229,6 @@ bool Agent::set_drained(const std::string& address, bool drained) {
     return true;
   }
   return false;
-}
-
-namespace {
-const char* state_name(uint8_t s) {
-  static constexpr const char* kStates[] = {"active", "draining", "down"};
-  return s < 3 ? kStates[s] : "down";
-}
-}  // namespace
-
-nlohmann::json Agent::services_json() const {
-  auto arr = nlohmann::json::array();
-  for (const auto& svc : cfg_.services) {
-    std::vector<std::string> backends;
-    for (const auto& b : svc.backends) backends.push_back(b.address.to_string());
-    arr.push_back({{"name", svc.name},
-                   {"vip", svc.vip.to_string()},
-                   {"policy", policy_name(svc.policy)},
-                   {"choices", svc.choices},
-                   {"backends", backends}});
-  }
-  return arr;
-}
-
-nlohmann::json Agent::backends_json() const {
-  const uint64_t now = monotonic_ns();
-  auto arr = nlohmann::json::array();
-  for (const auto& b : backends_) {
-    auto c = dp_->counters(b.id);
-    arr.push_back({{"address", b.address.to_string()},
-                   {"id", b.id},
-                   {"engine", engines::engine_name(b.engine)},
-                   {"state", state_name(b.last.state)},
-                   {"waiting", b.last.waiting},
-                   {"running", b.last.running},
-                   {"kv_usage", b.last.kv_permille / 1000.0},
-                   {"weight", b.last.weight},
-                   {"inflight", c.inflight < 0 ? 0 : c.inflight},
-                   {"picks", c.picks},
-                   {"connect_failures", c.connect_failures},
-                   {"score_age_s", b.last.updated_ns ? (now - b.last.updated_ns) / 1e9 : -1.0},
-                   {"stale", b.stale},
-                   {"scrape_failures", b.consecutive_failures},
-                   {"suspect", b.suspect},
-                   {"suspect_reason", suspects_.reason(b.id)},
-                   {"last_error", b.last_error}});
-  }
-  return arr;
-}
-
-std::string Agent::metrics_text() const {
-  using metrics::ExpositionType;
-  metrics::TextWriter w;
-  const uint64_t now = monotonic_ns();
-  w.family("kvlb_agent_scrape_duration_seconds", "Time to scrape a replica's /metrics.",
-           ExpositionType::Histogram);
-  scrape_latency_.write(w, "kvlb_agent_scrape_duration_seconds", {});
-  w.family("kvlb_agent_scrape_to_map_write_seconds",
-           "From the start of a scrape round to a score's write into the kernel.",
-           ExpositionType::Histogram);
-  scrape_to_map_.write(w, "kvlb_agent_scrape_to_map_write_seconds", {});
-  w.family("kvlb_agent_map_update_duration_seconds", "Time to write one score into the kernel.",
-           ExpositionType::Histogram);
-  map_update_latency_.write(w, "kvlb_agent_map_update_duration_seconds", {});
-  w.family("kvlb_agent_scrape_errors_total", "Failed scrapes by backend and kind.",
-           ExpositionType::Counter);
-  for (const auto& [key, n] : scrape_errors_)
-    w.sample("kvlb_agent_scrape_errors_total", {{"backend", key.first}, {"kind", key.second}},
-             static_cast<double>(n));
-  w.family("kvlb_agent_stale_backends", "Backends whose last good score is older than stale_after.",
-           ExpositionType::Gauge);
-  w.sample("kvlb_agent_stale_backends", {}, static_cast<double>(stale_now()));
-  w.family("kvlb_agent_stale_events_total", "Times a backend's score turned stale.",
-           ExpositionType::Counter);
-  w.sample("kvlb_agent_stale_events_total", {}, static_cast<double>(stale_events()));
-  w.family("kvlb_agent_service_backends_dropped",
-           "Discovered endpoints a service does not balance from this node (a service "
-           "balances at most 256; each node keeps its own subset).",
-           ExpositionType::Gauge);
-  for (const auto& svc : cfg_.services)
-    w.sample("kvlb_agent_service_backends_dropped", {{"service", svc.name}},
-             static_cast<double>(svc.dropped_backends));
-  const auto events = dp_->events();
-  w.family("kvlb_dataplane_events_total",
-           "Kernel data-plane events: socket_table_full (a balanced socket could not be "
-           "tracked), no_backend (connect() refused: no eligible backend).",
-           ExpositionType::Counter);
-  w.sample("kvlb_dataplane_events_total", {{"event", "socket_table_full"}},
-           static_cast<double>(events[KVLB_EVENT_SOCKET_TABLE_FULL]));
-  w.sample("kvlb_dataplane_events_total", {{"event", "no_backend"}},
-           static_cast<double>(events[KVLB_EVENT_NO_BACKEND]));
-  struct Row {
-    const BackendState* b;
-    kvlb_counters c;
-  };
-  std::vector<Row> rows;
-  for (const auto& b : backends_) rows.push_back({&b, dp_->counters(b.id)});
-  auto per_backend = [&](const char* name, const char* help, ExpositionType t, auto value) {
-    w.family(name, help, t);
-    for (const auto& r : rows) w.sample(name, {{"backend", r.b->address.to_string()}}, value(r));
-  };
-  per_backend("kvlb_backend_score_age_seconds", "Age of the score the kernel is using.",
-              ExpositionType::Gauge, [&](const Row& r) {
-                return r.b->last.updated_ns ? (now - r.b->last.updated_ns) / 1e9 : -1.0;
-              });
-  per_backend("kvlb_backend_picks_total", "Connections the kernel assigned to the backend.",
-              ExpositionType::Counter, [](const Row& r) { return static_cast<double>(r.c.picks); });
-  per_backend(
-      "kvlb_backend_inflight", "Connections assigned and still open.", ExpositionType::Gauge,
-      [](const Row& r) { return static_cast<double>(r.c.inflight < 0 ? 0 : r.c.inflight); });
-  per_backend("kvlb_backend_connect_failures_total", "Connects to the backend that failed.",
-              ExpositionType::Counter,
-              [](const Row& r) { return static_cast<double>(r.c.connect_failures); });
-  per_backend("kvlb_backend_waiting", "Requests waiting, as last scraped.", ExpositionType::Gauge,
-              [](const Row& r) { return static_cast<double>(r.b->last.waiting); });
-  per_backend("kvlb_backend_kv_usage", "KV-cache usage 0..1, as last scraped.",
-              ExpositionType::Gauge, [](const Row& r) { return r.b->last.kv_permille / 1000.0; });
-  per_backend("kvlb_backend_state", "0 active, 1 draining, 2 down.", ExpositionType::Gauge,
-              [](const Row& r) { return static_cast<double>(r.b->last.state); });
-  per_backend("kvlb_backend_suspect",
-              "1 while the backend's reports are contradicted by the kernel's counts (bounded "
-              "to the median of its peers).",
-              ExpositionType::Gauge, [](const Row& r) { return r.b->suspect ? 1.0 : 0.0; });
-  w.family("kvlb_agent_suspect_events_total", "Times a backend turned suspect.",
-           ExpositionType::Counter);
-  w.sample("kvlb_agent_suspect_events_total", {}, static_cast<double>(suspects_.events()));
-  return w.take();
 }
 
 Agent::ScrapeRound Agent::begin_round() const {
@@ -427,16 +303,16 @@ void Agent::finish_round(const ScrapeRound& round) {
         write_score(
             b, scoring::make_score(*ex.stats, b.weight, effective_state(b), taken, round.picks[i]));
         fresh[i] = true;
-        scrape_latency_.observe(std::chrono::duration<double>(r.latency).count());
-        scrape_to_map_.observe(
+        stats_.scrape_latency.observe(std::chrono::duration<double>(r.latency).count());
+        stats_.scrape_to_map.observe(
             std::chrono::duration<double>(std::chrono::steady_clock::now() - round_start).count());
         continue;
       }
       error = printable(ex.error);
-      ++scrape_errors_[{b.address.to_string(), "malformed"}];
+      ++stats_.scrape_errors[{b.address.to_string(), "malformed"}];
     } else {
       error = fmt::format("{}: {}", scrape_error_name(r.error), printable(r.detail));
-      ++scrape_errors_[{b.address.to_string(), std::string(scrape_error_name(r.error))}];
+      ++stats_.scrape_errors[{b.address.to_string(), std::string(scrape_error_name(r.error))}];
     }
     // A failed scrape keeps the last good score (it ages and turns stale in the
     // kernel); after down_after_failures in a row the backend is marked down.
@@ -484,6 +360,8 @@ void Agent::bound_suspects(const ScrapeRound& round, const std::vector<bool>& fr
     for (size_t j : peers[i]) ids.push_back(backends_[j].id);
     if (suspects_.update(b.id, ids)) {
       b.suspect = suspects_.suspect(b.id);
+      b.suspect_reason = suspects_.reason(b.id);
+      stats_.suspect_events = suspects_.events();
       if (b.suspect)
         spdlog::warn("backend {} is suspect, bounded to the median of its peers: {}",
                      b.address.to_string(), suspects_.reason(b.id));
@@ -513,22 +391,6 @@ uint64_t Agent::stale_events() const {
   uint64_t n = 0;
   for (const auto& b : backends_) n += b.stale_events;
   return n;
-}
-
-void Agent::log_scores() const {
-  const uint64_t now = monotonic_ns();
-  static constexpr const char* kStates[] = {"active", "draining", "down"};
-  for (const auto& b : backends_) {
-    auto c = dp_->counters(b.id);
-    double age_ms = b.last.updated_ns ? (now - b.last.updated_ns) / 1e6 : -1;
-    spdlog::info(
-        "score {} state={} waiting={} running={} kv={:.1f}% inflight={} picks={} "
-        "connect_failures={} age={:.0f}ms{}",
-        b.address.to_string(), kStates[b.last.state < 3 ? b.last.state : 2], b.last.waiting,
-        b.last.running, b.last.kv_permille / 10.0, c.inflight < 0 ? 0 : c.inflight, c.picks,
-        c.connect_failures, age_ms, b.stale ? " STALE" : "");
-  }
-  spdlog::info("stale backends now {}, turned stale {} times", stale_now(), stale_events());
 }
 
 }  // namespace kvlb::agent

@@ -1,10 +1,12 @@
-// agent.h - the kvlb agent: keeps the kernel maps in line with the configuration
-// and with what the replicas report.
+// agent.h - the kvlb agent's logic: keeps the maps (a MapStore: the kernel's, or
+// an in-memory one in tests) in line with the configuration and with what the
+// replicas report. It reconciles and scrapes; the runtime around it (loop,
+// signals, reload, listeners) is the Supervisor's, and what it shows is
+// rendered by the admin API (admin_api.h).
 #pragma once
 
 #include <chrono>
 #include <map>
-#include <nlohmann/json.hpp>
 #include <memory>
 #include <optional>
 #include <string>
@@ -12,7 +14,7 @@
 
 #include "agent/config.h"
 #include "metrics/exposition.h"
-#include "dataplane/dataplane.h"
+#include "dataplane/map_store.h"
 #include "scoring/suspects.h"
 #include "scrape/scraper.h"
 
@@ -34,16 +36,28 @@ struct BackendState {
   bool stale = false;  // the kernel is comparing it on in-flight only
   uint64_t stale_events = 0;
   bool suspect = false;  // reports contradicted by the kernel's counts: bounded to the median
+  std::string suspect_reason;
+};
+
+// What the agent measures about itself (rendered by the admin API).
+struct AgentStats {
+  metrics::Histogram scrape_latency{{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1}};
+  metrics::Histogram map_update_latency{
+      {1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3}};
+  // From the start of a scrape round to each score's write into the kernel.
+  metrics::Histogram scrape_to_map{{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1}};
+  std::map<std::pair<std::string, std::string>, uint64_t> scrape_errors;  // (backend, kind)
+  uint64_t suspect_events = 0;
 };
 
 class Agent {
  public:
-  Agent(AgentConfig cfg, DataPlane& dp);
+  Agent(AgentConfig cfg, MapStore& maps);
 
-  // Takes a new configuration (already validated) and a data plane (the same one,
-  // or a reloaded one whose programs were swapped into the pinned links), and
-  // reconciles the maps with it. Connections in flight are untouched.
-  void reconfigure(AgentConfig cfg, DataPlane& dp);
+  // Takes a new configuration (already validated) and the maps (the same ones,
+  // or those of a reloaded data plane), and reconciles the maps with it.
+  // Connections in flight are untouched.
+  void reconfigure(AgentConfig cfg, MapStore& maps);
 
   // Writes services, slots, backends and initial scores into the maps, reusing
   // the ids of backends and services already there (an adopted data plane keeps
@@ -73,20 +87,13 @@ class Agent {
   void collect(ScrapeRound& round);
   void finish_round(const ScrapeRound& round);
 
-  // Logs one line per backend: scores and kernel counters.
-  void log_scores() const;
-
   // Runtime drain/undrain of the replica at `address` (ip:port): takes effect in
   // the kernel at once and survives reloads. False when no backend has it.
   bool set_drained(const std::string& address, bool drained);
 
-  // What the admin API and kvlbctl show.
-  nlohmann::json services_json() const;
-  nlohmann::json backends_json() const;
-  // The agent's own metrics, Prometheus text format.
-  std::string metrics_text() const;
-
   const std::vector<BackendState>& backends() const { return backends_; }
+  const AgentStats& stats() const { return stats_; }
+  const MapStore& maps() const { return *dp_; }
   // Backends whose last good score is older than stale_after right now, and how
   // many times a backend has turned stale since the agent started.
   size_t stale_now() const;
@@ -104,16 +111,9 @@ class Agent {
   std::vector<size_t> peers_of(size_t i) const;
 
   AgentConfig cfg_;
-  DataPlane* dp_;
+  MapStore* dp_;
   std::map<std::string, bool> drained_;  // runtime overrides by address
-  // Own metrics.
-  metrics::Histogram scrape_latency_{{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1}};
-  metrics::Histogram map_update_latency_{
-      {1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3}};
-  // From the start of a scrape round to each score's write into the kernel.
-  metrics::Histogram scrape_to_map_{{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1}};
-  std::map<std::pair<std::string, std::string>, uint64_t> scrape_errors_;  // (backend, kind)
-  uint64_t rounds_ = 0;
+  AgentStats stats_;
   std::unique_ptr<Scraper> scraper_;
   scoring::SuspectTracker suspects_;
   std::vector<BackendState> backends_;

@@ -34,12 +34,6 @@ namespace fs = std::filesystem;
 using bpf::LinkPtr;
 using bpf::SkelPtr;
 
-uint64_t monotonic_ns() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(ts.tv_nsec);
-}
-
 namespace {
 
 [[noreturn]] void throw_errno(int err, const std::string& what) {

@@ -18,6 +18,8 @@
 #include <string>
 #include <vector>
 
+#include "common/clock.h"
+#include "dataplane/map_store.h"
 #include "kvlb_maps.h"
 #include "selection/select_defaults.h"
 
@@ -52,7 +54,7 @@ struct ProgramStats {
 // The cookie of the calling thread's network namespace (SO_NETNS_COOKIE).
 uint64_t current_netns_cookie();
 
-class DataPlane {
+class DataPlane : public MapStore {
  public:
   // Loads, pins and attaches (or adopts). Throws std::runtime_error with the
   // reason on failure; nothing is left attached then.
@@ -72,7 +74,7 @@ class DataPlane {
   // process (a reload), whose programs a failed swap puts back. No-op when
   // attached.
   void attach(const DataPlane* previous = nullptr);
-  ~DataPlane();
+  ~DataPlane() override;
   DataPlane(const DataPlane&) = delete;
   DataPlane& operator=(const DataPlane&) = delete;
 
@@ -86,31 +88,28 @@ class DataPlane {
   // shutdown. Without this call the data plane stays in place after exit.
   void detach_and_unpin();
 
-  // ---- map access (throw std::system_error on failure) ----
-  std::optional<kvlb_service> service(const kvlb_service_key& key) const;
-  void put_service(const kvlb_service_key& key, const kvlb_service& svc);
-  void delete_service(const kvlb_service_key& key);
-  std::vector<std::pair<kvlb_service_key, kvlb_service>> services() const;
+  // ---- MapStore: the pinned maps (throw std::system_error on failure) ----
+  std::optional<kvlb_service> service(const kvlb_service_key& key) const override;
+  void put_service(const kvlb_service_key& key, const kvlb_service& svc) override;
+  void delete_service(const kvlb_service_key& key) override;
+  std::vector<std::pair<kvlb_service_key, kvlb_service>> services() const override;
 
-  kvlb_backend backend(uint32_t id) const;
-  void put_backend(uint32_t id, const kvlb_backend& be);
+  kvlb_backend backend(uint32_t id) const override;
+  void put_backend(uint32_t id, const kvlb_backend& be) override;
 
-  kvlb_score score(uint32_t id) const;
-  void put_score(uint32_t id, const kvlb_score& s);
+  kvlb_score score(uint32_t id) const override;
+  void put_score(uint32_t id, const kvlb_score& s) override;
 
-  kvlb_counters counters(uint32_t id) const;
-  void reset_counters(uint32_t id);
+  kvlb_counters counters(uint32_t id) const override;
+  void reset_counters(uint32_t id) override;
 
   // Data-plane events (enum kvlb_event), summed over CPUs.
-  std::array<uint64_t, KVLB_EVENT_COUNT> events() const;
+  std::array<uint64_t, KVLB_EVENT_COUNT> events() const override;
 
  private:
   struct Impl;
   explicit DataPlane(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
-
-// CLOCK_MONOTONIC in nanoseconds: the clock of bpf_ktime_get_ns().
-uint64_t monotonic_ns();
 
 }  // namespace kvlb

@@ -1,0 +1,196 @@
+#include "agent/admin_api.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "common/clock.h"
+#include "metrics/exposition.h"
+
+namespace kvlb::agent {
+
+namespace {
+const char* state_name(uint8_t s) {
+  static constexpr const char* kStates[] = {"active", "draining", "down"};
+  return s < 3 ? kStates[s] : "down";
+}
+}  // namespace
+
+nlohmann::json services_json(const Agent& agent) {
+  const auto& cfg_ = agent.config();
+  auto arr = nlohmann::json::array();
+  for (const auto& svc : cfg_.services) {
+    std::vector<std::string> backends;
+    for (const auto& b : svc.backends) backends.push_back(b.address.to_string());
+    arr.push_back({{"name", svc.name},
+                   {"vip", svc.vip.to_string()},
+                   {"policy", policy_name(svc.policy)},
+                   {"choices", svc.choices},
+                   {"backends", backends}});
+  }
+  return arr;
+}
+
+nlohmann::json backends_json(const Agent& agent) {
+  const auto& backends_ = agent.backends();
+  const auto& dp_ = agent.maps();
+  const uint64_t now = monotonic_ns();
+  auto arr = nlohmann::json::array();
+  for (const auto& b : backends_) {
+    auto c = dp_.counters(b.id);
+    arr.push_back({{"address", b.address.to_string()},
+                   {"id", b.id},
+                   {"engine", engines::engine_name(b.engine)},
+                   {"state", state_name(b.last.state)},
+                   {"waiting", b.last.waiting},
+                   {"running", b.last.running},
+                   {"kv_usage", b.last.kv_permille / 1000.0},
+                   {"weight", b.last.weight},
+                   {"inflight", c.inflight < 0 ? 0 : c.inflight},
+                   {"picks", c.picks},
+                   {"connect_failures", c.connect_failures},
+                   {"score_age_s", b.last.updated_ns ? (now - b.last.updated_ns) / 1e9 : -1.0},
+                   {"stale", b.stale},
+                   {"scrape_failures", b.consecutive_failures},
+                   {"suspect", b.suspect},
+                   {"suspect_reason", b.suspect_reason},
+                   {"last_error", b.last_error}});
+  }
+  return arr;
+}
+
+std::string metrics_text(const Agent& agent) {
+  const auto& cfg_ = agent.config();
+  const auto& backends_ = agent.backends();
+  const auto& dp_ = agent.maps();
+  const auto& st = agent.stats();
+  using metrics::ExpositionType;
+  metrics::TextWriter w;
+  const uint64_t now = monotonic_ns();
+  w.family("kvlb_agent_scrape_duration_seconds", "Time to scrape a replica's /metrics.",
+           ExpositionType::Histogram);
+  st.scrape_latency.write(w, "kvlb_agent_scrape_duration_seconds", {});
+  w.family("kvlb_agent_scrape_to_map_write_seconds",
+           "From the start of a scrape round to a score's write into the kernel.",
+           ExpositionType::Histogram);
+  st.scrape_to_map.write(w, "kvlb_agent_scrape_to_map_write_seconds", {});
+  w.family("kvlb_agent_map_update_duration_seconds", "Time to write one score into the kernel.",
+           ExpositionType::Histogram);
+  st.map_update_latency.write(w, "kvlb_agent_map_update_duration_seconds", {});
+  w.family("kvlb_agent_scrape_errors_total", "Failed scrapes by backend and kind.",
+           ExpositionType::Counter);
+  for (const auto& [key, n] : st.scrape_errors)
+    w.sample("kvlb_agent_scrape_errors_total", {{"backend", key.first}, {"kind", key.second}},
+             static_cast<double>(n));
+  w.family("kvlb_agent_stale_backends", "Backends whose last good score is older than stale_after.",
+           ExpositionType::Gauge);
+  w.sample("kvlb_agent_stale_backends", {}, static_cast<double>(agent.stale_now()));
+  w.family("kvlb_agent_stale_events_total", "Times a backend's score turned stale.",
+           ExpositionType::Counter);
+  w.sample("kvlb_agent_stale_events_total", {}, static_cast<double>(agent.stale_events()));
+  w.family("kvlb_agent_service_backends_dropped",
+           "Discovered endpoints a service does not balance from this node (a service "
+           "balances at most 256; each node keeps its own subset).",
+           ExpositionType::Gauge);
+  for (const auto& svc : cfg_.services)
+    w.sample("kvlb_agent_service_backends_dropped", {{"service", svc.name}},
+             static_cast<double>(svc.dropped_backends));
+  const auto events = dp_.events();
+  w.family("kvlb_dataplane_events_total",
+           "Kernel data-plane events: socket_table_full (a balanced socket could not be "
+           "tracked), no_backend (connect() refused: no eligible backend).",
+           ExpositionType::Counter);
+  w.sample("kvlb_dataplane_events_total", {{"event", "socket_table_full"}},
+           static_cast<double>(events[KVLB_EVENT_SOCKET_TABLE_FULL]));
+  w.sample("kvlb_dataplane_events_total", {{"event", "no_backend"}},
+           static_cast<double>(events[KVLB_EVENT_NO_BACKEND]));
+  struct Row {
+    const BackendState* b;
+    kvlb_counters c;
+  };
+  std::vector<Row> rows;
+  for (const auto& b : backends_) rows.push_back({&b, dp_.counters(b.id)});
+  auto per_backend = [&](const char* name, const char* help, ExpositionType t, auto value) {
+    w.family(name, help, t);
+    for (const auto& r : rows) w.sample(name, {{"backend", r.b->address.to_string()}}, value(r));
+  };
+  per_backend("kvlb_backend_score_age_seconds", "Age of the score the kernel is using.",
+              ExpositionType::Gauge, [&](const Row& r) {
+                return r.b->last.updated_ns ? (now - r.b->last.updated_ns) / 1e9 : -1.0;
+              });
+  per_backend("kvlb_backend_picks_total", "Connections the kernel assigned to the backend.",
+              ExpositionType::Counter, [](const Row& r) { return static_cast<double>(r.c.picks); });
+  per_backend(
+      "kvlb_backend_inflight", "Connections assigned and still open.", ExpositionType::Gauge,
+      [](const Row& r) { return static_cast<double>(r.c.inflight < 0 ? 0 : r.c.inflight); });
+  per_backend("kvlb_backend_connect_failures_total", "Connects to the backend that failed.",
+              ExpositionType::Counter,
+              [](const Row& r) { return static_cast<double>(r.c.connect_failures); });
+  per_backend("kvlb_backend_waiting", "Requests waiting, as last scraped.", ExpositionType::Gauge,
+              [](const Row& r) { return static_cast<double>(r.b->last.waiting); });
+  per_backend("kvlb_backend_kv_usage", "KV-cache usage 0..1, as last scraped.",
+              ExpositionType::Gauge, [](const Row& r) { return r.b->last.kv_permille / 1000.0; });
+  per_backend("kvlb_backend_state", "0 active, 1 draining, 2 down.", ExpositionType::Gauge,
+              [](const Row& r) { return static_cast<double>(r.b->last.state); });
+  per_backend("kvlb_backend_suspect",
+              "1 while the backend's reports are contradicted by the kernel's counts (bounded "
+              "to the median of its peers).",
+              ExpositionType::Gauge, [](const Row& r) { return r.b->suspect ? 1.0 : 0.0; });
+  w.family("kvlb_agent_suspect_events_total", "Times a backend turned suspect.",
+           ExpositionType::Counter);
+  w.sample("kvlb_agent_suspect_events_total", {}, static_cast<double>(st.suspect_events));
+  return w.take();
+}
+
+void log_scores(const Agent& agent) {
+  const auto& backends_ = agent.backends();
+  const auto& dp_ = agent.maps();
+  const uint64_t now = monotonic_ns();
+  static constexpr const char* kStates[] = {"active", "draining", "down"};
+  for (const auto& b : backends_) {
+    auto c = dp_.counters(b.id);
+    double age_ms = b.last.updated_ns ? (now - b.last.updated_ns) / 1e6 : -1;
+    spdlog::info(
+        "score {} state={} waiting={} running={} kv={:.1f}% inflight={} picks={} "
+        "connect_failures={} age={:.0f}ms{}",
+        b.address.to_string(), kStates[b.last.state < 3 ? b.last.state : 2], b.last.waiting,
+        b.last.running, b.last.kv_permille / 10.0, c.inflight < 0 ? 0 : c.inflight, c.picks,
+        c.connect_failures, age_ms, b.stale ? " STALE" : "");
+  }
+  spdlog::info("stale backends now {}, turned stale {} times", agent.stale_now(),
+               agent.stale_events());
+}
+
+// A JSON body that cannot fail: strings that are not UTF-8 are replaced.
+namespace {
+std::string json_body(const nlohmann::json& j) {
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+}  // namespace
+
+// The admin API's routes.
+AdminResponse admin_route(Agent& agent, const AdminRequest& r) {
+  const std::string prefix = "/v1/backends/";
+  if (r.method == "GET" && r.target == "/v1/services")
+    return {200, "application/json", json_body(services_json(agent))};
+  if (r.method == "GET" && r.target == "/v1/backends")
+    return {200, "application/json", json_body(backends_json(agent))};
+  if (r.method == "GET" && r.target == "/metrics")
+    return {200, "text/plain; version=0.0.4; charset=utf-8", metrics_text(agent)};
+  if (r.method == "GET" && r.target == "/healthz") return {200, "text/plain", "ok\n"};
+  if (r.target.rfind(prefix, 0) == 0) {
+    auto rest = r.target.substr(prefix.size());
+    auto slash = rest.rfind('/');
+    if (slash != std::string::npos && r.method == "POST") {
+      auto address = rest.substr(0, slash), verb = rest.substr(slash + 1);
+      if (verb == "drain" || verb == "undrain") {
+        if (!agent.set_drained(address, verb == "drain"))
+          return {404, "application/json", json_body({{"error", "no backend " + address}})};
+        return {200, "application/json", json_body({{"backend", address}, {"action", verb}})};
+      }
+    }
+  }
+  return {404, "application/json",
+          json_body({{"error", r.method + " " + r.target + ": no such route"}})};
+}
+
+}  // namespace kvlb::agent

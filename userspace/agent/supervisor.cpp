@@ -1,0 +1,273 @@
+#include "agent/supervisor.h"
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <random>
+
+#include <spdlog/spdlog.h>
+
+#include "agent/admin_api.h"
+#include "common/failpoint.h"
+#include "common/fs_mounts.h"
+
+namespace kvlb::agent {
+namespace {
+
+// What identifies the file's content for change detection (stat follows
+// symlinks, so a Kubernetes ConfigMap's ..data swap is seen too).
+struct FileStamp {
+  ino_t ino = 0;
+  off_t size = 0;
+  timespec mtime{};
+  bool operator!=(const FileStamp& o) const {
+    return ino != o.ino || size != o.size || mtime.tv_sec != o.mtime.tv_sec ||
+           mtime.tv_nsec != o.mtime.tv_nsec;
+  }
+};
+
+FileStamp stamp(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return {};
+  return {st.st_ino, st.st_size, st.st_mtim};
+}
+
+// The Kubernetes services and API access: fixed for the life of the process.
+std::vector<std::string> kubernetes_refs(const AgentConfig& c) {
+  std::vector<std::string> v;
+  for (const auto& svc : c.services)
+    if (svc.kubernetes)
+      v.push_back(svc.name + "=" + svc.kubernetes->ns + "/" + svc.kubernetes->service + ":" +
+                  svc.kubernetes->port_name);
+  v.push_back(c.kubeconfig.string() + (c.kubernetes_in_cluster ? "+in-cluster" : ""));
+  return v;
+}
+
+}  // namespace
+
+DataPlaneOptions dataplane_options(const AgentConfig& cfg) {
+  DataPlaneOptions o;
+  o.bpffs_root = cfg.bpffs;
+  o.pin_dir = cfg.pin_dir;
+  o.cgroup = resolve_cgroup(cfg.cgroup);
+  auto& p = o.program;
+  p.select.stale_ns = static_cast<uint64_t>(cfg.stale_after.count()) * 1'000'000ull;
+  p.select.kv_permille_per_pick = cfg.kv_permille_per_pick;
+  p.select.fail_threshold = cfg.failure_threshold;
+  p.select.fail_cooldown_ns = static_cast<uint64_t>(cfg.failure_cooldown.count()) * 1'000'000ull;
+  p.bypass_mark = cfg.bypass_mark;
+  p.max_sockets = cfg.max_sockets;
+  if (cfg.host_network_only) p.host_netns_cookie = current_netns_cookie();
+  return o;
+}
+
+Supervisor::Supervisor(SupervisorOptions opts, AgentConfig cfg)
+    : opts_(std::move(opts)), cfg_(std::move(cfg)) {}
+
+Supervisor::~Supervisor() = default;
+
+int Supervisor::run() {
+  // Kubernetes: API access and VIPs from ClusterIPs come first: nothing is
+  // attached until the configuration is complete (and signals still work here).
+  if (cfg_.uses_kubernetes()) {
+    try {
+      discovery_ = std::make_unique<Discovery>(cfg_);
+      discovery_->resolve_cluster_ips(cfg_, std::chrono::seconds(30));
+    } catch (const std::exception& e) {
+      spdlog::error("kubernetes: {}", e.what());
+      return 1;
+    }
+  }
+  try {
+    // Loaded, not yet attached: the maps are filled from the configuration
+    // first (an upgrade to a new map layout starts with empty maps of that layout).
+    auto opts = dataplane_options(cfg_);
+    if (opts.program.host_netns_cookie)
+      spdlog::info("host_network_only: balancing only network namespace cookie {}",
+                   opts.program.host_netns_cookie);
+    dp_ = DataPlane::load(opts);
+  } catch (const std::exception& e) {
+    spdlog::error("cannot set up the data plane: {}", e.what());
+    return 1;
+  }
+  serving_ = dp_->adopted();  // an adopted data plane was serving before us
+  int rc = 0;
+  try {
+    rc = loop();
+  } catch (const std::exception& e) {
+    spdlog::error("agent failed: {}", e.what());
+    rc = 1;
+  }
+  shut_down(rc);
+  return rc;
+}
+
+int Supervisor::loop() {
+  agent_ = std::make_unique<Agent>(cfg_, *dp_);
+  agent_->apply_config();
+  dp_->attach();
+  serving_ = true;
+  if (!cfg_.admin_socket.empty() || !cfg_.admin_listen.empty()) {
+    admin_ = std::make_unique<AdminServer>(cfg_.admin_socket, cfg_.admin_listen,
+                                           [this](const AdminRequest& r) {
+                                             std::lock_guard lock(mu_);
+                                             return admin_route(*agent_, r);
+                                           });
+    spdlog::info("admin API on {}{}", cfg_.admin_socket.string(),
+                 cfg_.admin_listen.empty() ? "" : " and " + cfg_.admin_listen);
+  }
+  spdlog::info("kvlb-agent running: {} backends, scrape every {} ms{}", agent_->backends().size(),
+               cfg_.scrape_interval.count(), dp_->adopted() ? " (adopted pinned data plane)" : "");
+
+  // Signals are taken synchronously (sigtimedwait is the loop's sleep); the
+  // caller blocked them before any thread started.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&sigs, s);
+  FileStamp seen = stamp(opts_.config_path);
+  std::mt19937_64 rng(std::random_device{}());
+  std::uniform_int_distribution<int> jitter(900, 1100);
+  auto next_log = std::chrono::steady_clock::now() + opts_.log_scores_every;
+  auto next_watch = std::chrono::steady_clock::now() + opts_.watch_config_every;
+  for (;;) {
+    const auto round_start = std::chrono::steady_clock::now();
+    apply_discovery();
+    scrape_round();
+    const auto now = std::chrono::steady_clock::now();
+    if (opts_.log_scores_every.count() > 0 && now >= next_log) {
+      std::lock_guard lock(mu_);
+      log_scores(*agent_);
+      next_log += opts_.log_scores_every;
+    }
+    if (opts_.watch_config_every.count() > 0 && now >= next_watch) {
+      next_watch = now + opts_.watch_config_every;
+      if (stamp(opts_.config_path) != seen) {
+        seen = stamp(opts_.config_path);
+        reload("config file changed");
+      }
+    }
+    // +-10% jitter: agents on many nodes drift apart instead of scraping every
+    // replica in lockstep.
+    auto period = std::chrono::duration_cast<std::chrono::nanoseconds>(cfg_.scrape_interval) *
+                  jitter(rng) / 1000;
+    auto wait = round_start + period - std::chrono::steady_clock::now();
+    if (wait < std::chrono::nanoseconds(0)) wait = std::chrono::nanoseconds(0);
+    timespec ts{static_cast<time_t>(wait.count() / 1'000'000'000),
+                static_cast<long>(wait.count() % 1'000'000'000)};
+    int sig = sigtimedwait(&sigs, nullptr, &ts);
+    if (sig == SIGTERM || sig == SIGINT) {
+      spdlog::info("signal {}: stopping", sig);
+      return 0;
+    }
+    if (sig == SIGHUP) {
+      seen = stamp(opts_.config_path);
+      reload("SIGHUP");
+    }
+  }
+}
+
+void Supervisor::apply_discovery() {
+  if (!discovery_) return;
+  auto eff = discovery_->effective(cfg_);
+  if (!eff) return;
+  std::lock_guard lock(mu_);
+  // An API object is untrusted input: if what it asks for cannot be applied,
+  // the previous state is put back and the agent goes on.
+  const AgentConfig previous = agent_->config();
+  try {
+    agent_->reconfigure(*eff, *dp_);
+    spdlog::info("discovery: {} backends", agent_->backends().size());
+  } catch (const std::exception& e) {
+    spdlog::error("discovery: cannot apply the discovered endpoints, keeping the previous ones: {}",
+                  e.what());
+    agent_->reconfigure(previous, *dp_);
+  }
+}
+
+void Supervisor::scrape_round() {
+  // The scrape itself (network waits, parsing) runs without the lock: one slow
+  // replica never blocks the admin API or the liveness probe.
+  std::unique_lock lock(mu_);
+  auto round = agent_->begin_round();
+  lock.unlock();
+  agent_->collect(round);
+  lock.lock();
+  agent_->finish_round(round);
+}
+
+std::string Supervisor::immutable_change(const AgentConfig& next) const {
+  if (kubernetes_refs(next) != kubernetes_refs(cfg_))
+    return "the Kubernetes services or API access cannot change while running (restart the "
+           "agent)";
+  if (next.cgroup != cfg_.cgroup || next.bpffs != cfg_.bpffs || next.pin_dir != cfg_.pin_dir)
+    return "cgroup, bpffs and pin_dir cannot change while running (restart the agent)";
+  return "";
+}
+
+void Supervisor::reload(const char* why) {
+  // Validate fully first: the old configuration stays in force on any error.
+  AgentConfig next;
+  try {
+    next = load_config(opts_.config_path);
+    if (discovery_) discovery_->resolve_cluster_ips(next, std::chrono::seconds(5));
+  } catch (const std::exception& e) {
+    spdlog::error("{}: new configuration rejected, keeping the old one: {}", why, e.what());
+    return;
+  }
+  if (auto reason = immutable_change(next); !reason.empty()) {
+    spdlog::error("{}: new configuration rejected, keeping the old one: {}", why, reason);
+    return;
+  }
+  // Discovered backends carry over: a reload never empties a Kubernetes service.
+  AgentConfig applied = next;
+  if (discovery_)
+    if (auto eff = discovery_->effective(next, true)) applied = std::move(*eff);
+  std::lock_guard lock(mu_);
+  // Transactional: new programs (when their load-time settings changed) are
+  // loaded first, then the maps are filled, then the programs are swapped into
+  // the pinned links (all or nothing). Any failure leaves the old programs
+  // attached and puts the old configuration back into the maps.
+  const AgentConfig previous = agent_->config();
+  std::unique_ptr<DataPlane> fresh;
+  try {
+    auto opts = dataplane_options(next);
+    if (!(opts.program == dp_->options().program)) {
+      fresh = DataPlane::load(opts);
+      failpoint("reload:after_load");
+    }
+    agent_->reconfigure(applied, fresh ? *fresh : *dp_);
+    failpoint("reload:after_fill");
+    if (fresh) fresh->attach(dp_.get());
+  } catch (const std::exception& e) {
+    spdlog::error("{}: reload failed, the old configuration stays in force: {}", why, e.what());
+    try {
+      agent_->reconfigure(previous, *dp_);
+    } catch (const std::exception& e2) {
+      spdlog::error("{}: putting the old configuration back into the maps failed: {}", why,
+                    e2.what());
+    }
+    return;
+  }
+  if (fresh) dp_ = std::move(fresh);
+  cfg_ = std::move(next);
+  spdlog::info("{}: configuration reloaded: {} services, {} backends", why, cfg_.services.size(),
+               agent_->backends().size());
+}
+
+void Supervisor::shut_down(int rc) {
+  admin_.reset();  // no request may reach the agent past this point
+  if (!serving_) {
+    // The configuration never made it into the maps: do not leave a half-set-up
+    // data plane attached.
+    dp_->detach_and_unpin();
+  } else if (opts_.keep_dataplane || rc != 0) {
+    // After a failure the pinned programs keep balancing (stale scores fall back
+    // to least-inflight) until a new agent adopts them.
+    spdlog::info("leaving the data plane in place under {}", cfg_.pin_dir.string());
+  } else {
+    dp_->detach_and_unpin();
+  }
+}
+
+}  // namespace kvlb::agent
