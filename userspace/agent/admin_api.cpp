@@ -4,16 +4,10 @@
 #include <spdlog/spdlog.h>
 
 #include "common/clock.h"
+#include "common/names.h"
 #include "metrics/exposition.h"
 
 namespace kvlb::agent {
-
-namespace {
-const char* state_name(uint8_t s) {
-  static constexpr const char* kStates[] = {"active", "draining", "down"};
-  return s < 3 ? kStates[s] : "down";
-}
-}  // namespace
 
 nlohmann::json services_json(const Agent& agent) {
   const auto& cfg_ = agent.config();
@@ -145,16 +139,15 @@ void log_scores(const Agent& agent) {
   const auto& backends_ = agent.backends();
   const auto& dp_ = agent.maps();
   const uint64_t now = monotonic_ns();
-  static constexpr const char* kStates[] = {"active", "draining", "down"};
   for (const auto& b : backends_) {
     auto c = dp_.counters(b.id);
     double age_ms = b.last.updated_ns ? (now - b.last.updated_ns) / 1e6 : -1;
     spdlog::info(
         "score {} state={} waiting={} running={} kv={:.1f}% inflight={} picks={} "
         "connect_failures={} age={:.0f}ms{}",
-        b.address.to_string(), kStates[b.last.state < 3 ? b.last.state : 2], b.last.waiting,
-        b.last.running, b.last.kv_permille / 10.0, c.inflight < 0 ? 0 : c.inflight, c.picks,
-        c.connect_failures, age_ms, b.stale ? " STALE" : "");
+        b.address.to_string(), state_name(b.last.state), b.last.waiting, b.last.running,
+        b.last.kv_permille / 10.0, c.inflight < 0 ? 0 : c.inflight, c.picks, c.connect_failures,
+        age_ms, b.stale ? " STALE" : "");
   }
   spdlog::info("stale backends now {}, turned stale {} times", agent.stale_now(),
                agent.stale_events());

@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/clock.h"
+#include "common/names.h"
 #include "common/printable.h"
 #include "scoring/score.h"
 #include "common/printable.h"

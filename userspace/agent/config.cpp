@@ -10,14 +10,12 @@
 #include <fmt/format.h>
 
 #include "common/duration.h"
+#include "common/names.h"
 #include "common/printable.h"
 #include "k8s/kube_client.h"
 
 namespace kvlb::agent {
 namespace {
-
-constexpr std::string_view kPolicyNames[] = {"random", "least-inflight", "p2c-kv", "p2c-queue-kv",
-                                             "p2c-score"};
 
 // Rejects keys this version does not know: a typo must not silently fall back to
 // a default in a load balancer.
@@ -127,12 +125,11 @@ BackendConfig parse_backend(const YAML::Node& n, const std::string& path) {
   if (n["weight"]) b.weight = integer<uint16_t>(n["weight"], join(path, "weight"), 1, 10000);
   if (n["state"]) {
     auto s = scalar(n["state"], join(path, "state"));
-    if (s == "active")
-      b.state = KVLB_STATE_ACTIVE;
-    else if (s == "draining")
-      b.state = KVLB_STATE_DRAINING;
-    else
+    auto st = state_from_name(s);
+    // "down" is the agent's to decide (failed scrapes), never configured.
+    if (!st || *st == KVLB_STATE_DOWN)
       throw ConfigError(join(path, "state"), "'" + s + "' is not active or draining");
+    b.state = *st;
   }
   return b;
 }
@@ -191,15 +188,10 @@ ServiceConfig parse_service(const YAML::Node& n, const std::string& path) {
 
 }  // namespace
 
-std::string_view policy_name(kvlb_policy p) {
-  return p < KVLB_POLICY_COUNT ? kPolicyNames[p] : "unknown";
-}
-
 kvlb_policy parse_policy(const std::string& name, const std::string& field) {
-  for (int i = 0; i < KVLB_POLICY_COUNT; ++i)
-    if (kPolicyNames[i] == name) return static_cast<kvlb_policy>(i);
-  throw ConfigError(field, "unknown policy '" + name +
-                               "' (random, least-inflight, p2c-kv, p2c-queue-kv, p2c-score)");
+  if (auto p = policy_from_name(name)) return *p;
+  throw ConfigError(field,
+                    "unknown policy '" + printable(name, 64) + "' (" + joined(kPolicyNames) + ")");
 }
 
 AgentConfig parse_config_checked(const std::string& yaml_text);

@@ -107,8 +107,7 @@ struct AgentConfig {
   }
 };
 
-std::string_view policy_name(kvlb_policy p);
-// Throws ConfigError for unknown names.
+// Throws ConfigError for unknown names (the names: common/names.h).
 kvlb_policy parse_policy(const std::string& name, const std::string& field);
 
 // Parses and validates. Throws ConfigError (and nothing else) for any document.

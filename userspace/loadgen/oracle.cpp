@@ -21,27 +21,33 @@ OraclePicker::OraclePicker(std::vector<OracleTarget> targets)
 
 OraclePicker::~OraclePicker() = default;
 
-std::string OraclePicker::pick() {
-  const auto& results = scraper_->scrape_all();
-  const size_t n = targets_.size();
-  std::tuple<double, double, double> best{1e300, 1e300, 1e300};
-  size_t best_i = rr_ % n;
-  bool have = false;
+int oracle_choice(const std::vector<std::optional<engines::EngineStats>>& stats, size_t rotation) {
+  const size_t n = stats.size();
+  std::tuple<double, double, double> best{};
+  int best_i = -1;
   for (size_t k = 0; k < n; ++k) {
-    size_t i = (rr_ + k) % n;  // rotate the start so exact ties spread
-    if (!results[i].ok()) continue;
-    auto ex = engines::extract_stats(results[i].body, engines::Engine::Auto);
-    if (!ex.stats) continue;
-    std::tuple<double, double, double> key{ex.stats->waiting, ex.stats->kv_usage.value_or(0),
-                                           ex.stats->running};
-    if (!have || key < best) {
+    size_t i = (rotation + k) % n;  // rotate the start so exact ties spread
+    if (!stats[i]) continue;
+    std::tuple<double, double, double> key{stats[i]->waiting, stats[i]->kv_usage.value_or(0),
+                                           stats[i]->running};
+    if (best_i < 0 || key < best) {
       best = key;
-      best_i = i;
-      have = true;
+      best_i = static_cast<int>(i);
     }
   }
+  return best_i;
+}
+
+std::string OraclePicker::pick() {
+  const auto& results = scraper_->scrape_all();
+  std::vector<std::optional<engines::EngineStats>> stats(targets_.size());
+  for (size_t i = 0; i < results.size(); ++i)
+    if (results[i].ok())
+      stats[i] = engines::extract_stats(results[i].body, engines::Engine::Auto).stats;
+  const int best = oracle_choice(stats, rr_);
+  const size_t chosen = best >= 0 ? static_cast<size_t>(best) : rr_ % targets_.size();
   ++rr_;
-  return targets_[best_i].base_url;
+  return targets_[chosen].base_url;
 }
 
 std::vector<OracleTarget> parse_oracle_targets(const std::string& text) {

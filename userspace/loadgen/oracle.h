@@ -5,8 +5,11 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "engines/engine_stats.h"
 
 namespace kvlb {
 class Scraper;
@@ -31,6 +34,12 @@ class OraclePicker {
   std::unique_ptr<Scraper> scraper_;
   size_t rr_ = 0;  // tie rotation
 };
+
+// The oracle's order, the one definition (the live picker and the simulator's
+// oracle): fewest waiting, then lowest KV usage, then fewest running. Returns
+// the index of the best of `stats` (empty entries skipped), scanning from
+// `rotation` so that exact ties spread; -1 when every entry is empty.
+int oracle_choice(const std::vector<std::optional<engines::EngineStats>>& stats, size_t rotation);
 
 // Parses "base=metrics,base=metrics" or "base,base" (metrics = base + /metrics).
 std::vector<OracleTarget> parse_oracle_targets(const std::string& text);

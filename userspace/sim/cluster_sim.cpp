@@ -8,19 +8,14 @@
 
 #include <fmt/format.h>
 
+#include "common/names.h"
+#include "oracle.h"
 #include "scoring/score.h"
 #include "scoring/suspects.h"
 #include "selection/array_pick.h"
 
 namespace kvlb::sim {
 namespace {
-
-constexpr std::pair<const char*, uint8_t> kPolicies[] = {
-    {"random", KVLB_POLICY_RANDOM},
-    {"least-inflight", KVLB_POLICY_LEAST_INFLIGHT},
-    {"p2c-kv", KVLB_POLICY_P2C_KV},
-    {"p2c-queue-kv", KVLB_POLICY_P2C_QUEUE_KV},
-    {"p2c-score", KVLB_POLICY_P2C_SCORE}};
 
 enum class EventKind { StepEnd, Arrival, Scrape, Monitor };
 
@@ -31,6 +26,15 @@ struct Event {
   size_t index;  // replica for StepEnd, request for Arrival
   bool operator>(const Event& o) const { return std::tie(t, seq) > std::tie(o.t, o.seq); }
 };
+
+// What a replica's /metrics would say: the agent's and the oracle's input.
+engines::EngineStats engine_stats(const replica::EngineSnapshot& s) {
+  engines::EngineStats st;
+  st.waiting = s.waiting;
+  st.running = s.running;
+  st.kv_usage = s.kv_usage();
+  return st;
+}
 
 }  // namespace
 
@@ -52,13 +56,9 @@ BalancerSpec parse_balancer(const std::string& text) {
   if (base == "haproxy-random2" || base == "nginx-random2-leastconn")
     return {text, false, KVLB_POLICY_LEAST_INFLIGHT, 2};
   if (base.rfind("kvlb-", 0) == 0) base = base.substr(5);
-  bool found = false;
-  for (auto [name, p] : kPolicies)
-    if (base == name) {
-      b.policy = p;
-      found = true;
-    }
-  if (!found) throw std::invalid_argument("unknown balancer '" + text + "'");
+  auto policy = policy_from_name(base);
+  if (!policy) throw std::invalid_argument("unknown balancer '" + text + "'");
+  b.policy = static_cast<uint8_t>(*policy);
   if (k == "all")
     b.choices = 0;
   else if (!k.empty())
@@ -105,19 +105,9 @@ SimResult simulate(const SimConfig& cfg, const BalancerSpec& bal,
   };
   auto pick = [&](double now) -> int {
     if (bal.oracle) {
-      std::tuple<uint32_t, double, uint32_t> best{};
-      int bi = -1;
-      for (size_t k = 0; k < n; ++k) {
-        size_t i = (oracle_rr + k) % n;
-        auto s = models[i]->snapshot();
-        std::tuple<uint32_t, double, uint32_t> key{s.waiting, s.kv_usage(), s.running};
-        if (bi < 0 || key < best) {
-          best = key;
-          bi = static_cast<int>(i);
-        }
-      }
-      ++oracle_rr;
-      return bi;
+      std::vector<std::optional<engines::EngineStats>> stats(n);
+      for (size_t i = 0; i < n; ++i) stats[i] = engine_stats(models[i]->snapshot());
+      return loadgen::oracle_choice(stats, oracle_rr++);
     }
     return pick_from_arrays(bal.policy, choices, scores.data(), counters.data(),
                             static_cast<uint32_t>(n), cfg.select, ns(now), rng());
@@ -194,11 +184,8 @@ SimResult simulate(const SimConfig& cfg, const BalancerSpec& bal,
         // for suspects by the agent's own code.
         for (size_t i = 0; i < n; ++i) {
           auto s = models[i]->snapshot();
-          engines::EngineStats st;
-          st.waiting = s.waiting;
-          st.running = s.running;
-          st.kv_usage = s.kv_usage();
-          scores[i] = scoring::make_score(st, 100, KVLB_STATE_ACTIVE, ns(now), counters[i].picks);
+          scores[i] = scoring::make_score(engine_stats(s), 100, KVLB_STATE_ACTIVE, ns(now),
+                                          counters[i].picks);
           suspects.observe(static_cast<uint32_t>(i), {now, counters[i].picks, counters[i].inflight,
                                                       true, s.waiting, s.running});
         }

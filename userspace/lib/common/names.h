@@ -1,0 +1,48 @@
+// names.h - the one spelling of each policy and backend state: the config
+// file, the admin API, kvlbctl, the logs and the simulator all use these.
+#pragma once
+
+#include <array>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "kvlb_maps.h"
+
+namespace kvlb {
+
+inline constexpr std::array<std::string_view, KVLB_POLICY_COUNT> kPolicyNames = {
+    "random", "least-inflight", "p2c-kv", "p2c-queue-kv", "p2c-score"};
+
+inline constexpr std::array<std::string_view, 3> kStateNames = {"active", "draining", "down"};
+
+inline std::string_view policy_name(kvlb_policy p) {
+  return p < KVLB_POLICY_COUNT ? kPolicyNames[p] : "unknown";
+}
+
+inline std::optional<kvlb_policy> policy_from_name(std::string_view name) {
+  for (size_t i = 0; i < kPolicyNames.size(); ++i)
+    if (kPolicyNames[i] == name) return static_cast<kvlb_policy>(i);
+  return std::nullopt;
+}
+
+// Unknown values read as "down": never shown as eligible.
+inline std::string_view state_name(uint8_t state) {
+  return state < kStateNames.size() ? kStateNames[state] : "down";
+}
+
+inline std::optional<kvlb_backend_state> state_from_name(std::string_view name) {
+  for (size_t i = 0; i < kStateNames.size(); ++i)
+    if (kStateNames[i] == name) return static_cast<kvlb_backend_state>(i);
+  return std::nullopt;
+}
+
+// "random, least-inflight, ..." for error messages.
+template <size_t N>
+std::string joined(const std::array<std::string_view, N>& names) {
+  std::string out;
+  for (auto n : names) out += (out.empty() ? "" : ", ") + std::string(n);
+  return out;
+}
+
+}  // namespace kvlb
