@@ -24,7 +24,7 @@ targets=(kvlb_unit_tests)
 for f in "$ROOT"/tests/fuzz/*_fuzz.cpp; do targets+=("fuzz_$(basename "$f" _fuzz.cpp)"); done
 cmake --build "$dir/b" -j"$(nproc)" --target "${targets[@]}" >"$dir/build.log" 2>&1 ||
   { tail -n 40 "$dir/build.log"; exit 1; }
-if [ -e "$dir/b/bpf/connect4.bpf.o" ] || [ -e "$dir/b/userspace/kvlb-agent" ]; then
+if [ -e "$dir/b/bpf/sock.bpf.o" ] || [ -e "$dir/b/userspace/kvlb-agent" ]; then
   echo "a BPF object or the agent was built with KVLB_WITH_BPF=OFF"; exit 1
 fi
 run=()

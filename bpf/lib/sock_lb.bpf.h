@@ -108,4 +108,63 @@ static __always_inline int sock_lb_v4mapped(const __u32* ip6) {
   return ip6[0] == 0 && ip6[1] == 0 && ip6[2] == bpf_htonl(0xffff);
 }
 
+/* connect4: a connect() to a configured VIP:port is rewritten to the backend
+ * chosen by the service's policy, once per connection, before any packet leaves:
+ * no NAT, no proxy hop. Any other destination is left untouched. */
+static __always_inline int sock4_xlate(struct bpf_sock_addr* ctx) {
+  struct kvlb_service_key key = {};
+  struct kvlb_backend* be;
+  int err;
+
+  if (sock_lb_bypass(ctx)) return 0;
+  key.vip.words[0] = ctx->user_ip4;
+  key.port = (__u16)ctx->user_port;
+  key.proto = IPPROTO_TCP;
+  key.family = KVLB_AF_INET;
+  err = sock_lb_select(ctx, &key, &be);
+  if (err || !be) return err;
+  ctx->user_ip4 = be->addr.words[0];
+  ctx->user_port = be->port;
+  return 0;
+}
+
+/* connect6: IPv6 VIPs, and IPv4 VIPs dialled from AF_INET6 sockets as
+ * IPv4-mapped addresses (::ffff:a.b.c.d), which dual-stack clients do. */
+static __always_inline int sock6_xlate(struct bpf_sock_addr* ctx) {
+  struct kvlb_service_key key = {};
+  struct kvlb_backend* be;
+  __u32 ip6[4];
+  int err;
+
+  if (sock_lb_bypass(ctx)) return 0;
+  ip6[0] = ctx->user_ip6[0];
+  ip6[1] = ctx->user_ip6[1];
+  ip6[2] = ctx->user_ip6[2];
+  ip6[3] = ctx->user_ip6[3];
+  key.port = (__u16)ctx->user_port;
+  key.proto = IPPROTO_TCP;
+  if (sock_lb_v4mapped(ip6)) {
+    key.vip.words[0] = ip6[3];
+    key.family = KVLB_AF_INET;
+  } else {
+    key.vip.words[0] = ip6[0];
+    key.vip.words[1] = ip6[1];
+    key.vip.words[2] = ip6[2];
+    key.vip.words[3] = ip6[3];
+    key.family = KVLB_AF_INET6;
+  }
+  err = sock_lb_select(ctx, &key, &be);
+  if (err || !be) return err;
+  if (key.family == KVLB_AF_INET) {
+    ctx->user_ip6[3] = be->addr.words[0]; /* stays ::ffff:backend */
+  } else {
+    ctx->user_ip6[0] = be->addr.words[0];
+    ctx->user_ip6[1] = be->addr.words[1];
+    ctx->user_ip6[2] = be->addr.words[2];
+    ctx->user_ip6[3] = be->addr.words[3];
+  }
+  ctx->user_port = be->port;
+  return 0;
+}
+
 #endif /* KVLB_SOCK_LB_BPF_H */

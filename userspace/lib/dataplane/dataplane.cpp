@@ -22,12 +22,7 @@
 #include "dataplane/kernel_features.h"
 #include "dataplane/libbpf_log.h"
 
-#include "connect4.skel.h"
-#include "connect6.skel.h"
-#include "getpeername4.skel.h"
-#include "getpeername6.skel.h"
-#include "sock_release.skel.h"
-#include "sockops.skel.h"
+#include "sock.skel.h"
 
 namespace kvlb {
 namespace fs = std::filesystem;
@@ -86,13 +81,7 @@ uint64_t current_netns_cookie() {
 struct DataPlane::Impl {
   DataPlaneOptions opts;
   bool pinned = true;  // false: verify() — private maps, nothing pinned or attached
-  SkelPtr<kvlb_connect4, kvlb_connect4__destroy> connect4;
-  SkelPtr<kvlb_connect6, kvlb_connect6__destroy> connect6;
-  SkelPtr<kvlb_getpeername4, kvlb_getpeername4__destroy> getpeername4;
-  SkelPtr<kvlb_getpeername6, kvlb_getpeername6__destroy> getpeername6;
-  SkelPtr<kvlb_sock_release, kvlb_sock_release__destroy> sock_release;
-  SkelPtr<kvlb_sockops, kvlb_sockops__destroy> sockops;
-  std::vector<bpf_object*> objects;
+  SkelPtr<kvlb_sock, kvlb_sock__destroy> skel;  // every socket hook, one object
   std::vector<Hook> hooks;
   bool adopted = false;
   bool attached = false;
@@ -102,41 +91,14 @@ struct DataPlane::Impl {
   fs::path link_dir() const { return opts.pin_dir / KVLB_LINK_DIR; }
   const ProgramSettings& settings() const { return opts.program; }
 
-  // The selection hooks' load-time constants (.rodata, see bpf/lib/config.bpf.h).
-  template <typename Skel>
-  void set_rodata(Skel* s) {
-    auto* r = s->rodata;
+  // The programs' load-time constants (.rodata, see bpf/lib/config.bpf.h).
+  void set_rodata() {
+    auto* r = skel->rodata;
 #define KVLB_RODATA_(type, field, def) r->cfg_##field = settings().select.field;
     KVLB_SELECT_TUNABLES(KVLB_RODATA_)
 #undef KVLB_RODATA_
     r->cfg_bypass_mark = settings().bypass_mark;
     r->cfg_host_netns_cookie = settings().host_netns_cookie;
-  }
-
-  // Opens and loads one skeleton; `configure` runs between open and load.
-  template <typename Skel, void (*Destroy)(Skel*), typename Open, typename Load, typename Configure>
-  void load_one(SkelPtr<Skel, Destroy>& out, const char* name, Open open, Load load,
-                const bpf_object_open_opts* oo, Configure configure) {
-    out.reset(open(oo));
-    if (!out) throw_libbpf(errno, fmt::format("open {} BPF object", name));
-    if (!pinned) {
-      // Private maps: without a pin path libbpf neither reuses nor creates pins.
-      bpf_map* m;
-      bpf_object__for_each_map(m, out->obj) bpf_map__set_pin_path(m, nullptr);
-    }
-    if (int err = bpf_map__set_max_entries(out->maps.kvlb_sock_v2, settings().max_sockets))
-      throw_errno(err, "size the socket table");
-    configure(out.get());
-    if (int err = load(out.get())) throw_libbpf(err, fmt::format("load {} program", name));
-    objects.push_back(out->obj);
-  }
-
-  // Hands the v1 agent's socket storage to an object that reads it (see
-  // bpf/lib/legacy.bpf.h); without the pin the object keeps its empty map.
-  void reuse_legacy(bpf_map* m) {
-    if (!legacy_sockets) return;
-    if (int err = bpf_map__reuse_fd(m, legacy_sockets.get()))
-      throw_errno(err, fmt::format("reuse {}", KVLB_MAP_LEGACY_SOCKETS));
   }
 
   // A pinned socket table keeps its size: say so plainly instead of libbpf's
@@ -182,45 +144,46 @@ struct DataPlane::Impl {
       open_legacy_pin();
       check_socket_table_size();
     }
-    auto rodata = [&](auto* s) { set_rodata(s); };
-    auto legacy = [&](auto* s) { reuse_legacy(s->maps.kvlb_sock_v1); };
-    auto none = [](auto*) {};
-    load_one(connect4, "connect4", kvlb_connect4__open_opts, kvlb_connect4__load, &oo, rodata);
-    load_one(connect6, "connect6", kvlb_connect6__open_opts, kvlb_connect6__load, &oo, rodata);
-    load_one(getpeername4, "getpeername4", kvlb_getpeername4__open_opts, kvlb_getpeername4__load,
-             &oo, legacy);
-    load_one(getpeername6, "getpeername6", kvlb_getpeername6__open_opts, kvlb_getpeername6__load,
-             &oo, legacy);
-    load_one(sock_release, "sock_release", kvlb_sock_release__open_opts, kvlb_sock_release__load,
-             &oo, [&](auto* s) {
-               legacy(s);
-               set_rodata(s);
-             });
-    load_one(sockops, "sockops", kvlb_sockops__open_opts, kvlb_sockops__load, &oo, none);
+    skel.reset(kvlb_sock__open_opts(&oo));
+    if (!skel) throw_libbpf(errno, "open the socket LB's BPF object");
+    if (!pinned) {
+      // Private maps: without a pin path libbpf neither reuses nor creates pins.
+      bpf_map* m;
+      bpf_object__for_each_map(m, skel->obj) bpf_map__set_pin_path(m, nullptr);
+    }
+    if (int err = bpf_map__set_max_entries(skel->maps.kvlb_sock_v2, settings().max_sockets))
+      throw_errno(err, "size the socket table");
+    if (legacy_sockets)
+      if (int err = bpf_map__reuse_fd(skel->maps.kvlb_sock_v1, legacy_sockets.get()))
+        throw_errno(err, fmt::format("reuse {}", KVLB_MAP_LEGACY_SOCKETS));
+    set_rodata();
+    // sockops only feeds passive health: with it off, it is not even loaded,
+    // and TCP sockets of the cgroup skip five program runs per connection.
+    bpf_program__set_autoload(skel->progs.kvlb_sockops, passive_health());
+    if (int err = kvlb_sock__load(skel.get())) throw_libbpf(err, "load the socket LB's programs");
 
-    auto& m = connect4->maps;
+    auto& m = skel->maps;
     fd_services = bpf_map__fd(m.kvlb_svc_v2);
     fd_backends = bpf_map__fd(m.kvlb_be_v1);
     fd_scores = bpf_map__fd(m.kvlb_score_v1);
     fd_counters = bpf_map__fd(m.kvlb_ctr_v1);
     fd_events = bpf_map__fd(m.kvlb_events_v1);
 
-    hooks.push_back({KVLB_LINK_CONNECT4, connect4->progs.kvlb_connect4, nullptr});
-    hooks.push_back({KVLB_LINK_CONNECT6, connect6->progs.kvlb_connect6, nullptr});
-    hooks.push_back({KVLB_LINK_GETPEERNAME4, getpeername4->progs.kvlb_getpeername4, nullptr});
-    hooks.push_back({KVLB_LINK_GETPEERNAME6, getpeername6->progs.kvlb_getpeername6, nullptr});
-    hooks.push_back({KVLB_LINK_SOCK_RELEASE, sock_release->progs.kvlb_sock_release, nullptr});
-    // sockops only feeds passive health: with it off, nothing attaches there and
-    // TCP sockets of the cgroup skip five program runs per connection.
-    if (passive_health())
-      hooks.push_back({KVLB_LINK_SOCKOPS, sockops->progs.kvlb_sockops, nullptr});
+    auto& p = skel->progs;
+    hooks.push_back({KVLB_LINK_CONNECT4, p.kvlb_connect4, nullptr});
+    hooks.push_back({KVLB_LINK_CONNECT6, p.kvlb_connect6, nullptr});
+    hooks.push_back({KVLB_LINK_GETPEERNAME4, p.kvlb_getpeername4, nullptr});
+    hooks.push_back({KVLB_LINK_GETPEERNAME6, p.kvlb_getpeername6, nullptr});
+    hooks.push_back({KVLB_LINK_SOCK_RELEASE, p.kvlb_sock_release, nullptr});
+    if (passive_health()) hooks.push_back({KVLB_LINK_SOCKOPS, p.kvlb_sockops, nullptr});
   }
 
   std::vector<ProgramStats> program_stats() const {
     std::vector<ProgramStats> out;
-    for (bpf_object* obj : objects) {
+    {
       bpf_program* p;
-      bpf_object__for_each_program(p, obj) {
+      bpf_object__for_each_program(p, skel->obj) {
+        if (bpf_program__fd(p) < 0) continue;  // not loaded (autoload off)
         bpf_prog_info info{};
         uint32_t len = sizeof(info);
         if (int err = bpf_obj_get_info_by_fd(bpf_program__fd(p), &info, &len))
@@ -386,9 +349,8 @@ struct DataPlane::Impl {
     }
     std::error_code ec;
     fs::remove(link_dir(), ec);
-    if (connect4) bpf_object__unpin_maps(connect4->obj, nullptr);
-    // The other objects only reference the same pinned maps; the v1 socket
-    // storage goes too: with the programs detached nothing reads it.
+    if (skel) bpf_object__unpin_maps(skel->obj, nullptr);
+    // The v1 socket storage goes too: with the programs detached nothing reads it.
     fs::remove(opts.pin_dir / KVLB_MAP_LEGACY_SOCKETS, ec);
     fs::remove(opts.pin_dir, ec);
     spdlog::info("detached and removed pins under {}", opts.pin_dir.string());
