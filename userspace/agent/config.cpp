@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <fstream>
 #include <map>
 #include <set>
@@ -11,6 +12,7 @@
 
 #include "common/duration.h"
 #include "common/names.h"
+#include "agent/settings.h"
 #include "common/printable.h"
 #include "k8s/kube_client.h"
 
@@ -20,7 +22,7 @@ namespace {
 // Rejects keys this version does not know: a typo must not silently fall back to
 // a default in a load balancer.
 void check_keys(const YAML::Node& node, const std::string& path,
-                std::initializer_list<std::string_view> allowed) {
+                const std::vector<std::string>& allowed) {
   if (!node.IsMap()) throw ConfigError(path.empty() ? "(top level)" : path, "must be a mapping");
   std::set<std::string> seen;
   for (const auto& kv : node) {
@@ -42,18 +44,6 @@ void check_keys(const YAML::Node& node, const std::string& path,
       throw ConfigError(field, "unknown field (known: " + known + ")");
     }
   }
-}
-
-// An absolute path with no ".." component, in its normal form: the agent runs as
-// root, so a path that names one place and reaches another must not pass.
-std::filesystem::path checked_path(const std::filesystem::path& p, const std::string& field) {
-  if (!p.is_absolute()) throw ConfigError(field, "must be an absolute path");
-  for (const auto& part : p)
-    if (part == "..") throw ConfigError(field, "must not contain '..'");
-  auto normal = p.lexically_normal();
-  if (normal.has_filename() == false && normal != normal.root_path())
-    normal = normal.parent_path();  // no trailing slash
-  return normal;
 }
 
 std::string join(const std::string& path, const std::string& key) {
@@ -79,16 +69,6 @@ T integer(const YAML::Node& n, const std::string& field, T lo, T hi) {
   if (v < static_cast<long long>(lo) || v > static_cast<long long>(hi))
     throw ConfigError(field, fmt::format("{} is out of range [{}, {}]", v, lo, hi));
   return static_cast<T>(v);
-}
-
-std::chrono::milliseconds duration_ms(const YAML::Node& n, const std::string& field,
-                                      std::chrono::milliseconds min) {
-  auto s = scalar(n, field);
-  auto d = parse_duration(s);
-  if (!d) throw ConfigError(field, "'" + s + "' is not a duration (like 50ms, 2s)");
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(*d);
-  if (ms < min) throw ConfigError(field, fmt::format("must be at least {} ms", min.count()));
-  return ms;
 }
 
 std::string required_string(const YAML::Node& parent, const std::string& key,
@@ -217,115 +197,44 @@ AgentConfig parse_config_checked(const std::string& yaml_text) {
     throw ConfigError("(yaml)", fmt::format("line {}: {}", e.mark.line + 1, e.msg));
   }
   if (!root || root.IsNull()) throw ConfigError("(top level)", "the configuration is empty");
-  check_keys(root, "",
-             {"cgroup", "bpffs", "pin_dir", "scrape_interval", "scrape_timeout", "max_scrape_bytes",
-              "scrape_client", "max_sockets", "down_after_failures", "stale_after",
-              "kv_permille_per_pick", "passive_health", "suspect_backends", "host_network_only",
-              "bypass_mark", "admin", "kubernetes", "services"});
-  AgentConfig c;
-  c.cgroup = required_string(root, "cgroup", "");
-  if (root["bpffs"]) c.bpffs = scalar(root["bpffs"], "bpffs");
-  if (root["pin_dir"]) c.pin_dir = scalar(root["pin_dir"], "pin_dir");
-  c.bpffs = checked_path(c.bpffs, "bpffs");
-  c.pin_dir = checked_path(c.pin_dir, "pin_dir");
+
+  // The keys: every setting of the table (settings.h), by section, and services.
+  std::vector<std::string> top = {"services"};
+  std::map<std::string, std::vector<std::string>> sections;
+  for (const auto& st : settings()) {
+    auto dot = st.path.find('.');
+    auto head = st.path.substr(0, dot);
+    if (std::find(top.begin(), top.end(), head) == top.end()) top.push_back(head);
+    if (dot != std::string::npos) sections[head].push_back(st.path.substr(dot + 1));
+  }
+  check_keys(root, "", top);
+  for (const auto& [name, keys] : sections)
+    if (root[name]) check_keys(root[name], name, keys);
+
+  AgentConfig c;  // the table's defaults
+  for (const auto& st : settings()) {
+    auto dot = st.path.find('.');
+    YAML::Node node = dot == std::string::npos
+                          ? root[st.path]
+                          : root[st.path.substr(0, dot)][st.path.substr(dot + 1)];
+    if (node) st.apply(c, parse_setting(st, scalar(node, st.path)));
+  }
+
+  // What involves several settings.
+  if (c.cgroup.empty()) throw ConfigError("cgroup", "is required");
   {
     auto rel = c.pin_dir.lexically_relative(c.bpffs);
     if (rel.empty() || rel == "." || *rel.begin() == "..")
       throw ConfigError("pin_dir", "must be a directory below bpffs (" + c.bpffs.string() + ")");
   }
-  using std::chrono::milliseconds;
-  if (root["scrape_interval"])
-    c.scrape_interval = duration_ms(root["scrape_interval"], "scrape_interval", milliseconds(10));
-  c.scrape_timeout = c.scrape_interval;
-  if (root["scrape_timeout"])
-    c.scrape_timeout = duration_ms(root["scrape_timeout"], "scrape_timeout", milliseconds(5));
-  if (root["max_scrape_bytes"])
-    c.max_scrape_bytes =
-        integer<size_t>(root["max_scrape_bytes"], "max_scrape_bytes", 1024, 256u << 20);
-  if (root["scrape_client"]) {
-    auto v = scalar(root["scrape_client"], "scrape_client");
-    if (v == "auto")
-      c.scrape_client = ScrapeClient::Auto;
-    else if (v == "curl")
-      c.scrape_client = ScrapeClient::Curl;
-    else
-      throw ConfigError("scrape_client", "'" + v + "' is not one of auto, curl");
-  }
-  if (root["down_after_failures"])
-    c.down_after_failures =
-        integer<unsigned>(root["down_after_failures"], "down_after_failures", 1, 1000);
-  if (root["stale_after"])
-    c.stale_after = duration_ms(root["stale_after"], "stale_after", milliseconds(10));
+  if (c.scrape_timeout.count() == 0) c.scrape_timeout = c.scrape_interval;
   if (c.stale_after <= c.scrape_interval)
     throw ConfigError("stale_after", fmt::format("must be longer than scrape_interval ({} ms)",
                                                  c.scrape_interval.count()));
-  if (root["kv_permille_per_pick"])
-    c.kv_permille_per_pick =
-        integer<uint32_t>(root["kv_permille_per_pick"], "kv_permille_per_pick", 0, 1000);
-
-  if (const auto& ph = root["passive_health"]) {
-    check_keys(ph, "passive_health", {"failure_threshold", "cooldown"});
-    if (ph["failure_threshold"])
-      c.failure_threshold =
-          integer<uint32_t>(ph["failure_threshold"], "passive_health.failure_threshold", 0, 1000);
-    if (ph["cooldown"])
-      c.failure_cooldown = duration_ms(ph["cooldown"], "passive_health.cooldown", milliseconds(1));
-  }
-  if (const auto& sb = root["suspect_backends"]) {
-    check_keys(sb, "suspect_backends",
-               {"enabled", "window", "min_connections", "max_connection_lifetime", "probation"});
-    auto& r = c.suspects;
-    if (sb["enabled"]) {
-      auto v = scalar(sb["enabled"], "suspect_backends.enabled");
-      if (v != "true" && v != "false")
-        throw ConfigError("suspect_backends.enabled", "'" + v + "' is not true or false");
-      r.enabled = v == "true";
-    }
-    auto seconds = [&](const char* key, milliseconds min) {
-      return duration_ms(sb[key], std::string("suspect_backends.") + key, min).count() / 1000.0;
-    };
-    if (sb["window"]) r.window_s = seconds("window", milliseconds(100));
-    if (sb["min_connections"])
-      r.min_picks =
-          integer<uint64_t>(sb["min_connections"], "suspect_backends.min_connections", 1, 1000000);
-    if (sb["max_connection_lifetime"])
-      r.max_lifetime_s = seconds("max_connection_lifetime", milliseconds(1));
-    if (sb["probation"]) r.probation_s = seconds("probation", milliseconds(100));
-  }
-  if (root["max_sockets"])
-    c.max_sockets = integer<uint32_t>(root["max_sockets"], "max_sockets", 16, 16u << 20);
-  if (root["host_network_only"]) {
-    auto v = scalar(root["host_network_only"], "host_network_only");
-    if (v != "true" && v != "false")
-      throw ConfigError("host_network_only", "'" + v + "' is not true or false");
-    c.host_network_only = v == "true";
-  }
-  if (const auto& admin = root["admin"]) {
-    check_keys(admin, "admin", {"socket", "listen"});
-    if (admin["socket"]) {
-      c.admin_socket = scalar(admin["socket"], "admin.socket");
-      if (!c.admin_socket.empty() && !c.admin_socket.is_absolute())
-        throw ConfigError("admin.socket", "must be an absolute path (or empty: no socket)");
-    }
-    if (admin["listen"]) {
-      c.admin_listen = scalar(admin["listen"], "admin.listen");
-      if (!c.admin_listen.empty() && !Endpoint::parse(c.admin_listen))
-        throw ConfigError("admin.listen", "'" + c.admin_listen + "' is not ip:port");
-    }
-  }
-  if (const auto& k = root["kubernetes"]) {
-    check_keys(k, "kubernetes", {"in_cluster", "kubeconfig", "allow_insecure_http"});
-    if (k["allow_insecure_http"])
-      c.kubernetes_allow_insecure_http =
-          scalar(k["allow_insecure_http"], "kubernetes.allow_insecure_http") == "true";
-    if (k["in_cluster"])
-      c.kubernetes_in_cluster = scalar(k["in_cluster"], "kubernetes.in_cluster") == "true";
-    if (k["kubeconfig"]) c.kubeconfig = scalar(k["kubeconfig"], "kubernetes.kubeconfig");
-    if (c.kubernetes_in_cluster == !c.kubeconfig.empty())
-      throw ConfigError("kubernetes", "set exactly one of in_cluster: true and kubeconfig");
-  }
-  if (root["bypass_mark"])
-    c.bypass_mark = integer<uint32_t>(root["bypass_mark"], "bypass_mark", 0, 0xffffffffu);
+  if (!c.admin_listen.empty() && !Endpoint::parse(c.admin_listen))
+    throw ConfigError("admin.listen", "'" + printable(c.admin_listen, 64) + "' is not ip:port");
+  if (root["kubernetes"] && c.kubernetes_in_cluster == !c.kubeconfig.empty())
+    throw ConfigError("kubernetes", "set exactly one of in_cluster: true and kubeconfig");
 
   if (!root["services"] || !root["services"].IsSequence() || root["services"].size() == 0)
     throw ConfigError("services", "must be a non-empty list");

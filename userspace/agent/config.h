@@ -18,8 +18,8 @@
 #include "engines/engine_stats.h"
 #include "kvlb_maps.h"
 #include "scrape/scraper.h"
+#include "agent/settings.h"
 #include "scoring/suspects.h"
-#include "selection/select_defaults.h"
 
 namespace kvlb::agent {
 
@@ -62,42 +62,30 @@ struct ServiceConfig {
   size_t dropped_backends = 0;
 };
 
+// The scalar settings' defaults, bounds and meaning are in one table
+// (settings.h); a default-constructed AgentConfig holds the defaults.
 struct AgentConfig {
+  AgentConfig() { apply_setting_defaults(*this); }
   std::string cgroup;  // absolute, or relative to the cgroup v2 mount
-  std::filesystem::path bpffs = "/sys/fs/bpf";
-  std::filesystem::path pin_dir = "/sys/fs/bpf/kvlb";
-  std::chrono::milliseconds scrape_interval{50};
-  std::chrono::milliseconds scrape_timeout{0};  // 0: same as the interval
-  size_t max_scrape_bytes = 4 * 1024 * 1024;
-  // auto: kvlb's own HTTP/1.1 client for http:// URLs with an IP address,
-  // libcurl for the rest; curl: libcurl for everything.
+  std::filesystem::path bpffs;
+  std::filesystem::path pin_dir;
+  std::chrono::milliseconds scrape_interval{};
+  std::chrono::milliseconds scrape_timeout{};  // 0: same as the interval
+  size_t max_scrape_bytes = 0;
   ScrapeClient scrape_client = ScrapeClient::Auto;
-  unsigned down_after_failures = 3;
-  // Selection tunables: defaults from bpf/lib/select.h's table.
-  std::chrono::milliseconds stale_after{default_select_cfg().stale_ns / 1'000'000};
-  uint32_t kv_permille_per_pick = default_select_cfg().kv_permille_per_pick;
-  // Passive health: after this many failed connects in a row (0: off) a backend
-  // is skipped for `failure_cooldown` unless nothing else is eligible.
-  uint32_t failure_threshold = default_select_cfg().fail_threshold;
-  std::chrono::milliseconds failure_cooldown{default_select_cfg().fail_cooldown_ns / 1'000'000};
-  // Backends whose reports the kernel's counts contradict (see
-  // scoring/suspects.h): bounded to the median and reported.
+  unsigned down_after_failures = 0;
+  std::chrono::milliseconds stale_after{};
+  uint32_t kv_permille_per_pick = 0;
+  uint32_t failure_threshold = 0;  // passive health; 0: off
+  std::chrono::milliseconds failure_cooldown{};
   scoring::SuspectRules suspects;
-  // Balanced sockets the kernel tracks at once (the socket table, preallocated:
-  // ~80 bytes each). Beyond it connections are balanced but not counted.
-  uint32_t max_sockets = KVLB_MAX_SOCKETS;
-  // Balance only connections made in the agent's own (the host's) network namespace.
+  uint32_t max_sockets = 0;
   bool host_network_only = false;
-  // SO_MARK the agent puts on its own scrape sockets; the socket LB never
-  // rebalances marked sockets. 0: no mark.
-  uint32_t bypass_mark = 0x6b766c62;  // "kvlb"
-  // Admin API: a unix socket (root only), and optionally a TCP address for a
-  // Prometheus server (loopback unless you mean otherwise).
-  std::filesystem::path admin_socket = "/run/kvlb/agent.sock";
+  uint32_t bypass_mark = 0;
+  std::filesystem::path admin_socket;
   std::string admin_listen;
-  // Kubernetes API access, for services with a `kubernetes:` block.
   bool kubernetes_in_cluster = false;
-  bool kubernetes_allow_insecure_http = false;  // a kubeconfig http:// server (token in clear)
+  bool kubernetes_allow_insecure_http = false;
   std::filesystem::path kubeconfig;
   std::vector<ServiceConfig> services;
   bool uses_kubernetes() const {

@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "agent/config.h"
+#include "agent/settings.h"
 #include "agent/supervisor.h"
 #include "common/duration.h"
 #include "common/logging.h"
@@ -16,8 +17,10 @@ using namespace kvlb;
 int main(int argc, char** argv) {
   CLI::App app{"kvlb-agent: LLM-aware kernel load balancer agent"};
   std::string config_path, log_level = "info", log_format = "text", score_log = "0s", watch = "1s";
-  bool keep = false, check_only = false;
-  app.add_option("-c,--config", config_path, "YAML configuration file")->required();
+  bool keep = false, check_only = false, reference = false;
+  auto* config_opt = app.add_option("-c,--config", config_path, "YAML configuration file");
+  app.add_flag("--print-config-reference", reference,
+               "print the configuration reference (Markdown) and exit");
   app.add_flag("--keep-dataplane", keep,
                "on exit, leave programs attached and maps pinned (restart or upgrade)");
   app.add_flag("--check-config", check_only, "validate the configuration and exit");
@@ -26,6 +29,14 @@ int main(int argc, char** argv) {
   app.add_option("--log-scores", score_log, "log every backend's score at this period (0s: off)");
   app.add_option("--watch-config", watch, "check the config file for changes this often (0s: off)");
   CLI11_PARSE(app, argc, argv);
+  if (reference) {
+    fmt::print("{}", agent::config_reference_markdown());
+    return 0;
+  }
+  if (config_opt->count() == 0) {
+    fmt::print(stderr, "kvlb-agent: --config is required\n");
+    return 2;
+  }
 
   try {
     setup_logging(log_level, log_format);

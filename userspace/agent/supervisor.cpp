@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "agent/admin_api.h"
+#include "agent/settings.h"
 #include "common/failpoint.h"
 #include "common/fs_mounts.h"
 
@@ -51,14 +52,7 @@ DataPlaneOptions dataplane_options(const AgentConfig& cfg) {
   o.bpffs_root = cfg.bpffs;
   o.pin_dir = cfg.pin_dir;
   o.cgroup = resolve_cgroup(cfg.cgroup);
-  auto& p = o.program;
-  p.select.stale_ns = static_cast<uint64_t>(cfg.stale_after.count()) * 1'000'000ull;
-  p.select.kv_permille_per_pick = cfg.kv_permille_per_pick;
-  p.select.fail_threshold = cfg.failure_threshold;
-  p.select.fail_cooldown_ns = static_cast<uint64_t>(cfg.failure_cooldown.count()) * 1'000'000ull;
-  p.bypass_mark = cfg.bypass_mark;
-  p.max_sockets = cfg.max_sockets;
-  if (cfg.host_network_only) p.host_netns_cookie = current_netns_cookie();
+  o.program = program_settings(cfg, cfg.host_network_only ? current_netns_cookie() : 0);
   return o;
 }
 

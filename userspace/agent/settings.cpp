@@ -1,0 +1,271 @@
+#include "agent/settings.h"
+
+#include <fmt/format.h>
+
+#include "agent/config.h"
+#include "common/duration.h"
+#include "common/printable.h"
+#include "scoring/suspects.h"
+#include "selection/select_defaults.h"
+
+namespace kvlb::agent {
+namespace {
+
+using std::chrono::milliseconds;
+
+std::string ms_text(uint64_t ns) {
+  return fmt::format("{}ms", ns / 1'000'000);
+}
+std::string seconds_text(double s) {
+  return fmt::format("{}ms", static_cast<int64_t>(s * 1000 + 0.5));
+}
+
+std::vector<Setting> make_table() {
+  constexpr kvlb_select_cfg sel = default_select_cfg();
+  const scoring::SuspectRules sus;
+  using K = SettingKind;
+  // clang-format off
+  return {
+    {"cgroup", K::Text, "", 0, 0, {}, "data plane (attach point)",
+     "The cgroup v2 whose processes are balanced: a path inside the cgroup2 mount (the agent "
+     "finds it), or relative to it. Required.",
+     [](AgentConfig& c, const SettingValue& v) { c.cgroup = v.text; }},
+    {"bpffs", K::Path, "/sys/fs/bpf", 0, 0, {}, "data plane (pins)",
+     "Where bpffs is mounted. The agent mounts it only at or below /sys/fs/bpf.",
+     [](AgentConfig& c, const SettingValue& v) { c.bpffs = v.text; }},
+    {"pin_dir", K::Path, "/sys/fs/bpf/kvlb", 0, 0, {}, "data plane (pins)",
+     "The maps and links, pinned: a directory below bpffs, the agent user's, mode 0700.",
+     [](AgentConfig& c, const SettingValue& v) { c.pin_dir = v.text; }},
+    {"scrape_interval", K::Duration, "50ms", 10, 0, {}, "scraper",
+     "How often every replica's /metrics is scraped (jittered by +-10%).",
+     [](AgentConfig& c, const SettingValue& v) { c.scrape_interval = v.duration; }},
+    {"scrape_timeout", K::Duration, "", 5, 0, {}, "scraper",
+     "A round's deadline, for every target, whichever client (default: scrape_interval).",
+     [](AgentConfig& c, const SettingValue& v) { c.scrape_timeout = v.duration; }},
+    {"max_scrape_bytes", K::Integer, "4194304", 1024, 256 << 20, {}, "scraper",
+     "A /metrics body's limit; at most twice this is read on the wire.",
+     [](AgentConfig& c, const SettingValue& v) { c.max_scrape_bytes = static_cast<size_t>(v.number); }},
+    {"scrape_client", K::Choice, "auto", 0, 0, {"auto", "curl"}, "scraper",
+     "auto: kvlb's own HTTP/1.1 client for http:// URLs with an IP address, libcurl for the "
+     "rest; curl: libcurl for everything.",
+     [](AgentConfig& c, const SettingValue& v) {
+       c.scrape_client = v.text == "curl" ? ScrapeClient::Curl : ScrapeClient::Auto;
+     }},
+    {"down_after_failures", K::Integer, "3", 1, 1000, {}, "agent",
+     "Failed scrapes in a row after which a backend is marked down (no new connections).",
+     [](AgentConfig& c, const SettingValue& v) {
+       c.down_after_failures = static_cast<unsigned>(v.number);
+     }},
+    {"stale_after", K::Duration, ms_text(sel.stale_ns), 10, 0, {},
+     "BPF programs (cfg_stale_ns)",
+     "A score older than this is stale: the kernel compares that backend on in-flight "
+     "connections only. Longer than scrape_interval.",
+     [](AgentConfig& c, const SettingValue& v) { c.stale_after = v.duration; }},
+    {"kv_permille_per_pick", K::Integer, std::to_string(sel.kv_permille_per_pick), 0, 1000, {},
+     "BPF programs (cfg_kv_permille_per_pick)",
+     "KV-cache growth the kernel assumes per connection assigned since the last score "
+     "(permille of the cache).",
+     [](AgentConfig& c, const SettingValue& v) {
+       c.kv_permille_per_pick = static_cast<uint32_t>(v.number);
+     }},
+    {"passive_health.failure_threshold", K::Integer, std::to_string(sel.fail_threshold), 0, 1000,
+     {}, "BPF programs (cfg_fail_threshold)",
+     "Failed connects in a row after which a backend cools down (0: passive health off, "
+     "sockops not loaded).",
+     [](AgentConfig& c, const SettingValue& v) {
+       c.failure_threshold = static_cast<uint32_t>(v.number);
+     }},
+    {"passive_health.cooldown", K::Duration, ms_text(sel.fail_cooldown_ns), 1, 0, {},
+     "BPF programs (cfg_fail_cooldown_ns)",
+     "How long a backend with failed connects loses to every other eligible one.",
+     [](AgentConfig& c, const SettingValue& v) { c.failure_cooldown = v.duration; }},
+    {"suspect_backends.enabled", K::Bool, sus.enabled ? "true" : "false", 0, 0, {}, "agent",
+     "Bound and report backends whose reports the kernel's counts contradict.",
+     [](AgentConfig& c, const SettingValue& v) { c.suspects.enabled = v.flag; }},
+    {"suspect_backends.window", K::Duration, seconds_text(sus.window_s), 100, 0, {}, "agent",
+     "How far back the evidence goes (and at least 10 scrapes).",
+     [](AgentConfig& c, const SettingValue& v) { c.suspects.window_s = v.duration.count() / 1000.0; }},
+    {"suspect_backends.min_connections", K::Integer, std::to_string(sus.min_picks), 1, 1000000, {},
+     "agent", "Connections a suspect got in the window.",
+     [](AgentConfig& c, const SettingValue& v) {
+       c.suspects.min_picks = static_cast<uint64_t>(v.number);
+     }},
+    {"suspect_backends.max_connection_lifetime", K::Duration, seconds_text(sus.max_lifetime_s), 1,
+     0, {}, "agent", "Their mean lifetime under this.",
+     [](AgentConfig& c, const SettingValue& v) {
+       c.suspects.max_lifetime_s = v.duration.count() / 1000.0;
+     }},
+    {"suspect_backends.probation", K::Duration, seconds_text(sus.probation_s), 100, 0, {}, "agent",
+     "How long a suspect stays one, doubled at each new finding (at most 5 min).",
+     [](AgentConfig& c, const SettingValue& v) {
+       c.suspects.probation_s = v.duration.count() / 1000.0;
+     }},
+    {"max_sockets", K::Integer, std::to_string(KVLB_MAX_SOCKETS), 16, 16 << 20, {},
+     "BPF maps (kvlb_sock_v2 size)",
+     "Balanced sockets the kernel tracks at once (~80 bytes each, preallocated); beyond it "
+     "connections are balanced, not counted. Fixed while the table is pinned.",
+     [](AgentConfig& c, const SettingValue& v) { c.max_sockets = static_cast<uint32_t>(v.number); }},
+    {"host_network_only", K::Bool, "false", 0, 0, {}, "BPF programs (cfg_host_netns_cookie)",
+     "Balance only connections made in the agent's own network namespace.",
+     [](AgentConfig& c, const SettingValue& v) { c.host_network_only = v.flag; }},
+    {"bypass_mark", K::Integer, "0x6b766c62", 0, 0xffffffffll, {},
+     "BPF programs (cfg_bypass_mark), scraper",
+     "SO_MARK on the agent's own scrape sockets, which the socket LB never balances (0: none).",
+     [](AgentConfig& c, const SettingValue& v) { c.bypass_mark = static_cast<uint32_t>(v.number); }},
+    {"admin.socket", K::Path, "/run/kvlb/agent.sock", 0, 0, {}, "admin API",
+     "The admin API's unix socket (mode 0600; every route, state changes included). Empty: none.",
+     [](AgentConfig& c, const SettingValue& v) { c.admin_socket = v.text; }},
+    {"admin.listen", K::Text, "", 0, 0, {}, "admin API",
+     "An ip:port for a Prometheus server (GET and HEAD only). Empty: none.",
+     [](AgentConfig& c, const SettingValue& v) { c.admin_listen = v.text; }},
+    {"kubernetes.in_cluster", K::Bool, "false", 0, 0, {}, "discovery",
+     "Reach the API server as a pod does (service account token, cluster CA).",
+     [](AgentConfig& c, const SettingValue& v) { c.kubernetes_in_cluster = v.flag; }},
+    {"kubernetes.kubeconfig", K::Path, "", 0, 0, {}, "discovery",
+     "Or through this kubeconfig (its current context).",
+     [](AgentConfig& c, const SettingValue& v) { c.kubeconfig = v.text; }},
+    {"kubernetes.allow_insecure_http", K::Bool, "false", 0, 0, {}, "discovery",
+     "Accept a kubeconfig server on plain http:// (the bearer token would travel in clear).",
+     [](AgentConfig& c, const SettingValue& v) { c.kubernetes_allow_insecure_http = v.flag; }},
+  };
+  // clang-format on
+}
+
+const char* kind_name(SettingKind k) {
+  switch (k) {
+    case SettingKind::Text:
+      return "text";
+    case SettingKind::Path:
+      return "path";
+    case SettingKind::Duration:
+      return "duration";
+    case SettingKind::Integer:
+      return "integer";
+    case SettingKind::Bool:
+      return "true/false";
+    case SettingKind::Choice:
+      return "one of";
+  }
+  return "";
+}
+
+}  // namespace
+
+const std::vector<Setting>& settings() {
+  static const std::vector<Setting> table = make_table();
+  return table;
+}
+
+SettingValue parse_setting(const Setting& s, const std::string& text) {
+  SettingValue v;
+  v.text = text;
+  switch (s.kind) {
+    case SettingKind::Text:
+      break;
+    case SettingKind::Path: {
+      if (text.empty()) break;
+      std::filesystem::path p(text);
+      if (!p.is_absolute()) throw ConfigError(s.path, "must be an absolute path");
+      for (const auto& part : p)
+        if (part == "..") throw ConfigError(s.path, "must not contain '..'");
+      // Normal form, no trailing slash: the agent runs as root, so a path that
+      // names one place and reaches another must not pass.
+      auto normal = p.lexically_normal();
+      if (!normal.has_filename() && normal != normal.root_path()) normal = normal.parent_path();
+      v.text = normal.string();
+      break;
+    }
+    case SettingKind::Duration: {
+      auto d = parse_duration(text);
+      if (!d)
+        throw ConfigError(s.path,
+                          "'" + printable(text, 64) + "' is not a duration (like 50ms, 2s)");
+      v.duration = std::chrono::duration_cast<milliseconds>(*d);
+      if (v.duration.count() < s.min)
+        throw ConfigError(s.path, fmt::format("must be at least {} ms", s.min));
+      if (s.max > 0 && v.duration.count() > s.max)
+        throw ConfigError(s.path, fmt::format("must be at most {} ms", s.max));
+      break;
+    }
+    case SettingKind::Integer: {
+      long long n = 0;
+      size_t used = 0;
+      // Decimal, or hexadecimal with 0x (marks): never octal from a leading 0.
+      const bool hex = text.size() > 2 && text[0] == '0' && (text[1] == 'x' || text[1] == 'X');
+      try {
+        n = std::stoll(hex ? text.substr(2) : text, &used, hex ? 16 : 10);
+        if (hex) used += 2;
+      } catch (...) {
+        used = 0;
+      }
+      if (used == 0 || used != text.size())
+        throw ConfigError(s.path, "'" + printable(text, 64) + "' is not an integer");
+      if (n < s.min || n > s.max)
+        throw ConfigError(s.path, fmt::format("{} is out of range [{}, {}]", n, s.min, s.max));
+      v.number = n;
+      break;
+    }
+    case SettingKind::Bool:
+      if (text != "true" && text != "false")
+        throw ConfigError(s.path, "'" + printable(text, 64) + "' is not true or false");
+      v.flag = text == "true";
+      break;
+    case SettingKind::Choice: {
+      bool ok = false;
+      std::string known;
+      for (const auto& c : s.choices) {
+        ok = ok || c == text;
+        known += (known.empty() ? "" : ", ") + c;
+      }
+      if (!ok) throw ConfigError(s.path, "'" + printable(text, 64) + "' is not one of " + known);
+      break;
+    }
+  }
+  return v;
+}
+
+void apply_setting_defaults(AgentConfig& c) {
+  for (const auto& s : settings())
+    if (!s.default_text.empty()) s.apply(c, parse_setting(s, s.default_text));
+}
+
+std::string config_reference_markdown() {
+  std::string out =
+      "# kvlb-agent configuration reference\n\n"
+      "Generated from the settings table (`userspace/agent/settings.cpp`) by\n"
+      "`kvlb-agent --print-config-reference`; a test keeps this file in step with it.\n"
+      "Durations are written like `50ms`, `2s`; a key the agent does not know is an\n"
+      "error. The `services` list is described in `docs/agent.md`.\n\n"
+      "| setting | kind | default | range | goes to | what |\n"
+      "| --- | --- | --- | --- | --- | --- |\n";
+  for (const auto& s : settings()) {
+    std::string range;
+    if (s.kind == SettingKind::Integer) range = fmt::format("{} to {}", s.min, s.max);
+    if (s.kind == SettingKind::Duration)
+      range = s.max > 0 ? fmt::format("{} ms to {} ms", s.min, s.max)
+                        : fmt::format("at least {} ms", s.min);
+    std::string kind = kind_name(s.kind);
+    if (s.kind == SettingKind::Choice) {
+      for (size_t i = 0; i < s.choices.size(); ++i)
+        kind += (i ? ", " : " ") + ("`" + s.choices[i] + "`");
+    }
+    out += fmt::format("| `{}` | {} | {} | {} | {} | {} |\n", s.path, kind,
+                       s.default_text.empty() ? "—" : "`" + s.default_text + "`",
+                       range.empty() ? "" : range, s.goes_to, s.doc);
+  }
+  return out;
+}
+
+ProgramSettings program_settings(const AgentConfig& c, uint64_t netns_cookie) {
+  ProgramSettings p;
+  p.select.stale_ns = static_cast<uint64_t>(c.stale_after.count()) * 1'000'000ull;
+  p.select.kv_permille_per_pick = c.kv_permille_per_pick;
+  p.select.fail_threshold = c.failure_threshold;
+  p.select.fail_cooldown_ns = static_cast<uint64_t>(c.failure_cooldown.count()) * 1'000'000ull;
+  p.bypass_mark = c.bypass_mark;
+  p.max_sockets = c.max_sockets;
+  p.host_netns_cookie = c.host_network_only ? netns_cookie : 0;
+  return p;
+}
+
+}  // namespace kvlb::agent
