@@ -48,6 +48,7 @@ balancer_start() {
         echo "bpffs: $HARNESS_BPFFS"
         echo "pin_dir: $HARNESS_BPFFS/kvlb"
         echo "scrape_interval: ${KVLB_SCRAPE_INTERVAL:-50ms}"
+        echo "admin: {socket: $HARNESS_DIR/kvlb.sock}"
         echo "services:"
         echo "  - name: llm"
         echo "    vip: $(harness_vip 0):$port"
@@ -58,8 +59,8 @@ balancer_start() {
       } >"$HARNESS_DIR/kvlb.yaml"
       BAL_PID=$(harness_spawn "$c" "$HARNESS_DIR/kvlb-$policy.log" \
         "$KVLB_BUILD/userspace/kvlb-agent" -c "$HARNESS_DIR/kvlb.yaml" --log-scores 10s)
-      _bal_agent_ready() { grep -q "kvlb-agent running" "$HARNESS_DIR/kvlb-$policy.log"; }
-      harness_wait_for "kvlb-agent" 20 _bal_agent_ready || { cat "$HARNESS_DIR/kvlb-$policy.log" >&2; return 1; }
+      "$KVLB_BUILD/userspace/cli/kvlbctl" --socket "$HARNESS_DIR/kvlb.sock" wait-ready --timeout 20 ||
+        { cat "$HARNESS_DIR/kvlb-$policy.log" >&2; return 1; }
       sleep 0.3  # a few scrape rounds: scores in place
       BAL_URL="http://$(harness_vip 0):$port"
       BAL_CGROUP=1

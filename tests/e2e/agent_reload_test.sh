@@ -27,6 +27,7 @@ config() {  # stale_after policy replica-indexes...
   echo "cgroup: $HARNESS_CGROUP"
   echo "bpffs: $HARNESS_BPFFS"
   echo "pin_dir: $HARNESS_BPFFS/kvlb"
+  echo "admin: {socket: $HARNESS_DIR/agent.sock}"
   echo "stale_after: $stale"
   echo "services:"
   echo "  - {name: llm, vip: \"$VIP:$PORT\", policy: $policy, backends: ["
@@ -36,7 +37,7 @@ config() {  # stale_after policy replica-indexes...
 CFG=$HARNESS_DIR/agent.yaml
 config 2s p2c-queue-kv 0 1 >"$CFG"
 AGENT=$(harness_spawn "$C" "$HARNESS_DIR/agent.log" "$BUILD/userspace/kvlb-agent" -c "$CFG" --watch-config 200ms)
-harness_wait_for "agent" 20 grep -q "kvlb-agent running" "$HARNESS_DIR/agent.log" || fail "agent did not start"
+agent_ready "$HARNESS_DIR/agent.sock" || fail "agent did not start"
 sleep 0.3
 probe() { harness_run_in_cgroup "$C" "$PROBE" --target "$VIP:$PORT" "$@"; }
 # Replicas used, as a sorted comma list. A held connection adds one in-flight to

@@ -23,15 +23,19 @@ check() {  # check DESCRIPTION CONDITION...
 # j FILTER JSON: one jq query over a JSON string.
 j() { jq -r "$1" <<<"$2"; }
 
-# kernel_counters JQ: the per-backend kernel counters (kvlb_ctr_v1 under the
-# run's pin directory, an array of objects) through a jq filter.
-kernel_counters() {
-  bpftool map dump pinned "$HARNESS_BPFFS/kvlb/kvlb_ctr_v1" -j |
-    jq -r "[.[] | (.formatted // .) | .value] | $1"
+# kvlb_maps [PIN_DIR]: the pinned maps as JSON (kvlbctl maps): services,
+# backends with their scores and kernel counters, tracked sockets, events. No
+# map layout is spelled in a script. Needs KVLB_BUILD.
+kvlb_maps() {
+  "$KVLB_BUILD/userspace/cli/kvlbctl" maps --pin-dir "${1:-$HARNESS_BPFFS/kvlb}" -o json
 }
 
-# kernel_event N: data-plane event N (enum kvlb_event) summed over CPUs.
-kernel_event() {
-  bpftool map dump pinned "$HARNESS_BPFFS/kvlb/kvlb_events_v1" -j |
-    jq "[.[] | (.formatted // .) | select(.key == $1) | .values[].value] | add"
-}
+# kernel_counters JQ: the backends' kernel counters (an array of objects with
+# picks, inflight, connect_failures, ...) through a jq filter.
+kernel_counters() { kvlb_maps | jq -r "[.backends[]] | $1"; }
+
+# kernel_event NAME: a data-plane event's count (socket_table_full, no_backend).
+kernel_event() { kvlb_maps | jq ".events.$1"; }
+
+# agent_ready SOCKET [SECONDS]: waits until the agent's admin API answers.
+agent_ready() { "$KVLB_BUILD/userspace/cli/kvlbctl" --socket "$1" wait-ready --timeout "${2:-20}"; }

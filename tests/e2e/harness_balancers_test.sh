@@ -10,6 +10,8 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 KVLB_BUILD=$BUILD
 # shellcheck source=../../scripts/harness/lib.sh
 source "$ROOT/scripts/harness/lib.sh"
+# shellcheck source=checks.sh
+source "$ROOT/tests/e2e/checks.sh"
 # shellcheck source=../../scripts/harness/balancers.sh
 source "$ROOT/scripts/harness/balancers.sh"
 LOADGEN=$BUILD/userspace/loadgen/kvlb-loadgen
@@ -61,7 +63,7 @@ done
 balancer_start kvlb-p2c-queue-kv "$N" "$PORT" || harness_die "cannot start kvlb"
 harness_run_in_cgroup "$C" "$LOADGEN" --url "$BAL_URL" --rps 20 --requests 40 --dataset "$DATASET" \
   --connections keepalive --pool-size 4 -q -o "$HARNESS_DIR/keepalive.json" >/dev/null
-picks=$(bpftool map dump pinned "$HARNESS_BPFFS/kvlb/kvlb_ctr_v1" -j | jq '[.[] | (.formatted // .) | .value.picks] | add')
+picks=$(kernel_counters 'map(.picks) | add')
 balancer_stop kvlb-p2c-queue-kv "$N"
 ok=$(jq .summary.ok "$HARNESS_DIR/keepalive.json")
 harness_log "keep-alive pool of 4: ok $ok/40, kernel picks $picks, per replica $(jq -c .summary.per_replica "$HARNESS_DIR/keepalive.json")"

@@ -53,7 +53,7 @@ config 2s >"$HARNESS_DIR/agent.yaml"
 AGENT=$(harness_spawn "$C" "$HARNESS_DIR/agent.log" \
   prlimit --nofile="$nofile" -- bash -c "umask $umask_unit; exec setpriv --bounding-set=-all,$bounding --no-new-privs \
     $BUILD/userspace/kvlb-agent -c $HARNESS_DIR/agent.yaml --watch-config 0s")
-harness_wait_for "agent" 20 grep -q "kvlb-agent running" "$HARNESS_DIR/agent.log" ||
+agent_ready "$SOCK" ||
   fail "the agent did not start with $unit_caps"
 pid=$(pgrep -f "kvlb-agent -c $HARNESS_DIR/agent.yaml" | head -n 1)
 check "the agent holds exactly the three capabilities" \

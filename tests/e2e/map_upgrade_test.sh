@@ -68,6 +68,7 @@ cat >"$HARNESS_DIR/agent.yaml" <<YAML
 cgroup: $HARNESS_CGROUP
 bpffs: $HARNESS_BPFFS
 pin_dir: $PIN
+admin: {socket: $HARNESS_DIR/agent.sock}
 scrape_interval: 50ms
 services:
   - name: new
@@ -76,9 +77,9 @@ services:
       - address: $R0:$PORT
 YAML
 harness_spawn "$C" "$HARNESS_DIR/agent.log" "$AGENT" -c "$HARNESS_DIR/agent.yaml" >/dev/null
-harness_wait_for "agent" 20 grep -q "kvlb-agent running" "$HARNESS_DIR/agent.log" || fail "agent did not start"
+agent_ready "$HARNESS_DIR/agent.sock" || fail "agent did not start"
 check "the agent found the v1 socket storage" grep -q "found $PIN/kvlb_sock_v1" "$HARNESS_DIR/agent.log"
-SLOT0=$(bpftool map dump pinned "$PIN/kvlb_svc_v2" -j | jq '.[0] | (.formatted // .) | .value.slots[0]')
+SLOT0=$(kvlb_maps "$PIN" | jq '.services[0].backends[0]')
 check "the agent kept backend 1 for r0 (ids adopted from kvlb_be_v1: slot 0 is $SLOT0)" test "$SLOT0" = 1
 check "the retired v1 service and slot maps are unpinned" \
   test ! -e "$PIN/kvlb_svc_v1" -a ! -e "$PIN/kvlb_slots_v1" -a -e "$PIN/kvlb_svc_v2"

@@ -16,6 +16,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 source "$ROOT/scripts/harness/lib.sh"
 # shellcheck source=checks.sh
 source "$ROOT/tests/e2e/checks.sh"
+KVLB_BUILD=$BUILD
 AGENT=$BUILD/userspace/kvlb-agent
 
 harness_init pins
@@ -66,10 +67,10 @@ check "bpffs is never mounted outside /sys/fs/bpf" \
   refused "mounts bpffs only at or below /sys/fs/bpf" "$HARNESS_DIR/notbpf/kvlb" "$HARNESS_DIR/notbpf"
 check "nothing was mounted there" bash -c "! mountpoint -q '$HARNESS_DIR/notbpf'"
 
-config "$HARNESS_BPFFS/kvlb" >"$HARNESS_DIR/agent.yaml"
+config "$HARNESS_BPFFS/kvlb" | sed "s|admin: {socket: \"\"}|admin: {socket: $HARNESS_DIR/good.sock}|" >"$HARNESS_DIR/agent.yaml"
 "$AGENT" -c "$HARNESS_DIR/agent.yaml" >"$HARNESS_DIR/good.log" 2>&1 &
 GOOD=$!
 echo "$GOOD" >>"$HARNESS_DIR/pids"
-harness_wait_for "agent" 20 grep -q "kvlb-agent running" "$HARNESS_DIR/good.log" || fail "clean pin dir: $(tail -n 3 "$HARNESS_DIR/good.log")"
+agent_ready "$HARNESS_DIR/good.sock" || fail "clean pin dir: $(tail -n 3 "$HARNESS_DIR/good.log")"
 check "a clean pin directory is created mode 0700, root's" test "$(stat -c '%a %u' "$HARNESS_BPFFS/kvlb")" = "700 0"
 harness_log "PASS ($CHECKS checks)"

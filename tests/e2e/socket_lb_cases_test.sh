@@ -55,6 +55,7 @@ write_config() {  # file draining_index host_only
 cgroup: $HARNESS_CGROUP
 bpffs: $HARNESS_BPFFS
 pin_dir: $HARNESS_BPFFS/kvlb
+admin: {socket: $HARNESS_DIR/agent.sock}
 scrape_interval: 50ms
 stale_after: 500ms
 down_after_failures: 1000   # leave dead backends to passive health here
@@ -87,7 +88,7 @@ YAML
 start_agent() {  # name config
   AGENT_PID=$(harness_spawn "$C" "$HARNESS_DIR/agent-$1.log" "$AGENT" -c "$2" --log-scores 200ms)
   local log="$HARNESS_DIR/agent-$1.log"
-  harness_wait_for "agent $1" 20 grep -q "kvlb-agent running" "$log" || fail "agent $1 did not start"
+  agent_ready "$HARNESS_DIR/agent.sock" || fail "agent $1 did not start"
 }
 r0_queued() { grep -qE "score $(harness_replica_ip 0):$PORT .*waiting=([5-9]|[1-9][0-9])" "$HARNESS_DIR/agent-$1.log"; }
 
@@ -108,7 +109,7 @@ check "IPv4-mapped VIP from an AF_INET6 socket: 30/30, getpeername shows ::ffff:
 R=$(probe --target "$VIPNONE:$PORT" --count 10)
 check "no eligible backend: connect() fails with ECONNREFUSED" \
   test "$(j '.errors["connect: Connection refused"] // 0' "$R")" = 10
-NOBACKEND=$(kernel_event 1)
+NOBACKEND=$(kernel_event no_backend)
 check "the kernel counted the refused connects as no_backend events ($NOBACKEND)" test "$NOBACKEND" = 10
 R=$(probe --target "$VIPMARK:$PORT" --count 20 --mark $((0x6b766c62)))
 check "sockets with the agent's mark are not rebalanced" test "$(j '.by_replica.untouched // 0' "$R")" = 20

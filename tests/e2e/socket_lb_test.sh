@@ -22,12 +22,7 @@ for b in "$AGENT" "$PROBE"; do [ -x "$b" ] || harness_die "missing binary $b"; d
 
 # On failure, show what the kernel saw: scores and counters of the backends.
 dump_state() {
-  local m
-  for m in kvlb_score_v1 kvlb_ctr_v1 kvlb_svc_v2; do
-    [ -e "$HARNESS_BPFFS/kvlb/$m" ] || continue
-    harness_log "map $m:"
-    bpftool map dump pinned "$HARNESS_BPFFS/kvlb/$m" 2>/dev/null | grep -B1 -A12 '"key": [1-3],' | head -n 60 >&2 || true
-  done
+  "$KVLB_BUILD/userspace/cli/kvlbctl" maps --pin-dir "$HARNESS_BPFFS/kvlb" >&2 || true
   [ -f "$HARNESS_DIR/agent.log" ] && tail -n 20 "$HARNESS_DIR/agent.log" >&2
 }
 fail() { harness_log "FAIL: $*"; dump_state; exit 1; }

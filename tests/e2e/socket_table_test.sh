@@ -19,10 +19,10 @@ PROBE=$BUILD/tests/e2e/kvlb-conn-probe
 PORT=8000 LIMIT=16 OPEN=20
 probe() { harness_run_in_cgroup "$(harness_ns c)" "$PROBE" "$@"; }
 PIN=
-table_full() { kernel_event 0; }
+table_full() { kernel_event socket_table_full; }
 table_full_is() { test "$(table_full)" = "$1"; }
 inflight() { kernel_counters 'map(.inflight) | add'; }
-tracked() { bpftool map dump pinned "$PIN/kvlb_sock_v2" -j | jq length; }
+tracked() { kvlb_maps "$PIN" | jq .sockets; }
 
 harness_topology sockets 1
 C=$(harness_ns c)
@@ -34,6 +34,7 @@ write_config() {  # file max_sockets [failure_threshold]
 cgroup: $HARNESS_CGROUP
 bpffs: $HARNESS_BPFFS
 pin_dir: $PIN
+admin: {socket: $HARNESS_DIR/agent.sock}
 scrape_interval: 50ms
 max_sockets: $2
 passive_health: {failure_threshold: ${3:-1}}
@@ -46,7 +47,7 @@ YAML
 }
 write_config "$HARNESS_DIR/a.yaml" $LIMIT
 AGENT_PID=$(harness_spawn "$C" "$HARNESS_DIR/agent-a.log" "$AGENT" -c "$HARNESS_DIR/a.yaml")
-harness_wait_for "agent" 20 grep -q "kvlb-agent running" "$HARNESS_DIR/agent-a.log" || fail "agent did not start"
+agent_ready "$HARNESS_DIR/agent.sock" || fail "agent did not start"
 
 pids=()
 for i in $(seq 1 $OPEN); do
@@ -84,7 +85,7 @@ check "the pinned data plane keeps serving ($(j .ok "$R")/10, getpeername = VIP)
 # Passive health off: no sockops program; connections still counted and released.
 write_config "$HARNESS_DIR/c.yaml" $LIMIT 0
 AGENT_PID=$(harness_spawn "$C" "$HARNESS_DIR/agent-c.log" "$AGENT" -c "$HARNESS_DIR/c.yaml")
-harness_wait_for "agent c" 20 grep -q "kvlb-agent running" "$HARNESS_DIR/agent-c.log" || fail "agent c did not start"
+agent_ready "$HARNESS_DIR/agent.sock" || fail "agent c did not start"
 attached() { bpftool cgroup show "$HARNESS_CGROUP" -j | jq -r '.[].attach_type' | sort | tr '\n' ' '; }
 sockops_attached() { attached | grep -qw cgroup_sock_ops; }
 check "passive health off: sockops detached and unpinned, the other hooks stay ($(attached))" \

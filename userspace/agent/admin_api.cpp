@@ -93,10 +93,10 @@ std::string metrics_text(const Agent& agent) {
            "Kernel data-plane events: socket_table_full (a balanced socket could not be "
            "tracked), no_backend (connect() refused: no eligible backend).",
            ExpositionType::Counter);
-  w.sample("kvlb_dataplane_events_total", {{"event", "socket_table_full"}},
-           static_cast<double>(events[KVLB_EVENT_SOCKET_TABLE_FULL]));
-  w.sample("kvlb_dataplane_events_total", {{"event", "no_backend"}},
-           static_cast<double>(events[KVLB_EVENT_NO_BACKEND]));
+  for (size_t e = 0; e < kEventNames.size(); ++e)
+    if (!kEventNames[e].empty())
+      w.sample("kvlb_dataplane_events_total", {{"event", std::string(kEventNames[e])}},
+               static_cast<double>(events[e]));
   struct Row {
     const BackendState* b;
     kvlb_counters c;

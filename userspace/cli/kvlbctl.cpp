@@ -2,17 +2,23 @@
 //
 //   kvlbctl services | backends | top | drain ADDR | undrain ADDR | metrics
 //   [--socket /run/kvlb/agent.sock] [-o table|json]
+#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <set>
 #include <thread>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "common/endpoint.h"
+#include "common/names.h"
 #include "common/printable.h"
+#include "dataplane/pinned_maps.h"
 
 namespace {
 
@@ -81,6 +87,65 @@ std::string backends_table(const nlohmann::json& j) {
   return out;
 }
 
+using kvlb::Endpoint;
+using kvlb::kEventNames;
+using kvlb::PinnedMaps;
+
+// The pinned maps as JSON: what scripts read instead of spelling map layouts.
+nlohmann::json maps_json(const PinnedMaps& maps) {
+  auto endpoint = [](const kvlb_addr& a, uint16_t port_be, uint8_t family) {
+    Endpoint e;
+    e.family = family;
+    e.addr = a;
+    e.port = ntohs(port_be);
+    return e.to_string();
+  };
+  nlohmann::json services = nlohmann::json::array();
+  std::set<uint32_t> ids;
+  for (const auto& [k, v] : maps.services()) {
+    std::vector<uint32_t> slots(v.slots,
+                                v.slots + std::min<uint32_t>(v.backend_count, KVLB_MAX_SLOTS));
+    ids.insert(slots.begin(), slots.end());
+    services.push_back({{"vip", endpoint(k.vip, k.port, k.family)},
+                        {"id", v.id},
+                        {"policy", kvlb::policy_name(static_cast<kvlb_policy>(v.policy))},
+                        {"choices", v.choices},
+                        {"backends", slots}});
+  }
+  nlohmann::json backends = nlohmann::json::array();
+  for (uint32_t id = 1; id < KVLB_MAX_BACKENDS; ++id) {
+    auto be = maps.backend(id);
+    auto c = maps.counters(id);
+    // Listed: every backend in the maps or a service, and a removed one whose
+    // connections are still counted.
+    if (be.family == 0 && !ids.count(id) && c.picks == 0 && c.inflight == 0) continue;
+    auto sc = maps.score(id);
+    backends.push_back({{"id", id},
+                        {"address", be.family ? endpoint(be.addr, be.port, be.family) : ""},
+                        {"state", kvlb::state_name(sc.state)},
+                        {"waiting", sc.waiting},
+                        {"running", sc.running},
+                        {"kv_permille", sc.kv_permille},
+                        {"weight", sc.weight},
+                        {"inflight_bias", sc.inflight_bias},
+                        {"updated_ns", sc.updated_ns},
+                        {"picks_at_score", sc.picks_at_score},
+                        {"picks", c.picks},
+                        {"inflight", c.inflight},
+                        {"connect_failures", c.connect_failures},
+                        {"consecutive_failures", c.consecutive_failures}});
+  }
+  nlohmann::json events = nlohmann::json::object();
+  auto ev = maps.events();
+  for (size_t e = 0; e < kEventNames.size(); ++e)
+    if (!kEventNames[e].empty()) events[std::string(kEventNames[e])] = ev[e];
+  return {{"services", services},
+          {"backends", backends},
+          {"sockets", maps.sockets()},
+          {"events", events},
+          {"missing_maps", maps.missing()}};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -102,6 +167,16 @@ int main(int argc, char** argv) {
   auto* undrain = app.add_subcommand("undrain", "accept new connections again");
   undrain->add_option("address", address, "backend ip:port")->required();
   auto* metrics = app.add_subcommand("metrics", "the agent's Prometheus metrics");
+  std::string pin_dir = "/sys/fs/bpf/kvlb";
+  auto* maps = app.add_subcommand(
+      "maps",
+      "the pinned maps, read directly (JSON): services, backends with scores and kernel "
+      "counters, tracked sockets, events; works without a running agent");
+  maps->add_option("--pin-dir", pin_dir, "the agent's pin directory");
+  double timeout = 20;
+  auto* ready = app.add_subcommand(
+      "wait-ready", "wait until the agent's admin API answers /healthz (exit 1 on timeout)");
+  ready->add_option("--timeout", timeout, "seconds");
   CLI11_PARSE(app, argc, argv);
   curl_global_init(CURL_GLOBAL_DEFAULT);
 
@@ -127,6 +202,28 @@ int main(int argc, char** argv) {
     return 0;
   };
 
+  if (*maps) {
+    try {
+      fmt::print("{}\n", maps_json(PinnedMaps(pin_dir)).dump(output == "json" ? -1 : 2));
+    } catch (const std::exception& e) {
+      fmt::print(stderr, "kvlbctl: {}\n", kvlb::printable(e.what()));
+      return 1;
+    }
+    return 0;
+  }
+  if (*ready) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout);
+    for (;;) {
+      auto r = call(socket, "GET", "/healthz");
+      if (r.error.empty() && r.status == 200) return 0;
+      if (std::chrono::steady_clock::now() >= deadline) {
+        fmt::print(stderr, "kvlbctl: the agent at {} is not ready after {} s: {}\n", socket,
+                   timeout, r.error.empty() ? fmt::format("HTTP {}", r.status) : r.error);
+        return 1;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
   if (*services) return show("/v1/services", services_table);
   if (*backends) return show("/v1/backends", backends_table);
   if (*metrics) {

@@ -16,6 +16,10 @@ inline constexpr std::array<std::string_view, KVLB_POLICY_COUNT> kPolicyNames = 
 
 inline constexpr std::array<std::string_view, 3> kStateNames = {"active", "draining", "down"};
 
+// Data-plane events (enum kvlb_event) by index; "" for unused slots.
+inline constexpr std::array<std::string_view, KVLB_EVENT_COUNT> kEventNames = {"socket_table_full",
+                                                                               "no_backend"};
+
 inline std::string_view policy_name(kvlb_policy p) {
   return p < KVLB_POLICY_COUNT ? kPolicyNames[p] : "unknown";
 }
