@@ -14,6 +14,8 @@ PACKAGES=(
   libclang-rt-14-dev
   # tests, harness, demo and peers
   iproute2 iptables util-linux procps time curl jq haproxy nginx-light prometheus gnuplot-nox
+  # the bench report tool (scripts/bench/report.py: the standard library only)
+  python3
   # the kernel matrix (scripts/kernel-matrix): Debian's kernels booted under qemu
   qemu-system-x86 busybox-static cpio
 )

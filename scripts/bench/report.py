@@ -1,0 +1,242 @@
+#!/usr/bin/env python3
+"""report.py - the analysis of every benchmark: medians, paired ratios, tables.
+
+Python's standard library only. The bench scripts (bash) drive namespaces,
+processes and peers and save raw results as JSON; this tool turns those into
+the figures and tables of docs/benchmarks.md, and is tested on the committed
+results (tests/bench/report_test.py).
+
+  report.py connect ROUNDS.json [--out SUMMARY.json]   connection-rate table
+  report.py seed DIR|summaries.json [--cdf-dir DIR]    seed experiment tables
+  report.py sim-sweep RATE ARRIVALS SCRAPE RUN.json... simulator sweep rows
+  report.py quantile METRICS.txt HISTOGRAM Q           a histogram's bucket bound
+  report.py paired-median                              stdin "before after" lines
+"""
+
+import argparse
+import json
+import os
+import re
+import statistics
+import sys
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def paired_median(numerators, denominators):
+    """The ratio within each round, then the median over rounds: the modes of a
+    round run back to back under the same machine conditions."""
+    ratios = [n / d for n, d in zip(numerators, denominators) if d]
+    return median(ratios)
+
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+# ---- connect -----------------------------------------------------------------
+
+def connect_summary(row):
+    """One service count: its rounds -> medians and ratios (the bench's JSON row)."""
+    r = row["rounds"]
+    d, k, t = median(r["direct"]), median(r["kvlb"]), median(r["iptables"])
+    return {
+        "services": row["services"],
+        "direct": d,
+        "kvlb": k,
+        "iptables": t,
+        "kvlb_vs_direct": ratio(k, d),
+        "kvlb_vs_iptables": ratio(k, t),
+        "paired_kvlb_vs_direct": paired_median(r["kvlb"], r["direct"]),
+        "paired_kvlb_vs_iptables": paired_median(r["kvlb"], r["iptables"]),
+        "rounds": r,
+    }
+
+
+def fmt(v, digits):
+    if v is None:
+        return "-"
+    return str(round(v)) if digits == 0 else f"{round(v, digits):g}"
+
+
+def connect_table(summaries):
+    lines = [
+        "| services x 8 endpoints | direct (conn/s) | kvlb socket LB (conn/s) | "
+        "kube-proxy iptables (conn/s) | kvlb / direct | kvlb / iptables | "
+        "kvlb / direct, paired | kvlb / iptables, paired |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for s in summaries:
+        lines.append(
+            f"| {s['services']} | {fmt(s['direct'], 0)} | {fmt(s['kvlb'], 0)} | "
+            f"{fmt(s['iptables'], 0)} | {fmt(s['kvlb_vs_direct'], 3)} | "
+            f"{fmt(s['kvlb_vs_iptables'], 2)} | {fmt(s['paired_kvlb_vs_direct'], 3)} | "
+            f"{fmt(s['paired_kvlb_vs_iptables'], 2)} |")
+    return "\n".join(lines) + "\n"
+
+
+# ---- seed experiment -----------------------------------------------------------
+
+def balancer_of(label):
+    return re.sub(r" @.*", "", label)
+
+
+def seed_runs(source):
+    """Run reports: the files rate<R>-<balancer>.json of a directory, or a
+    summaries.json (the same reports without their per-request results)."""
+    if os.path.isdir(source):
+        runs = []
+        for name in sorted(os.listdir(source)):
+            if re.match(r"rate[0-9.]+-.*\.json$", name):
+                with open(os.path.join(source, name)) as f:
+                    runs.append(json.load(f))
+        return runs
+    with open(source) as f:
+        return json.load(f)
+
+
+def r3(v):
+    return f"{round(v, 3):g}"
+
+
+def seed_tables(runs):
+    by_rate = {}
+    for run in runs:
+        by_rate.setdefault(run["config"]["rps"], []).append(run)
+    out = []
+    for rate in sorted(by_rate):
+        out += [f"### {rate:g} req/s", "",
+                "| balancer | TTFT p50 (s) | TTFT p90 | TTFT p99 | ITL p99 (s) | throughput (tok/s) "
+                "| max waiting (any replica) | max waiting per replica | errors | cut | CPU busy |",
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |"]
+        for run in sorted(by_rate[rate], key=lambda r: balancer_of(r["config"]["label"])):
+            s = run["summary"]
+            waits = [int(r["waiting_max"]) for r in run["replicas"]]
+            busy = run["config"].get("cpu_busy", "n/a")
+            busy = f"{busy:g}" if isinstance(busy, (int, float)) else busy
+            out.append(
+                f"| {balancer_of(run['config']['label'])} | {r3(s['ttft_s']['median'])} | "
+                f"{r3(s['ttft_s']['p90'])} | {r3(s['ttft_s']['p99'])} | {r3(s['itl_s']['p99'])} | "
+                f"{round(s['throughput_tok_s'])} | {max(waits)} | {' '.join(map(str, waits))} | "
+                f"{s['error_count']} | {s['cut']} | {busy} |")
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
+def seed_cdf(runs, out_dir):
+    """Per run, its TTFT empirical CDF as 'seconds fraction' lines (for gnuplot)."""
+    files = []
+    for run in runs:
+        warm = run["config"]["warmup_s"]
+        ttft = sorted(r["first"] - r["sent"] for r in run.get("results", [])
+                      if r["scheduled"] >= warm and r["first"] >= 0 and r.get("error") is None)
+        if not ttft:
+            continue
+        name = f"rate{run['config']['rps']:g}-{balancer_of(run['config']['label'])}.ttft"
+        with open(os.path.join(out_dir, name), "w") as f:
+            for i, v in enumerate(ttft, 1):
+                f.write(f"{v} {i / len(ttft)}\n")
+        files.append(name)
+    return files
+
+
+# ---- simulator sweep, histograms, A/B ------------------------------------------
+
+def sim_sweep_rows(rate, arrivals, scrape, reports):
+    runs = {}
+    for report in reports:
+        for run in report["runs"]:
+            runs.setdefault(run["balancer"], []).append(run)
+    rows = []
+    for b in sorted(runs):
+        p99 = [r["summary"]["ttft_s"]["p99"] for r in runs[b]]
+        p50 = [r["summary"]["ttft_s"]["median"] for r in runs[b]]
+        q = max(rep["waiting_max"] for r in runs[b] for rep in r["replicas"])
+        rows.append(f"| {rate} | {arrivals} | {scrape} | {b} | {round(statistics.mean(p99), 2):g} | "
+                    f"{round(max(p99), 2):g} | {round(statistics.mean(p50), 3):g} | {q:g} |")
+    return rows
+
+
+def histogram_quantile(text, name, q):
+    """The upper bound of the first bucket holding a fraction q of the
+    observations (Prometheus text format), or None without observations."""
+    count = None
+    buckets = []
+    for line in text.splitlines():
+        if line.startswith(name + "_count"):
+            count = float(line.split()[-1])
+        m = re.match(re.escape(name) + r'_bucket\{.*le="([^"]+)".*\}\s+(\S+)', line)
+        if m:
+            buckets.append((float(m.group(1)), float(m.group(2))))
+    if not count:
+        return None
+    for bound, cumulative in sorted(buckets):
+        if cumulative >= q * count:
+            return bound
+    return None
+
+
+def main(argv):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("connect")
+    c.add_argument("rounds")
+    c.add_argument("--out")
+    s = sub.add_parser("seed")
+    s.add_argument("source")
+    s.add_argument("--cdf-dir")
+    w = sub.add_parser("sim-sweep")
+    w.add_argument("rate")
+    w.add_argument("arrivals")
+    w.add_argument("scrape")
+    w.add_argument("reports", nargs="+")
+    h = sub.add_parser("quantile")
+    h.add_argument("metrics")
+    h.add_argument("histogram")
+    h.add_argument("q", type=float)
+    sub.add_parser("paired-median")
+    a = p.parse_args(argv)
+
+    if a.cmd == "connect":
+        with open(a.rounds) as f:
+            summaries = [connect_summary(row) for row in json.load(f)]
+        if a.out:
+            with open(a.out, "w") as f:
+                json.dump(summaries, f, indent=2)
+                f.write("\n")
+        sys.stdout.write(connect_table(summaries))
+    elif a.cmd == "seed":
+        runs = seed_runs(a.source)
+        sys.stdout.write(seed_tables(runs))
+        if a.cdf_dir:
+            for name in seed_cdf(runs, a.cdf_dir):
+                print(name, file=sys.stderr)
+    elif a.cmd == "sim-sweep":
+        reports = []
+        for path in a.reports:
+            with open(path) as f:
+                reports.append(json.load(f))
+        print("\n".join(sim_sweep_rows(a.rate, a.arrivals, a.scrape, reports)))
+    elif a.cmd == "quantile":
+        with open(a.metrics) as f:
+            v = histogram_quantile(f.read(), a.histogram, a.q)
+        print("n/a" if v is None else f"{v:g}")
+    elif a.cmd == "paired-median":
+        before, after = [], []
+        for line in sys.stdin:
+            parts = line.split()
+            if len(parts) == 2:
+                before.append(float(parts[0]))
+                after.append(float(parts[1]))
+        for b, x in zip(before, after):
+            print(f"{b:g} / {x:g} = {x / b:.3f}")
+        m = paired_median(after, before)
+        print(f"median after/before: {m:.3f} over {len(before)} rounds" if m else "no rounds")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,89 @@
+"""The bench report tool on the committed results: it must reproduce the
+figures docs/benchmarks.md and docs/results/ publish."""
+
+import io
+import json
+import os
+import sys
+import unittest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.join(ROOT, "scripts", "bench"))
+import report  # noqa: E402
+
+
+def committed(path):
+    return os.path.join(ROOT, path)
+
+
+class Connect(unittest.TestCase):
+    def test_recomputes_the_published_medians_and_paired_ratios(self):
+        with open(committed("docs/results/connect.json")) as f:
+            rows = json.load(f)
+        for row in rows:
+            s = report.connect_summary(row)
+            for key in ("direct", "kvlb", "iptables", "kvlb_vs_direct", "kvlb_vs_iptables",
+                        "paired_kvlb_vs_direct", "paired_kvlb_vs_iptables"):
+                # The shell version printed 6 significant digits.
+                self.assertAlmostEqual(s[key], row[key], delta=abs(row[key]) * 1e-5, msg=key)
+
+    def test_the_table_row_of_docs_benchmarks(self):
+        with open(committed("docs/results/connect.json")) as f:
+            table = report.connect_table([report.connect_summary(r) for r in json.load(f)])
+        self.assertIn("| 1000 | 30364 | 29370 | 22122 | 0.967 | 1.33 | 0.959 | 1.31 |", table)
+
+    def test_paired_is_the_median_of_per_round_ratios(self):
+        self.assertEqual(report.paired_median([10, 20, 30], [10, 10, 10]), 2.0)
+        self.assertIsNone(report.paired_median([1], [0]))
+
+
+class Seed(unittest.TestCase):
+    def test_reproduces_the_committed_live_tables(self):
+        runs = report.seed_runs(committed("docs/results/seed-live/summaries.json"))
+        tables = report.seed_tables(runs)
+        with open(committed("docs/results/seed-live/results.md")) as f:
+            published = f.read().split("### virtual time")[0]
+        self.assertEqual(tables.strip(), published.strip())
+
+
+class SimSweep(unittest.TestCase):
+    def test_mean_and_worst_over_seeds(self):
+        def run(b, p99, p50, q):
+            return {"balancer": b, "summary": {"ttft_s": {"p99": p99, "median": p50}},
+                    "replicas": [{"waiting_max": q}]}
+        reports = [{"runs": [run("kvlb", 1.0, 0.1, 3)]}, {"runs": [run("kvlb", 2.0, 0.3, 5)]}]
+        self.assertEqual(report.sim_sweep_rows("12", "poisson", "50ms", reports),
+                         ["| 12 | poisson | 50ms | kvlb | 1.5 | 2 | 0.2 | 5 |"])
+
+
+class Quantile(unittest.TestCase):
+    TEXT = """# TYPE h histogram
+h_bucket{le="0.01"} 50
+h_bucket{le="0.05"} 98
+h_bucket{le="0.1"} 100
+h_bucket{le="+Inf"} 100
+h_sum 2
+h_count 100
+"""
+
+    def test_the_first_bucket_holding_the_fraction(self):
+        self.assertEqual(report.histogram_quantile(self.TEXT, "h", 0.5), 0.01)
+        self.assertEqual(report.histogram_quantile(self.TEXT, "h", 0.99), 0.1)
+        self.assertIsNone(report.histogram_quantile("", "h", 0.99))
+
+
+class PairedMedianCommand(unittest.TestCase):
+    def test_reads_before_after_lines(self):
+        sys.stdin = io.StringIO("100 90\n100 110\n100 95\n")
+        out = io.StringIO()
+        sys.stdout, saved = out, sys.stdout
+        try:
+            report.main(["paired-median"])
+        finally:
+            sys.stdout = saved
+            sys.stdin = sys.__stdin__
+        self.assertIn("median after/before: 0.950 over 3 rounds", out.getvalue())
+
+
+if __name__ == "__main__":
+    unittest.main()
