@@ -29,7 +29,7 @@ struct Feed {
       }
       t.observe(key, {now, picks, static_cast<int64_t>(rate * lifetime + 0.5), true, 0, running});
       t.observe(peer, {now, 0, 2, true, 0, peer_running});
-      t.update(key, {peer});
+      t.update(key, t.last_work(peer));
     }
     return t.suspect(key);
   }

@@ -4,6 +4,7 @@
 
 #include <map>
 #include <set>
+#include <unordered_map>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -339,27 +340,43 @@ void Agent::finish_round(const ScrapeRound& round) {
   bound_suspects(round, fresh);
 }
 
-std::vector<size_t> Agent::peers_of(size_t i) const {
-  std::set<size_t> out;
-  for (const auto& svc : cfg_.services) {
-    bool member = false;
-    for (const auto& bc : svc.backends) member = member || bc.address == backends_[i].address;
-    if (!member) continue;
-    for (const auto& bc : svc.backends)
-      for (size_t j = 0; j < backends_.size(); ++j)
-        if (j != i && backends_[j].address == bc.address) out.insert(j);
-  }
-  return {out.begin(), out.end()};
-}
-
 void Agent::bound_suspects(const ScrapeRound& round, const std::vector<bool>& fresh) {
-  std::vector<std::vector<size_t>> peers(backends_.size());
+  // The services as index lists, once per round: the work is linear in the
+  // services' sizes, whatever their number of backends.
+  std::unordered_map<std::string, size_t> index;
+  for (size_t i = 0; i < backends_.size(); ++i) index.emplace(backends_[i].address.to_string(), i);
+  std::vector<std::vector<size_t>> members(cfg_.services.size());
+  std::vector<std::vector<size_t>> services_of(backends_.size());
+  for (size_t s = 0; s < cfg_.services.size(); ++s)
+    for (const auto& bc : cfg_.services[s].backends)
+      if (auto it = index.find(bc.address.to_string()); it != index.end()) {
+        members[s].push_back(it->second);
+        services_of[it->second].push_back(s);
+      }
+  // Per service, the two latest times a backend reported work: a backend's
+  // peers' latest is the first unless that one is its own.
+  struct Top2 {
+    double t1 = -1e300, t2 = -1e300;
+    size_t i1 = SIZE_MAX;
+  };
+  std::vector<Top2> top(members.size());
+  for (size_t s = 0; s < members.size(); ++s)
+    for (size_t i : members[s]) {
+      const double t = suspects_.last_work(backends_[i].id);
+      if (t > top[s].t1) {
+        top[s].t2 = top[s].t1;
+        top[s].t1 = t;
+        top[s].i1 = i;
+      } else if (t > top[s].t2) {
+        top[s].t2 = t;
+      }
+    }
   for (size_t i = 0; i < backends_.size(); ++i) {
     auto& b = backends_[i];
-    peers[i] = peers_of(i);
-    std::vector<uint32_t> ids;
-    for (size_t j : peers[i]) ids.push_back(backends_[j].id);
-    if (suspects_.update(b.id, ids)) {
+    double peers_last = -1e300;
+    for (size_t s : services_of[i])
+      peers_last = std::max(peers_last, top[s].i1 != i ? top[s].t1 : top[s].t2);
+    if (suspects_.update(b.id, peers_last)) {
       b.suspect = suspects_.suspect(b.id);
       b.suspect_reason = suspects_.reason(b.id);
       stats_.suspect_events = suspects_.events();
@@ -374,10 +391,13 @@ void Agent::bound_suspects(const ScrapeRound& round, const std::vector<bool>& fr
     auto& b = backends_[i];
     if (!b.suspect || !fresh[i]) continue;
     // Bounded by the other active, non-suspect backends of its services.
+    std::set<size_t> seen;
     std::vector<scoring::PeerLoad> loads;
-    for (size_t j : peers[i])
-      if (!backends_[j].suspect && backends_[j].last.state == KVLB_STATE_ACTIVE)
-        loads.push_back({backends_[j].last, round.inflight[j]});
+    for (size_t s : services_of[i])
+      for (size_t j : members[s])
+        if (j != i && !backends_[j].suspect && backends_[j].last.state == KVLB_STATE_ACTIVE &&
+            seen.insert(j).second)
+          loads.push_back({backends_[j].last, round.inflight[j]});
     write_score(b, scoring::bound_suspect(b.last, round.inflight[i], loads));
   }
 }

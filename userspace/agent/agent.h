@@ -107,8 +107,6 @@ class Agent {
   // Suspect backends (scoring/suspects.h): their fresh scores rewritten, bounded
   // by the median of the backends they share a service with.
   void bound_suspects(const ScrapeRound& round, const std::vector<bool>& fresh);
-  // The backends that share a service with backend i (indexes into backends_).
-  std::vector<size_t> peers_of(size_t i) const;
 
   AgentConfig cfg_;
   MapStore* dp_;

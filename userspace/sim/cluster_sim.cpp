@@ -189,11 +189,13 @@ SimResult simulate(const SimConfig& cfg, const BalancerSpec& bal,
           suspects.observe(static_cast<uint32_t>(i), {now, counters[i].picks, counters[i].inflight,
                                                       true, s.waiting, s.running});
         }
+        // One service: a replica's peers are all the others.
         for (size_t i = 0; i < n; ++i) {
-          std::vector<uint32_t> others;
+          double peers_last = -1e300;
           for (size_t j = 0; j < n; ++j)
-            if (j != i) others.push_back(static_cast<uint32_t>(j));
-          suspects.update(static_cast<uint32_t>(i), others);
+            if (j != i)
+              peers_last = std::max(peers_last, suspects.last_work(static_cast<uint32_t>(j)));
+          suspects.update(static_cast<uint32_t>(i), peers_last);
         }
         for (size_t i = 0; i < n; ++i) {
           if (!suspects.suspect(static_cast<uint32_t>(i))) continue;

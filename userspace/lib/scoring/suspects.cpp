@@ -25,12 +25,18 @@ void SuspectTracker::observe(uint32_t key, const Observation& o) {
   if (!rules_.enabled) return;
   State& s = state_[key];
   s.window.push_back(o);
+  if (o.scraped && (o.running > 0 || o.waiting > 0)) s.last_work = o.t;
   // Keep the window: everything newer than window_s, and at least the last ten.
   while (s.window.size() > kMinObservations && o.t - s.window[1].t >= rules_.window_s)
     s.window.pop_front();
 }
 
-bool SuspectTracker::update(uint32_t key, const std::vector<uint32_t>& peers) {
+double SuspectTracker::last_work(uint32_t key) const {
+  auto it = state_.find(key);
+  return it == state_.end() ? -1e300 : it->second.last_work;
+}
+
+bool SuspectTracker::update(uint32_t key, double peers_last_work) {
   if (!rules_.enabled) return false;
   auto it = state_.find(key);
   if (it == state_.end() || it->second.window.empty()) return false;
@@ -44,8 +50,11 @@ bool SuspectTracker::update(uint32_t key, const std::vector<uint32_t>& peers) {
     const auto& first = s.window.front();
     const double span = o.t - first.t;
     bool found = false;
-    if (s.window.size() >= kMinObservations && span >= rules_.window_s * 0.999) {
-      const uint64_t picks = o.picks >= first.picks ? o.picks - first.picks : 0;
+    const uint64_t picks = o.picks >= first.picks ? o.picks - first.picks : 0;
+    // The contrast: some peer reported work within the same window.
+    const bool peers_work = peers_last_work >= first.t;
+    if (peers_work && picks >= rules_.min_picks && s.window.size() >= kMinObservations &&
+        span >= rules_.window_s * 0.999) {
       bool idle_reports = true;
       double inflight_sum = 0;
       for (const auto& w : s.window) {
@@ -53,18 +62,8 @@ bool SuspectTracker::update(uint32_t key, const std::vector<uint32_t>& peers) {
         inflight_sum += static_cast<double>(std::max<int64_t>(0, w.inflight));
       }
       const double mean_inflight = inflight_sum / static_cast<double>(s.window.size());
-      const double lifetime = picks ? mean_inflight * span / static_cast<double>(picks) : 0;
-      // The contrast: some peer reported work within the same window.
-      bool peers_work = false;
-      for (uint32_t p : peers) {
-        auto pit = state_.find(p);
-        if (p == key || pit == state_.end()) continue;
-        for (const auto& w : pit->second.window)
-          peers_work =
-              peers_work || (w.t >= first.t && w.scraped && (w.running > 0 || w.waiting > 0));
-      }
-      if (idle_reports && peers_work && picks >= rules_.min_picks &&
-          lifetime < rules_.max_lifetime_s) {
+      const double lifetime = mean_inflight * span / static_cast<double>(picks);
+      if (idle_reports && lifetime < rules_.max_lifetime_s) {
         found = true;
         s.reason = fmt::format(
             "{} connections in {:.1f} s, mean lifetime {:.0f} ms, while reporting nothing "

@@ -55,9 +55,13 @@ class SuspectTracker {
 
   // Records one scrape of backend `key` (a stable id).
   void observe(uint32_t key, const Observation& o);
-  // After a round's observations: decides for `key`, given the backends it is
-  // compared with. Returns true when it turned suspect or stopped being one.
-  bool update(uint32_t key, const std::vector<uint32_t>& peers);
+  // When `key` last reported work (running or waiting); -infinity if never.
+  double last_work(uint32_t key) const;
+  // After a round's observations: decides for `key`, given when its peers (the
+  // backends it is compared with) last reported work. Constant time per call
+  // unless the backend got enough connections to be examined. Returns true
+  // when it turned suspect or stopped being one.
+  bool update(uint32_t key, double peers_last_work);
   bool suspect(uint32_t key) const;
   // Why it is a suspect (for logs, the admin API and kvlbctl); "" when it is not.
   std::string reason(uint32_t key) const;
@@ -68,6 +72,7 @@ class SuspectTracker {
  private:
   struct State {
     std::deque<Observation> window;
+    double last_work = -1e300;
     bool suspect = false;
     double until = 0;      // probation end
     unsigned strikes = 0;  // findings, for the doubling probation
