@@ -15,30 +15,43 @@
 
 using namespace kvlb::loadgen;
 
-TEST(Dataset, SyntheticMatchesTheTalksShapeAfterClipping) {
+TEST(Dataset, SyntheticIsTheTalksShapeTruncatedNotClamped) {
   auto v = synthetic_openorca(200000, 7);
   double in = 0, out = 0;
-  uint32_t in_min = 1e9, in_max = 0;
+  size_t in_at_hi = 0, out_at_hi = 0, in_top_decile_bin = 0, in_at_lo = 0;
   for (const auto& r : v) {
     in += r.input_tokens;
     out += r.output_tokens;
-    in_min = std::min(in_min, r.input_tokens);
-    in_max = std::max(in_max, r.input_tokens);
+    ASSERT_GE(r.input_tokens, 16u);
+    ASSERT_LE(r.input_tokens, 1600u);
     ASSERT_GE(r.output_tokens, 16u);
     ASSERT_LE(r.output_tokens, 1600u);
+    in_at_hi += r.input_tokens == 1600;
+    out_at_hi += r.output_tokens == 1600;
+    in_at_lo += r.input_tokens == 16;
+    in_top_decile_bin += r.input_tokens >= 1590 && r.input_tokens < 1600;
   }
-  EXPECT_NEAR(in / v.size(), 540, 5);
-  EXPECT_NEAR(out / v.size(), 415, 5);
-  EXPECT_EQ(in_min, 16u);
-  EXPECT_EQ(in_max, 1600u);
+  // The published means (BRIEF.md), within 1%.
+  EXPECT_NEAR(in / v.size(), 540, 5.4);
+  EXPECT_NEAR(out / v.size(), 415, 4.2);
+  // No spike at the bounds: the top length is about as frequent as its
+  // neighbours (clamping put 6.2% of prompts and 2.9% of outputs at 1600).
+  EXPECT_LT(in_at_hi, 60u);   // 0.03%
+  EXPECT_LT(out_at_hi, 40u);  // 0.02%
+  EXPECT_LT(in_at_hi, in_top_decile_bin / 10 * 3);
+  EXPECT_LT(in_at_lo, 200u);
   // Seeded: the same seed gives the same set.
   auto a = synthetic_openorca(10, 3), b = synthetic_openorca(10, 3);
   for (size_t i = 0; i < 10; ++i) EXPECT_EQ(a[i].input_tokens, b[i].input_tokens);
 }
 
-TEST(Dataset, ClippedMeanSolverInvertsTheMean) {
-  ClippedLogNormal d{0.9, 16, 1600, 415};
-  EXPECT_NEAR(ClippedLogNormal::clipped_mean(d.mu(), 0.9, 16, 1600), 415, 1e-6);
+TEST(Dataset, TruncatedMeanSolverInvertsTheMean) {
+  TruncatedLogNormal d{0.9, 16, 1600, 415};
+  EXPECT_NEAR(TruncatedLogNormal::truncated_mean(d.mu(), 0.9, 16, 1600), 415, 1e-6);
+  // Without truncation the formula is the log-normal mean.
+  EXPECT_NEAR(TruncatedLogNormal::truncated_mean(5.0, 0.9, 1e-9, 1e12), std::exp(5.0 + 0.405),
+              1e-6);
+  EXPECT_THROW((TruncatedLogNormal{0.9, 16, 1600, 1600}.mu()), std::invalid_argument);
 }
 
 TEST(Dataset, LoadsLlmLoadTestJsonlAndNamesBadLines) {

@@ -53,6 +53,19 @@ TEST(MetricsView, VllmV1NamesAndLabels) {
   EXPECT_TRUE(s.at("vllm:time_to_first_token_seconds_bucket").count("le"));
   EXPECT_TRUE(s.at("vllm:cache_config_info").count("num_gpu_blocks"));
   EXPECT_FALSE(s.count("vllm:gpu_cache_usage_perc"));
+  // prometheus_client's layout, as vLLM 0.10 serves it: the counter family is
+  // x_total, creation times are gauge families of their own (histograms too),
+  // every finish reason has a series, and the buckets reach 2560 s / 7680 s.
+  for (auto line :
+       {"# TYPE vllm:generation_tokens_total counter\n",
+        "# TYPE vllm:generation_tokens_created gauge\n",
+        "# TYPE vllm:time_to_first_token_seconds histogram\n",
+        "# TYPE vllm:time_to_first_token_seconds_created gauge\n",
+        "# TYPE vllm:e2e_request_latency_seconds_created gauge\n", "finished_reason=\"stop\"",
+        "finished_reason=\"abort\"", "le=\"2560", "le=\"7680"})
+    EXPECT_NE(text.find(line), std::string::npos) << line;
+  EXPECT_LT(text.find("vllm:e2e_request_latency_seconds_count"),
+            text.find("vllm:e2e_request_latency_seconds_sum"));
   auto r = engines::extract_stats(text, engines::Engine::Vllm);
   ASSERT_TRUE(r.stats) << r.error;
   EXPECT_EQ(r.stats->waiting, 7);
@@ -66,6 +79,8 @@ TEST(MetricsView, VllmLegacyUsesTheOldKvNameAndNoEngineLabel) {
   auto s = series(text);
   EXPECT_EQ(s.at("vllm:gpu_cache_usage_perc"), std::set<std::string>{"model_name"});
   EXPECT_FALSE(s.count("vllm:kv_cache_usage_perc"));
+  EXPECT_FALSE(s.count("vllm:generation_tokens_created"));  // V0 disabled created series
+  EXPECT_TRUE(s.count("vllm:generation_tokens_total"));
   auto r = engines::extract_stats(text, engines::Engine::Auto);
   ASSERT_TRUE(r.stats) << r.error;
   EXPECT_DOUBLE_EQ(*r.stats->kv_usage, 0.75);

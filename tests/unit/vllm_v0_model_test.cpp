@@ -150,6 +150,27 @@ TEST(VllmV0Model, CancelFreesBlocks) {
   EXPECT_EQ(m.snapshot().running, 1u);
   m.cancel(2);
   EXPECT_FALSE(m.begin_step(0));
+  EXPECT_EQ(m.snapshot().requests_aborted_total, 2u);
+  m.cancel(2);  // unknown by now: not counted twice
+  EXPECT_EQ(m.snapshot().requests_aborted_total, 2u);
+}
+
+TEST(VllmV0Model, RequestsBeingPrefilledCountAsRunning) {
+  // vLLM moves a request to its running list when it schedules the prefill:
+  // num_requests_running includes it while the prefill step runs.
+  VllmV0Model m(small_profile());
+  ASSERT_FALSE(m.submit(req(1, 100, 3)));
+  ASSERT_FALSE(m.submit(req(2, 100, 3)));
+  EXPECT_EQ(m.snapshot().waiting, 2u);
+  EXPECT_EQ(m.snapshot().running, 0u);
+  ASSERT_TRUE(m.begin_step(0));
+  EXPECT_EQ(m.snapshot().waiting, 0u);
+  EXPECT_EQ(m.snapshot().running, 2u);
+  m.end_step(0);
+  EXPECT_EQ(m.snapshot().running, 2u);
+  ASSERT_FALSE(m.submit(req(3, 100, 3)));
+  ASSERT_TRUE(m.begin_step(0));  // a prefill of request 3 alone; 1 and 2 wait for the next decode
+  EXPECT_EQ(m.snapshot().running, 3u);
 }
 
 TEST(VllmV0Model, KvUsageAndCountersMatchWhatRan) {

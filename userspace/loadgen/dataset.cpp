@@ -15,33 +15,47 @@ double phi(double x) {
 }
 }  // namespace
 
-double ClippedLogNormal::clipped_mean(double mu, double s, double lo, double hi) {
+// E[X | lo <= X <= hi] for X log-normal(mu, s).
+double TruncatedLogNormal::truncated_mean(double mu, double s, double lo, double hi) {
   double a = std::log(lo), b = std::log(hi);
-  double below = phi((a - mu) / s), above = 1.0 - phi((b - mu) / s);
-  double middle =
+  double mass = phi((b - mu) / s) - phi((a - mu) / s);
+  double partial =
       std::exp(mu + s * s / 2) * (phi((b - mu - s * s) / s) - phi((a - mu - s * s) / s));
-  return lo * below + middle + hi * above;
+  return mass > 0 ? partial / mass : (mu < a ? lo : hi);
 }
 
-double ClippedLogNormal::mu() const {
+double TruncatedLogNormal::mu() const {
   if (!(target_mean > lo && target_mean < hi))
-    throw std::invalid_argument("target mean must lie strictly between the clip bounds");
-  double a = std::log(lo) - 10, b = std::log(hi) + 10;  // the clipped mean is increasing in mu
+    throw std::invalid_argument("target mean must lie strictly between the bounds");
+  // The truncated mean increases with mu (the family has a monotone likelihood
+  // ratio in mu), from lo to hi: bisection. The bracket stays within a few sigma
+  // of the range so that the normal tails keep enough mass to divide by.
+  double a = std::log(lo) - 4 * sigma, b = std::log(hi) + 4 * sigma;
   for (int i = 0; i < 200; ++i) {
     double m = (a + b) / 2;
-    (clipped_mean(m, sigma, lo, hi) < target_mean ? a : b) = m;
+    (truncated_mean(m, sigma, lo, hi) < target_mean ? a : b) = m;
   }
   return (a + b) / 2;
 }
 
 std::vector<RequestSpec> synthetic_openorca(size_t n, uint64_t seed) {
-  ClippedLogNormal in{0.9, 16, 1600, 540}, out{0.9, 16, 1600, 415};
+  TruncatedLogNormal in{0.9, 16, 1600, 540}, out{0.9, 16, 1600, 415};
   std::mt19937_64 rng(seed);
   std::lognormal_distribution<double> din(in.mu(), in.sigma), dout(out.mu(), out.sigma);
+  // Redraw until in range: about 1 draw in 10 is redrawn for inputs, so the loop
+  // ends at once; the bound only guards against a distribution that has no mass
+  // in the range (impossible for these parameters).
+  auto draw = [&rng](std::lognormal_distribution<double>& d, const TruncatedLogNormal& t) {
+    for (int tries = 0; tries < 10000; ++tries) {
+      double x = d(rng);
+      if (x >= t.lo && x <= t.hi) return static_cast<uint32_t>(std::lround(x));
+    }
+    throw std::logic_error("truncated log-normal: no draw in range");
+  };
   std::vector<RequestSpec> v(n);
   for (auto& r : v) {
-    r.input_tokens = static_cast<uint32_t>(std::lround(std::clamp(din(rng), in.lo, in.hi)));
-    r.output_tokens = static_cast<uint32_t>(std::lround(std::clamp(dout(rng), out.lo, out.hi)));
+    r.input_tokens = draw(din, in);
+    r.output_tokens = draw(dout, out);
   }
   return v;
 }

@@ -73,6 +73,30 @@ nlohmann::json series_summary(const ReplicaSeries& s, double from_s, bool with_s
   return j;
 }
 
+nlohmann::json queue_trend(const std::vector<ReplicaSeries>& replicas, double from_s, double to_s) {
+  double growth_per_s = 0, mean_total = 0, last_total = 0;
+  for (const auto& s : replicas) {
+    double n = 0, st = 0, sw = 0, stt = 0, stw = 0, last = 0;
+    for (size_t i = 0; i < s.t.size() && i < s.waiting.size(); ++i) {
+      if (s.t[i] < from_s || s.t[i] > to_s) continue;
+      n += 1;
+      st += s.t[i];
+      sw += s.waiting[i];
+      stt += s.t[i] * s.t[i];
+      stw += s.t[i] * s.waiting[i];
+      last = s.waiting[i];
+    }
+    if (n < 2) continue;
+    double var = stt - st * st / n;
+    if (var > 0) growth_per_s += (stw - st * sw / n) / var;
+    mean_total += sw / n;
+    last_total += last;
+  }
+  return {{"queue_growth_per_min", growth_per_s * 60},
+          {"waiting_total_mean", mean_total},
+          {"waiting_total_last", last_total}};
+}
+
 nlohmann::json ReplicaMonitor::to_json(bool with_series, double from_s) const {
   auto arr = nlohmann::json::array();
   for (const auto& s : series_) arr.push_back(series_summary(s, from_s, with_series));

@@ -23,6 +23,14 @@ struct ReplicaSeries {
 // `from_s`; the series itself when asked.
 nlohmann::json series_summary(const ReplicaSeries& s, double from_s, bool with_series);
 
+// Whether the cluster's queues are bounded over [from_s, to_s]: the least-squares
+// slope of each replica's waiting count over its samples in the window, summed
+// (the slope of the total), in requests per minute; the mean and last total.
+// A stable cluster's growth is near 0 however long the run; above capacity it
+// is about (arrival rate - service rate) * 60, and p99 latency there only
+// measures how long the run was.
+nlohmann::json queue_trend(const std::vector<ReplicaSeries>& replicas, double from_s, double to_s);
+
 class ReplicaMonitor {
  public:
   ReplicaMonitor(std::vector<std::string> metrics_urls, std::chrono::milliseconds interval);

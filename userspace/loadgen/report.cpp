@@ -58,6 +58,24 @@ nlohmann::json summarize_run(const std::vector<RequestResult>& results, double w
           {"per_replica", replicas}};
 }
 
+nlohmann::json window_rates(const std::vector<RequestResult>& results, double from_s, double to_s) {
+  double span = to_s - from_s;
+  size_t offered = 0, done = 0;
+  uint64_t tokens = 0;
+  for (const auto& r : results) {
+    if (r.scheduled >= from_s && r.scheduled < to_s) ++offered;
+    if (r.ok() && !r.cut && r.end >= from_s && r.end < to_s) {
+      ++done;
+      tokens += r.output_tokens;
+    }
+  }
+  return {{"from_s", from_s},
+          {"to_s", to_s},
+          {"offered_req_s", span > 0 ? offered / span : 0},
+          {"goodput_req_s", span > 0 ? done / span : 0},
+          {"goodput_tok_s", span > 0 ? tokens / span : 0}};
+}
+
 nlohmann::json results_json(const std::vector<RequestResult>& results) {
   auto arr = nlohmann::json::array();
   for (const auto& r : results) {

@@ -17,12 +17,39 @@ std::optional<MetricFlavor> parse_flavor(std::string_view s) {
 
 namespace {
 
-// prometheus_client's counter layout: family "x" with samples x_total and x_created.
+// The layout of Python's prometheus_client (which vLLM uses) in the text
+// format: a counter "x" is the family x_total; its creation time is a gauge
+// family x_created after it (when created series are on: vLLM V1 keeps them,
+// vLLM V0 turned them off).
+void created(TextWriter& w, const std::string& name, const std::string& help,
+             const std::vector<LabelPairs>& label_sets, std::optional<double> t0) {
+  if (!t0) return;
+  w.family(name + "_created", help, ExpositionType::Gauge);
+  for (const auto& l : label_sets) w.sample(name + "_created", l, *t0);
+}
+
+void counter(TextWriter& w, const std::string& name, const std::string& help,
+             const std::vector<std::pair<LabelPairs, double>>& samples, std::optional<double> t0) {
+  w.family(name + "_total", help, ExpositionType::Counter);
+  std::vector<LabelPairs> label_sets;
+  for (const auto& [l, v] : samples) {
+    w.sample(name + "_total", l, v);
+    label_sets.push_back(l);
+  }
+  created(w, name, help, label_sets, t0);
+}
+
 void counter(TextWriter& w, const std::string& name, const std::string& help, const LabelPairs& l,
              double value, double created) {
-  w.family(name, help, ExpositionType::Counter);
-  w.sample(name + "_total", l, value);
-  w.sample(name + "_created", l, created);
+  counter(w, name, help, {{l, value}}, created);
+}
+
+// Buckets, _count, _sum (prometheus_client's order), then _created.
+void histogram(TextWriter& w, const std::string& name, const std::string& help,
+               const metrics::Histogram& h, const LabelPairs& l, std::optional<double> t0) {
+  w.family(name, help, ExpositionType::Histogram);
+  h.write(w, name, l);
+  created(w, name, help, {l}, t0);
 }
 
 void gauge(TextWriter& w, const std::string& name, const std::string& help, const LabelPairs& l,
@@ -53,22 +80,32 @@ std::string render_vllm(bool legacy, const std::string& model, const EngineSnaps
   else
     gauge(w, "vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", l,
           s.kv_usage());
-  counter(w, "vllm:num_preemptions", "Cumulative number of preemption from the engine.", l,
-          static_cast<double>(s.preemptions_total), t0);
-  counter(w, "vllm:prompt_tokens", "Number of prefill tokens processed.", l,
-          static_cast<double>(s.prompt_tokens_total), t0);
-  counter(w, "vllm:generation_tokens", "Number of generation tokens processed.", l,
-          static_cast<double>(s.generation_tokens_total), t0);
-  LabelPairs fl = l;
-  fl.emplace_back("finished_reason", "length");
-  counter(w, "vllm:request_success", "Count of successfully processed requests.", fl,
-          static_cast<double>(s.requests_finished_total), t0);
-  w.family("vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.",
-           ExpositionType::Histogram);
-  h.ttft.write(w, "vllm:time_to_first_token_seconds", l);
-  w.family("vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.",
-           ExpositionType::Histogram);
-  h.e2e.write(w, "vllm:e2e_request_latency_seconds", l);
+  // vLLM V0 (legacy) called prometheus_client's disable_created_metrics().
+  std::optional<double> created_at;
+  if (!legacy) created_at = t0;
+  counter(w, "vllm:num_preemptions", "Cumulative number of preemption from the engine.",
+          {{l, static_cast<double>(s.preemptions_total)}}, created_at);
+  counter(w, "vllm:prompt_tokens", "Number of prefill tokens processed.",
+          {{l, static_cast<double>(s.prompt_tokens_total)}}, created_at);
+  counter(w, "vllm:generation_tokens", "Number of generation tokens processed.",
+          {{l, static_cast<double>(s.generation_tokens_total)}}, created_at);
+  // One series per finish reason, all present from the start (vLLM binds every
+  // reason at start-up). The emulator's requests end by length (ignore_eos and a
+  // fixed max_tokens) or are aborted when the client goes away.
+  auto reason = [&l](const char* r) {
+    LabelPairs fl = l;
+    fl.emplace_back("finished_reason", r);
+    return fl;
+  };
+  counter(w, "vllm:request_success", "Count of successfully processed requests.",
+          {{reason("stop"), 0},
+           {reason("length"), static_cast<double>(s.requests_finished_total)},
+           {reason("abort"), static_cast<double>(s.requests_aborted_total)}},
+          created_at);
+  histogram(w, "vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.",
+            h.ttft, l, created_at);
+  histogram(w, "vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.",
+            h.e2e, l, created_at);
   return w.take();
 }
 

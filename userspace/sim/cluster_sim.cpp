@@ -66,6 +66,21 @@ BalancerSpec parse_balancer(const std::string& text) {
   return b;
 }
 
+std::string balancer_help() {
+  std::string out =
+      "The live harness's balancers, as the policies that model them:\n"
+      "  kube-proxy               random (iptables/IPVS random)\n"
+      "  haproxy-leastconn        least in-flight over all backends\n"
+      "  haproxy-random2          least in-flight of 2 random backends\n"
+      "  nginx-random2-leastconn  least in-flight of 2 random backends\n"
+      "  oracle                   reads every replica before each request: fewest waiting,\n"
+      "                           then lowest KV (the load generator's oracle)\n"
+      "kvlb's policies (select.h), with an optional number of choices :2 ... :8 or :all\n"
+      "(default 4, the agent's):\n";
+  for (auto p : kPolicyNames) out += fmt::format("  kvlb-{0} (or {0})\n", p);
+  return out;
+}
+
 SimResult simulate(const SimConfig& cfg, const BalancerSpec& bal,
                    const std::vector<loadgen::RequestSpec>& specs,
                    const std::vector<double>& arrivals) {
@@ -109,6 +124,8 @@ SimResult simulate(const SimConfig& cfg, const BalancerSpec& bal,
       for (size_t i = 0; i < n; ++i) stats[i] = engine_stats(models[i]->snapshot());
       return loadgen::oracle_choice(stats, oracle_rr++);
     }
+    if (!cfg.pick_correction)
+      for (size_t i = 0; i < n; ++i) scores[i].picks_at_score = counters[i].picks;
     return pick_from_arrays(bal.policy, choices, scores.data(), counters.data(),
                             static_cast<uint32_t>(n), cfg.select, ns(now), rng());
   };

@@ -35,6 +35,9 @@ struct BalancerSpec {
 // with ":k" choices ("p2c-queue-kv:8", "least-inflight:all"). Throws on unknown names.
 BalancerSpec parse_balancer(const std::string& text);
 
+// What parse_balancer accepts, one line per form, for --help-balancers.
+std::string balancer_help();
+
 struct SimConfig {
   size_t replicas = 8;
   // The first `lying` replicas fail every request at once (an HTTP 500 with no
@@ -46,6 +49,10 @@ struct SimConfig {
   double scrape_interval_s = 0.05;
   double monitor_interval_s = 0.25;
   kvlb_select_cfg select{};
+  // The in-kernel correction for connections assigned since the last score
+  // (select.h: kvlb_view_make). Off for ablation: every pick sees its score as
+  // if it had just been taken (no assignments unseen).
+  bool pick_correction = true;
   uint64_t seed = 1;
 };
 

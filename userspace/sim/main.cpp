@@ -27,7 +27,8 @@ int main(int argc, char** argv) {
   double rps = 12, burstiness = 1, duration = 600, warmup = 120;
   uint64_t seed = 42;
   app.add_option("--replicas", cfg.replicas, "replicas");
-  app.add_option("--balancers", balancers, "comma-separated balancers (see --help-balancers)");
+  app.add_option("--balancers", balancers,
+                 "comma-separated balancers (--help-balancers lists them)");
   app.add_option("--rps", rps, "requests per second")->check(CLI::PositiveNumber);
   app.add_option("--arrival", arrival, "constant, poisson, gamma")
       ->check(CLI::IsMember({"constant", "poisson", "gamma"}));
@@ -42,6 +43,17 @@ int main(int argc, char** argv) {
                  "kvlb's KV estimate per unseen assignment");
   app.add_option("--lying-replicas", cfg.lying,
                  "the first N replicas fail every request at once and report themselves idle");
+  bool no_correction = false;
+  app.add_flag("--no-pick-correction", no_correction,
+               "kvlb balancers without the in-kernel correction for picks since the last score "
+               "(ablation)");
+  app.add_flag_callback(
+      "--help-balancers",
+      [] {
+        fmt::print("{}", sim::balancer_help());
+        throw CLI::Success();
+      },
+      "list the balancers and exit");
   bool no_suspects = false;
   app.add_flag("--no-suspect-detection", no_suspects,
                "kvlb balancers without the agent's suspect detection");
@@ -56,6 +68,7 @@ int main(int argc, char** argv) {
   }
   cfg.scrape_interval_s = std::chrono::duration<double>(*interval).count();
   cfg.suspects.enabled = !no_suspects;
+  cfg.pick_correction = !no_correction;
   cfg.seed = seed;
   cfg.profile.seed = seed;
   try {
@@ -87,8 +100,9 @@ int main(int argc, char** argv) {
   nlohmann::json report = nlohmann::json::array();
   fmt::print("{} replicas, {} req/s {} arrivals for {:.0f} s (summary after {:.0f} s), scrape {}\n",
              cfg.replicas, rps, arrival, duration, warmup, scrape);
-  fmt::print("{:<26}{:>9}{:>9}{:>9}{:>9}{:>11}{:>9}  {}\n", "balancer", "TTFT p50", "p90", "p99",
-             "ITL p99", "tok/s", "max wait", "max waiting per replica");
+  fmt::print("{:<26}{:>9}{:>9}{:>9}{:>9}{:>11}{:>9}{:>9}{:>10}  {}\n", "balancer", "TTFT p50",
+             "p90", "p99", "ITL p99", "good tok/s", "q/min", "max wait", "good r/s",
+             "max waiting per replica");
   for (const auto& name : split_list(balancers)) {
     sim::BalancerSpec b;
     try {
@@ -99,6 +113,10 @@ int main(int argc, char** argv) {
     }
     auto r = sim::simulate(cfg, b, specs, arrivals);
     auto summary = loadgen::summarize_run(r.requests, warmup);
+    // Over the measured window of arrivals: queues bounded or growing, and what
+    // was delivered (above capacity these, not p99, describe the run).
+    summary["window"] = loadgen::window_rates(r.requests, warmup, duration);
+    summary["trend"] = loadgen::queue_trend(r.replicas, warmup, duration);
     nlohmann::json replicas = nlohmann::json::array();
     double max_wait = 0;
     std::string per;
@@ -109,10 +127,12 @@ int main(int argc, char** argv) {
       replicas.push_back(j);
     }
     const auto& t = summary["ttft_s"];
-    fmt::print("{:<26}{:>9.3f}{:>9.3f}{:>9.3f}{:>9.3f}{:>11.0f}{:>9.0f}  {}\n", name,
-               t["median"].get<double>(), t["p90"].get<double>(), t["p99"].get<double>(),
-               summary["itl_s"]["p99"].get<double>(), summary["throughput_tok_s"].get<double>(),
-               max_wait, per);
+    fmt::print("{:<26}{:>9.3f}{:>9.3f}{:>9.3f}{:>9.3f}{:>11.0f}{:>9.2f}{:>9.0f}{:>10.2f}  {}\n",
+               name, t["median"].get<double>(), t["p90"].get<double>(), t["p99"].get<double>(),
+               summary["itl_s"]["p99"].get<double>(),
+               summary["window"]["goodput_tok_s"].get<double>(),
+               summary["trend"]["queue_growth_per_min"].get<double>(), max_wait,
+               summary["window"]["goodput_req_s"].get<double>(), per);
     if (cfg.lying > 0) {
       // Requests the lying replicas took (each one failed), of all requests.
       size_t lied = 0;
@@ -137,6 +157,8 @@ int main(int argc, char** argv) {
                           {"scrape_interval", scrape},
                           {"lying_replicas", cfg.lying},
                           {"suspect_detection", cfg.suspects.enabled},
+                          {"pick_correction", cfg.pick_correction},
+                          {"kv_permille_per_pick", cfg.select.kv_permille_per_pick},
                           {"seed", seed}}},
                         {"runs", report}}
              .dump()

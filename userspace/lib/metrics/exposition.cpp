@@ -91,8 +91,8 @@ void Histogram::write(TextWriter& w, std::string_view name, const LabelPairs& la
     l.back().second = i < bounds_.size() ? TextWriter::format_value(bounds_[i]) : "+Inf";
     w.sample(bucket, l, static_cast<double>(cumulative));
   }
-  w.sample(std::string(name) + "_sum", labels, sum_);
   w.sample(std::string(name) + "_count", labels, static_cast<double>(count_));
+  w.sample(std::string(name) + "_sum", labels, sum_);
 }
 
 }  // namespace kvlb::metrics

@@ -41,7 +41,8 @@ class Histogram {
  public:
   explicit Histogram(std::vector<double> upper_bounds);
   void observe(double v);
-  // Writes name_bucket{le=...}, name_sum and name_count with `labels` first, le last.
+  // Writes name_bucket{le=...}, name_count and name_sum (prometheus_client's order)
+  // with `labels` first, le last.
   void write(TextWriter& w, std::string_view name, const LabelPairs& labels) const;
   uint64_t count() const { return count_; }
   double sum() const { return sum_; }

@@ -33,7 +33,7 @@ struct TokenEvent {
 // Engine state as the engine's /metrics would report it.
 struct EngineSnapshot {
   uint32_t waiting = 0;
-  uint32_t running = 0;
+  uint32_t running = 0;  // in the batch, including those being prefilled (as vLLM counts)
   uint32_t kv_blocks_total = 0;
   uint32_t kv_blocks_used = 0;
   uint32_t block_size = 16;
@@ -43,6 +43,7 @@ struct EngineSnapshot {
   uint64_t preemptions_total = 0;
   uint64_t requests_finished_total = 0;
   uint64_t requests_rejected_total = 0;
+  uint64_t requests_aborted_total = 0;  // cancelled before they finished
 };
 
 class EngineModel {

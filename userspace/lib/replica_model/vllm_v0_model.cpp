@@ -81,6 +81,7 @@ void VllmV0Model::free_seq(Seq& s) {
 void VllmV0Model::cancel(uint64_t id) {
   auto it = seqs_.find(id);
   if (it == seqs_.end()) return;
+  ++counters_.requests_aborted_total;
   free_seq(it->second);
   seqs_.erase(it);
   waiting_.erase(std::remove(waiting_.begin(), waiting_.end(), id), waiting_.end());
@@ -182,7 +183,10 @@ std::vector<TokenEvent> VllmV0Model::end_step(double /*now_s*/) {
 EngineSnapshot VllmV0Model::snapshot() const {
   EngineSnapshot s = counters_;
   s.waiting = static_cast<uint32_t>(waiting_.size());
-  s.running = static_cast<uint32_t>(running_.size());
+  // vLLM's scheduler puts a request in its running list when it schedules its
+  // prefill, so num_requests_running counts sequences being prefilled too.
+  s.running =
+      static_cast<uint32_t>(running_.size() + (step_ == StepKind::Prefill ? step_seqs_.size() : 0));
   s.kv_blocks_used = used_blocks_;
   return s;
 }
