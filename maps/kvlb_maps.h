@@ -36,6 +36,12 @@
 #define KVLB_MAX_BACKENDS 16384
 /* Upper bound on the number of choices a policy compares (2..KVLB_MAX_CHOICES). */
 #define KVLB_MAX_CHOICES 16
+/* Backends a policy compares per pick unless a service says otherwise. 8, not 4:
+ * with kv_permille_per_pick at 80 it was best or within noise in every regime of
+ * the ablation in virtual time (docs/benchmarks.md), e.g. p99 TTFT 0.97x the
+ * oracle's against 1.11x with 4 under Poisson arrivals and 1 s scrapes, for ~90 ns
+ * more per connect (scripts/bench/connect --choices 4|8 --bpf-stats). */
+#define KVLB_DEFAULT_CHOICES 8
 /* Sockets the per-socket state map tracks at once (LB-assigned sockets that are
  * still open). The map is preallocated (~80 bytes per entry: 10 MiB at this
  * size) so connect() never allocates; beyond this many open sockets new ones are

@@ -16,6 +16,9 @@ PACKAGES=(
   iproute2 iptables util-linux procps time curl jq haproxy nginx-light prometheus gnuplot-nox
   # the bench report tool (scripts/bench/report.py: the standard library only)
   python3
+  # real clients checked against the emulator and the balancers (tests/clients):
+  # Python httpx and aiohttp; the official OpenAI Node SDK comes from npm (below)
+  python3-httpx python3-aiohttp
   # the kernel matrix (scripts/kernel-matrix): Debian's kernels booted under qemu
   qemu-system-x86 busybox-static cpio
 )
@@ -27,10 +30,26 @@ for p in "${PACKAGES[@]}"; do
   fi
 done
 
+# Node.js and npm: the machine's own when present (they may come from outside
+# Debian, with npm bundled), else Debian's.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  missing+=(nodejs npm)
+fi
+
 HERE=$(cd "$(dirname "$0")" && pwd)
+# The OpenAI Node SDK at the version package-lock.json pins (npm ci: exactly
+# that tree, nothing newer), into tests/clients/node_modules (git-ignored).
+npm_clients() {
+  local dir="$HERE/../tests/clients"
+  [ -f "$dir/node_modules/openai/package.json" ] && return 0
+  echo "install-deps: npm ci in tests/clients (the OpenAI SDK)"
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+}
+
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#PACKAGES[@]} packages present"
   "$HERE/fetch-kernels.sh"
+  npm_clients
   exit 0
 fi
 
@@ -53,4 +72,5 @@ for svc in haproxy nginx prometheus; do
   fi
 done
 "$HERE/fetch-kernels.sh"
+npm_clients
 echo "install-deps: done"

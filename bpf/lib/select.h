@@ -40,10 +40,18 @@
  *                        compared on in-flight counts only (least-inflight),
  *                        which the kernel always knows exactly (2 s).
  *  kv_permille_per_pick  estimated KV-cache growth per connection assigned since
- *                        the last score (permille of the cache: ~ a 540-token
- *                        prompt in 2,200 blocks of 16). Lets picks between two
- *                        scrapes spread out instead of all landing on the backend
- *                        that looked emptiest at the scrape.
+ *                        the last score (permille of the cache). Lets picks
+ *                        between two scrapes spread out instead of all landing on
+ *                        the backend that looked emptiest at the scrape. 80, not
+ *                        the 15 one 540-token prompt occupies (2,200 blocks of 16):
+ *                        the ablation in virtual time (docs/benchmarks.md, "What
+ *                        kvlb's own ideas are worth") measured p99 TTFT against
+ *                        the oracle at 15/40/50/65/80/100/120/150/300/1000 and
+ *                        80 was best or within noise in every regime (Poisson
+ *                        arrivals with 1 s scrapes: 1.81x the oracle at 15, 1.11x
+ *                        at 80, with 4 choices); a request grows its cache while
+ *                        it decodes, and the estimate must also stand for the
+ *                        load the last scrape missed.
  *  kv_full_permille      above this KV usage a new request is likely to queue
  *                        rather than be admitted to the running batch, so
  *                        assignments since the score count as waiting.
@@ -56,7 +64,7 @@
  */
 #define KVLB_SELECT_TUNABLES(X)      \
   X(__u64, stale_ns, 2000000000ull)  \
-  X(__u32, kv_permille_per_pick, 15) \
+  X(__u32, kv_permille_per_pick, 80) \
   X(__u32, kv_full_permille, 950)    \
   X(__u32, w_queue, 1000)            \
   X(__u32, w_kv, 1)                  \

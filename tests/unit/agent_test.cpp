@@ -108,7 +108,7 @@ TEST(Agent, ReconcileWritesServicesBackendsAndScores) {
   EXPECT_EQ(sa->slots[1], b2);
   EXPECT_EQ(sb->slots[0], b2);
   EXPECT_EQ(sb->policy, KVLB_POLICY_P2C_QUEUE_KV);
-  EXPECT_EQ(sb->choices, 4);
+  EXPECT_EQ(sb->choices, KVLB_DEFAULT_CHOICES);
   EXPECT_NE(sa->id, sb->id);
   auto be = maps.backend(b3);
   EXPECT_EQ(std::memcmp(&be, &(const kvlb_backend&)backend_of("10.1.0.3:8000"), sizeof(be)), 0);

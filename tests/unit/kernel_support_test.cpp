@@ -59,7 +59,7 @@ TEST(SelectSettings, EveryTunableTakesPartInTheComparison) {
 TEST(SelectSettings, DefaultsComeFromTheTable) {
   constexpr kvlb_select_cfg c = default_select_cfg();
   static_assert(c.stale_ns == 2'000'000'000ull && c.fail_threshold == 1);
-  EXPECT_EQ(c.kv_permille_per_pick, 15u);
+  EXPECT_EQ(c.kv_permille_per_pick, 80u);
 }
 
 TEST(LibbpfLog, AVerifierRefusalIsSummarisedOnOneLine) {

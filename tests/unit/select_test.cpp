@@ -123,7 +123,7 @@ TEST(ViewMake, AssignmentsSinceScoreRaiseKvAndQueueOnlyWhenQueuing) {
   v.backend_id = 1;
   kvlb_view_make(&v, &idle, &c, &conf, kNow);
   EXPECT_EQ(v.waiting, 0u);  // not queuing: new requests join the running batch
-  EXPECT_EQ(v.kv, 300u + 4 * 15);
+  EXPECT_EQ(v.kv, 300u + 4 * conf.kv_permille_per_pick);
   EXPECT_FALSE(v.stale);
 
   kvlb_score queuing = fresh(3, 600);
@@ -136,7 +136,7 @@ TEST(ViewMake, AssignmentsSinceScoreRaiseKvAndQueueOnlyWhenQueuing) {
   full.picks_at_score = 10;
   v.backend_id = 1;
   kvlb_view_make(&v, &full, &c, &conf, kNow);
-  EXPECT_EQ(v.waiting, 4u);  // 940 + 60 >= 950: the cache is full, they queue
+  EXPECT_EQ(v.waiting, 4u);  // 940 + 4 assignments >= 950: the cache is full, they queue
 }
 
 TEST(ViewMake, ClosedConnectionsDoNotCountAsUnseenLoad) {
@@ -147,12 +147,12 @@ TEST(ViewMake, ClosedConnectionsDoNotCountAsUnseenLoad) {
   kvlb_counters c = ctr(110, 2);  // 100 picks since the score, but only 2 still open
   v.backend_id = 1;
   kvlb_view_make(&v, &idle, &c, &conf, kNow);
-  EXPECT_EQ(v.kv, 300u + 2 * 15);
+  EXPECT_EQ(v.kv, 300u + 2 * conf.kv_permille_per_pick);
   EXPECT_EQ(v.waiting, 0u);
   kvlb_counters old_conns = ctr(110, 500);  // many open, but from before the score
   v.backend_id = 1;
   kvlb_view_make(&v, &idle, &old_conns, &conf, kNow);
-  EXPECT_EQ(v.kv, 300u + 100 * 15);
+  EXPECT_EQ(v.kv, 300u + 100 * conf.kv_permille_per_pick);
 }
 
 TEST(ViewMake, StaleAndIneligible) {
@@ -356,7 +356,8 @@ TEST(ViewMake, TheAgentsInflightBiasCountsAsConnections) {
   s.inflight_bias = 5;
   auto v = view(1, s, 1, 3);
   EXPECT_EQ(v.inflight, 6);
-  EXPECT_EQ(v.kv, 15u);  // one unseen assignment (capped by the real in-flight 1)
+  EXPECT_EQ(v.kv,
+            cfg().kv_permille_per_pick);  // one unseen assignment (capped by the real in-flight 1)
 }
 
 TEST(Pick, ABiasedBackendLosesLeastInflightAndTheTieBreak) {

@@ -55,7 +55,7 @@ struct ServiceConfig {
   kvlb_policy policy = KVLB_POLICY_P2C_QUEUE_KV;
   // 4: the best or near-best p99 TTFT across load, burstiness and scrape interval
   // in the simulator sweep (docs/benchmarks.md); bounded by the backend count.
-  uint8_t choices = 4;
+  uint8_t choices = KVLB_DEFAULT_CHOICES;
   std::vector<BackendConfig> backends;
   // Discovered endpoints left out because the service has more than
   // KVLB_MAX_SLOTS (set by discovery; see backends_from_endpoints).

@@ -150,7 +150,11 @@ std::vector<RequestResult> LoadClient::run_impl(const std::vector<RequestSpec>& 
   }
   std::unique_ptr<curl_slist, SlistDeleter> headers(
       curl_slist_append(nullptr, "Content-Type: application/json"));
-  const std::string path = cfg_.chat ? "/v1/chat/completions" : "/v1/completions";
+  if (!cfg_.api_key.empty()) {
+    const std::string auth = "Authorization: Bearer " + cfg_.api_key;
+    headers.reset(curl_slist_append(headers.release(), auth.c_str()));
+  }
+  const std::string path = cfg_.base_path + (cfg_.chat ? "/chat/completions" : "/completions");
 
   std::vector<RequestResult> results(specs.size());
   std::vector<std::unique_ptr<Transfer>> live;

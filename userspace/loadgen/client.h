@@ -26,10 +26,12 @@ namespace kvlb::loadgen {
 enum class ConnectionMode { NewPerRequest, KeepAlivePool };
 
 struct ClientConfig {
-  std::string base_url;  // http://host:port
+  std::string base_url;           // http://host:port
+  std::string base_path = "/v1";  // the API's path on the server
+  std::string api_key;            // sent as a bearer token when set
   bool chat = false;
   bool stream = true;
-  std::string model = "meta-llama/Llama-3.1-8B-Instruct";
+  std::string model;  // as the server names it (kvlb-loadgen asks /models when not given)
   ConnectionMode mode = ConnectionMode::NewPerRequest;
   uint32_t pool_size = 100;  // keep-alive connections at most (httpx's default)
   double timeout_s = 900;

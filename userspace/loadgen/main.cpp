@@ -16,6 +16,7 @@
 #include "common/duration.h"
 #include "common/strings.h"
 #include "dataset.h"
+#include "models.h"
 #include "monitor.h"
 #include "oracle.h"
 #include "report.h"
@@ -27,7 +28,8 @@ int main(int argc, char** argv) {
   CLI::App app{"kvlb-loadgen: load generator for OpenAI-compatible LLM servers"};
   std::string url, api = "completions", arrival = "constant", dataset = "synthetic",
                    connections = "new", output, monitor, oracle, label, monitor_interval = "250ms",
-                   targets;
+                   targets, model, base_path = "/v1";
+  std::string api_key = getenv("OPENAI_API_KEY") ? getenv("OPENAI_API_KEY") : "";
   double rps = 1, burstiness = 1, duration = 0, warmup = 0, timeout = 900, drain = -1;
   uint32_t concurrency = 0, pool = 100;
   size_t requests = 0;
@@ -36,6 +38,12 @@ int main(int argc, char** argv) {
   app.add_option("--url", url, "server base URL (http://host:port)");
   app.add_option("--api", api, "completions or chat")
       ->check(CLI::IsMember({"completions", "chat"}));
+  app.add_option("--model", model,
+                 "the model to ask for (default: the one the server lists at <base path>/models)");
+  app.add_option("--api-key", api_key,
+                 "bearer token for the server (default: $OPENAI_API_KEY, as the OpenAI SDKs)");
+  app.add_option("--base-path", base_path,
+                 "the API's path on the server (default /v1; a gateway's prefix, e.g. /openai/v1)");
   app.add_flag("--no-stream", no_stream, "ask for whole responses instead of SSE streams");
   app.add_option("--arrival", arrival, "constant, poisson, gamma")
       ->check(CLI::IsMember({"constant", "poisson", "gamma"}));
@@ -93,8 +101,28 @@ int main(int argc, char** argv) {
     return fail(e.what());
   }
 
+  base_path = normalize_base_path(base_path);
+  if (model.empty()) {
+    // As the OpenAI SDK users and benchmark_serving do: ask the server. With the
+    // oracle or a target list, the first target answers for all.
+    ApiEndpoint api{url, base_path, api_key};
+    if (api.base_url.empty()) {
+      auto first = split_list(!oracle.empty() ? oracle : targets).front();
+      api.base_url = first.substr(0, first.find('='));
+    }
+    try {
+      model = discover_model(api);
+    } catch (const std::exception& e) {
+      return fail(std::string("no --model given and ") + e.what());
+    }
+    if (!quiet) fmt::print(stderr, "[loadgen] model {} (from the server's model list)\n", model);
+  }
+
   ClientConfig cc;
   cc.base_url = url;
+  cc.base_path = base_path;
+  cc.api_key = api_key;
+  cc.model = model;
   cc.chat = api == "chat";
   cc.stream = !no_stream;
   cc.mode = connections == "new" ? ConnectionMode::NewPerRequest : ConnectionMode::KeepAlivePool;
@@ -150,6 +178,8 @@ int main(int argc, char** argv) {
                            {"url", url},
                            {"oracle", oracle},
                            {"api", api},
+                           {"model", model},
+                           {"base_path", base_path},
                            {"stream", !no_stream},
                            {"arrival", concurrency ? "concurrency" : arrival},
                            {"rps", rps},

@@ -4,6 +4,7 @@
 #include <boost/beast/http.hpp>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
 #include "common/printable.h"
@@ -145,12 +146,18 @@ class Session : public std::enable_shared_from_this<Session> {
       if (srv_.options().metrics_delay.count() > 0) return delayed_metrics();
       return respond(200, "text/plain; version=0.0.4; charset=utf-8", srv_.metrics_text());
     }
+    if (target.rfind("/v1/", 0) == 0 && !srv_.options().api_key.empty() &&
+        req[http::field::authorization] != "Bearer " + srv_.options().api_key)
+      return respond(401, "application/json", error_body({401, "Unauthorized"}));
     if (target == "/v1/models") {
-      return respond(
-          200, "application/json",
-          fmt::format(
-              R"({{"object":"list","data":[{{"id":"{}","object":"model","owned_by":"kvlb","max_model_len":{}}}]}})",
-              srv_.options().model, srv_.options().max_model_len));
+      if (!get) return respond(405, "application/json", error_body({405, "use GET"}));
+      nlohmann::json list = {{"object", "list"},
+                             {"data",
+                              {{{"id", srv_.options().model},
+                                {"object", "model"},
+                                {"owned_by", "kvlb"},
+                                {"max_model_len", srv_.options().max_model_len}}}}};
+      return respond(200, "application/json", list.dump());
     }
     const bool chat = target == "/v1/chat/completions";
     if (chat || target == "/v1/completions") {

@@ -28,6 +28,9 @@ struct ServerOptions {
   std::chrono::milliseconds load_delay{0};  // /health fails until this has passed
   uint32_t max_model_len = 4096;
   size_t max_body_bytes = 1 << 20;
+  // As vLLM's --api-key: every /v1 route wants "Authorization: Bearer <key>"
+  // (401 otherwise); /health and /metrics stay open. Empty: no key.
+  std::string api_key;
   // Faults, for tests: /metrics answers only after this delay; completions
   // fail at once with 500 (and never load the engine, so its metrics say idle).
   std::chrono::milliseconds metrics_delay{0};

@@ -25,6 +25,10 @@ int main(int argc, char** argv) {
   app.add_option("--port", o.port, "TCP port");
   app.add_option("--name", o.name, "replica name (X-Kvlb-Replica header)");
   app.add_option("--model", o.model, "served model name");
+  app.add_option("--api-key", o.api_key,
+                 "require this bearer token on /v1 routes, as vLLM's --api-key "
+                 "(default: $VLLM_API_KEY)")
+      ->envname("VLLM_API_KEY");
   app.add_option("--metrics-flavor", flavor, "vllm, vllm-legacy, tgi, sglang");
   app.add_option("--load-delay", load_delay, "time before /health succeeds (model load)");
   app.add_option("--log-level", log_level, "log level");

@@ -75,8 +75,9 @@ std::string balancer_help() {
       "  nginx-random2-leastconn  least in-flight of 2 random backends\n"
       "  oracle                   reads every replica before each request: fewest waiting,\n"
       "                           then lowest KV (the load generator's oracle)\n"
-      "kvlb's policies (select.h), with an optional number of choices :2 ... :8 or :all\n"
-      "(default 4, the agent's):\n";
+      "kvlb's policies (select.h), with an optional number of choices :2 ... :16 or :all\n"
+      "(default " +
+      std::to_string(KVLB_DEFAULT_CHOICES) + ", the agent's):\n";
   for (auto p : kPolicyNames) out += fmt::format("  kvlb-{0} (or {0})\n", p);
   return out;
 }

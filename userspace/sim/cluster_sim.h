@@ -26,7 +26,7 @@ struct BalancerSpec {
   std::string name;  // as in the live harness: kube-proxy, haproxy-leastconn, kvlb-p2c-kv, ...
   bool oracle = false;
   uint8_t policy = KVLB_POLICY_RANDOM;
-  uint8_t choices = 4;  // the agent's default; 0: all backends
+  uint8_t choices = KVLB_DEFAULT_CHOICES;  // the agent's; 0: all backends
 };
 
 // Parses a balancer name: the live harness names (kube-proxy, haproxy-leastconn,
