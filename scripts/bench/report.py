@@ -8,6 +8,8 @@ results (tests/bench/report_test.py).
 
   report.py connect ROUNDS.json [--out SUMMARY.json]   connection-rate table
   report.py seed DIR|summaries.json [--cdf-dir DIR]    seed experiment tables
+  report.py seeds-live DIR|summaries.json              the same over seeds, live
+                                                       against virtual time
   report.py sim-sweep RATE ARRIVALS SCRAPE RUN.json... simulator sweep rows
   report.py quantile METRICS.txt HISTOGRAM Q           a histogram's bucket bound
   report.py paired-median                              stdin "before after" lines
@@ -106,19 +108,25 @@ def seed_tables(runs):
     by_rate = {}
     for run in runs:
         by_rate.setdefault(run["config"]["rps"], []).append(run)
+    # A seed column when the runs span several seeds.
+    many = len({run["config"].get("seed") for run in runs}) > 1
     out = []
     for rate in sorted(by_rate):
         out += [f"### {rate:g} req/s", "",
-                "| balancer | TTFT p50 (s) | TTFT p90 | TTFT p99 | ITL p99 (s) | throughput (tok/s) "
+                "| balancer |" + (" seed |" if many else "") +
+                " TTFT p50 (s) | TTFT p90 | TTFT p99 | ITL p99 (s) | throughput (tok/s) "
                 "| max waiting (any replica) | max waiting per replica | errors | cut | CPU busy |",
-                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |"]
-        for run in sorted(by_rate[rate], key=lambda r: balancer_of(r["config"]["label"])):
+                "| --- |" + (" ---: |" if many else "") +
+                " ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |"]
+        for run in sorted(by_rate[rate], key=lambda r: (balancer_of(r["config"]["label"]),
+                                                        r["config"].get("seed", 0))):
             s = run["summary"]
             waits = [int(r["waiting_max"]) for r in run["replicas"]]
             busy = run["config"].get("cpu_busy", "n/a")
             busy = f"{busy:g}" if isinstance(busy, (int, float)) else busy
+            seed = f" {run['config'].get('seed')} |" if many else ""
             out.append(
-                f"| {balancer_of(run['config']['label'])} | {r3(s['ttft_s']['median'])} | "
+                f"| {balancer_of(run['config']['label'])} |{seed} {r3(s['ttft_s']['median'])} | "
                 f"{r3(s['ttft_s']['p90'])} | {r3(s['ttft_s']['p99'])} | {r3(s['itl_s']['p99'])} | "
                 f"{round(s['throughput_tok_s'])} | {max(waits)} | {' '.join(map(str, waits))} | "
                 f"{s['error_count']} | {s['cut']} | {busy} |")
@@ -127,20 +135,103 @@ def seed_tables(runs):
 
 
 def seed_cdf(runs, out_dir):
-    """Per run, its TTFT empirical CDF as 'seconds fraction' lines (for gnuplot)."""
-    files = []
+    """Per rate and balancer, the TTFT empirical CDF of its requests over every
+    seed, as 'seconds fraction' lines (for gnuplot)."""
+    pooled = {}
     for run in runs:
         warm = run["config"]["warmup_s"]
-        ttft = sorted(r["first"] - r["sent"] for r in run.get("results", [])
-                      if r["scheduled"] >= warm and r["first"] >= 0 and r.get("error") is None)
+        key = f"rate{run['config']['rps']:g}-{balancer_of(run['config']['label'])}.ttft"
+        pooled.setdefault(key, []).extend(
+            r["first"] - r["sent"] for r in run.get("results", [])
+            if r["scheduled"] >= warm and r["first"] >= 0 and r.get("error") is None)
+    files = []
+    for name, values in sorted(pooled.items()):
+        ttft = sorted(values)
         if not ttft:
             continue
-        name = f"rate{run['config']['rps']:g}-{balancer_of(run['config']['label'])}.ttft"
         with open(os.path.join(out_dir, name), "w") as f:
             for i, v in enumerate(ttft, 1):
                 f.write(f"{v} {i / len(ttft)}\n")
         files.append(name)
     return files
+
+
+def spread3(values, digits=3):
+    """'median [min-max]' of a few values (the live seeds: too few for quartiles)."""
+    v = [x for x in values if x is not None]
+    if not v:
+        return "n/a"
+    return f"{statistics.median(v):.{digits}f} [{min(v):.{digits}f}-{max(v):.{digits}f}]"
+
+
+def live_figures(run):
+    s = run["summary"]
+    return {"p99": s["ttft_s"]["p99"],
+            "max_waiting": max((r["waiting_max"] for r in run["replicas"]), default=0),
+            "growth": s.get("trend", {}).get("queue_growth_per_min"),
+            "goodput": s.get("window", {}).get("goodput_req_s")}
+
+
+def virtual_figures(sim_report):
+    out = {}
+    for run in sim_report["runs"]:
+        out[run["balancer"]] = {
+            "p99": run["summary"]["ttft_s"]["p99"],
+            "max_waiting": max((r["waiting_max"] for r in run["replicas"]), default=0)}
+    return out
+
+
+def seeds_live_tables(runs, virtual):
+    """runs: live reports (any seeds); virtual: {(rate, seed): kvlb-sim report}
+    for the same rates and seeds. Per rate and balancer, over its seeds: live p99
+    TTFT, the paired ratio to the live oracle on the same seed, the same seeds in
+    virtual time, the live/virtual ratio per seed, max waiting, queue growth and
+    goodput. Figures are 'median [min-max]' over the seeds."""
+    cells = {}
+    for run in runs:
+        c = run["config"]
+        cells.setdefault(c["rps"], {}).setdefault(balancer_of(c["label"]), {})[c["seed"]] = \
+            live_figures(run)
+    out = []
+    for rate in sorted(cells):
+        by_bal = cells[rate]
+        oracle = by_bal.get("oracle", {})
+        out += [f"### {rate:g} req/s", "",
+                "| balancer | seeds | p99 TTFT live (s) | p99 / oracle, live (paired) | "
+                "p99 TTFT virtual, same seeds (s) | live / virtual (paired) | "
+                "max waiting live | max waiting virtual | queue growth live (req/min) | "
+                "goodput live (req/s) |",
+                "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for bal in sorted(by_bal):
+            seeds = sorted(by_bal[bal])
+            live = [by_bal[bal][k] for k in seeds]
+            virt = [virtual_figures(virtual[(rate, k)]).get(bal) if (rate, k) in virtual else None
+                    for k in seeds]
+            to_oracle = [by_bal[bal][k]["p99"] / oracle[k]["p99"]
+                         for k in seeds if k in oracle and oracle[k]["p99"] > 0]
+            to_virtual = [lv["p99"] / vv["p99"] for lv, vv in zip(live, virt)
+                          if vv and vv["p99"] > 0]
+            out.append(
+                f"| {bal} | {','.join(str(k) for k in seeds)} | "
+                f"{spread3([x['p99'] for x in live])} | {spread3(to_oracle, 2)} | "
+                f"{spread3([v['p99'] for v in virt if v])} | {spread3(to_virtual, 2)} | "
+                f"{spread3([x['max_waiting'] for x in live], 0)} | "
+                f"{spread3([v['max_waiting'] for v in virt if v], 0)} | "
+                f"{spread3([x['growth'] for x in live], 2)} | "
+                f"{spread3([x['goodput'] for x in live], 2)} |")
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
+def virtual_runs(directory):
+    """{(rate, seed): report} of the virtual-rate<R>-seed<S>.json files."""
+    out = {}
+    for name in sorted(os.listdir(directory)):
+        if re.match(r"virtual-rate[0-9.]+-seed[0-9]+\.json$", name):
+            with open(os.path.join(directory, name)) as f:
+                rep = json.load(f)
+            out[(rep["config"]["rps"], rep["config"]["seed"])] = rep
+    return out
 
 
 # ---- simulator sweep, histograms, A/B ------------------------------------------
@@ -188,6 +279,8 @@ def main(argv):
     s = sub.add_parser("seed")
     s.add_argument("source")
     s.add_argument("--cdf-dir")
+    sl = sub.add_parser("seeds-live")
+    sl.add_argument("dir")
     w = sub.add_parser("sim-sweep")
     w.add_argument("rate")
     w.add_argument("arrivals")
@@ -214,6 +307,8 @@ def main(argv):
         if a.cdf_dir:
             for name in seed_cdf(runs, a.cdf_dir):
                 print(name, file=sys.stderr)
+    elif a.cmd == "seeds-live":
+        sys.stdout.write(seeds_live_tables(seed_runs(a.dir), virtual_runs(a.dir)))
     elif a.cmd == "sim-sweep":
         reports = []
         for path in a.reports:

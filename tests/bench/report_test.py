@@ -87,3 +87,36 @@ class PairedMedianCommand(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class SeedsLive(unittest.TestCase):
+    @staticmethod
+    def live(bal, seed, p99, wait=3, rate=12.0):
+        return {"config": {"rps": rate, "seed": seed, "label": f"{bal} @ {rate:g} req/s"},
+                "summary": {"ttft_s": {"p99": p99},
+                            "trend": {"queue_growth_per_min": 0.5},
+                            "window": {"goodput_req_s": 11.9}},
+                "replicas": [{"waiting_max": wait}, {"waiting_max": 1}]}
+
+    @staticmethod
+    def virtual(seed, p99s, rate=12.0):
+        return {"config": {"rps": rate, "seed": seed},
+                "runs": [{"balancer": b, "summary": {"ttft_s": {"p99": p}},
+                          "replicas": [{"waiting_max": 2}]} for b, p in p99s.items()]}
+
+    def test_pairs_each_seed_with_the_oracle_and_with_virtual_time(self):
+        runs = [self.live("kvlb", 1, 1.0), self.live("kvlb", 2, 3.0), self.live("kvlb", 3, 2.0),
+                self.live("oracle", 1, 0.5), self.live("oracle", 2, 3.0), self.live("oracle", 3, 1.0)]
+        virtual = {(12.0, k): self.virtual(k, {"kvlb": 1.0, "oracle": 1.0}) for k in (1, 2, 3)}
+        table = report.seeds_live_tables(runs, virtual)
+        # p99 over seeds: median 2.0 [1.0-3.0]; paired to the oracle: 2, 1, 2 -> 2.00
+        # [1.00-2.00]; virtual 1.0 each; live/virtual: 1, 3, 2 -> 2.00 [1.00-3.00].
+        self.assertIn("| kvlb | 1,2,3 | 2.000 [1.000-3.000] | 2.00 [1.00-2.00] | "
+                      "1.000 [1.000-1.000] | 2.00 [1.00-3.00] | 3 [3-3] | 2 [2-2] | "
+                      "0.50 [0.50-0.50] | 11.90 [11.90-11.90] |", table)
+        self.assertIn("| oracle | 1,2,3 | 1.000 [0.500-3.000] | 1.00 [1.00-1.00] |", table)
+
+    def test_a_seed_without_its_oracle_or_virtual_run_is_left_out_of_the_pairs(self):
+        runs = [self.live("kvlb", 1, 1.0), self.live("kvlb", 2, 4.0), self.live("oracle", 1, 0.5)]
+        table = report.seeds_live_tables(runs, {})
+        self.assertIn("| kvlb | 1,2 | 2.500 [1.000-4.000] | 2.00 [2.00-2.00] | n/a | n/a |", table)

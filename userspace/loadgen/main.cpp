@@ -174,6 +174,13 @@ int main(int argc, char** argv) {
   mon.stop();
 
   auto summary = summarize_run(results, warmup);
+  if (!concurrency && !specs.empty()) {
+    // Over the window of arrivals after the warm-up: goodput, and whether the
+    // replicas' queues stayed bounded (above capacity p99 only measures the run).
+    double end = schedule(ac, specs.size()).back();
+    summary["window"] = window_rates(results, warmup, end);
+    if (!monitor_urls.empty()) summary["trend"] = queue_trend(mon.series(), warmup, end);
+  }
   nlohmann::json config = {{"label", label},
                            {"url", url},
                            {"oracle", oracle},
