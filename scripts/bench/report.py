@@ -10,7 +10,6 @@ results (tests/bench/report_test.py).
   report.py seed DIR|summaries.json [--cdf-dir DIR]    seed experiment tables
   report.py seeds-live DIR|summaries.json              the same over seeds, live
                                                        against virtual time
-  report.py sim-sweep RATE ARRIVALS SCRAPE RUN.json... simulator sweep rows
   report.py quantile METRICS.txt HISTOGRAM Q           a histogram's bucket bound
   report.py paired-median                              stdin "before after" lines
 """
@@ -236,21 +235,6 @@ def virtual_runs(directory):
 
 # ---- simulator sweep, histograms, A/B ------------------------------------------
 
-def sim_sweep_rows(rate, arrivals, scrape, reports):
-    runs = {}
-    for report in reports:
-        for run in report["runs"]:
-            runs.setdefault(run["balancer"], []).append(run)
-    rows = []
-    for b in sorted(runs):
-        p99 = [r["summary"]["ttft_s"]["p99"] for r in runs[b]]
-        p50 = [r["summary"]["ttft_s"]["median"] for r in runs[b]]
-        q = max(rep["waiting_max"] for r in runs[b] for rep in r["replicas"])
-        rows.append(f"| {rate} | {arrivals} | {scrape} | {b} | {round(statistics.mean(p99), 2):g} | "
-                    f"{round(max(p99), 2):g} | {round(statistics.mean(p50), 3):g} | {q:g} |")
-    return rows
-
-
 def histogram_quantile(text, name, q):
     """The upper bound of the first bucket holding a fraction q of the
     observations (Prometheus text format), or None without observations."""
@@ -281,11 +265,6 @@ def main(argv):
     s.add_argument("--cdf-dir")
     sl = sub.add_parser("seeds-live")
     sl.add_argument("dir")
-    w = sub.add_parser("sim-sweep")
-    w.add_argument("rate")
-    w.add_argument("arrivals")
-    w.add_argument("scrape")
-    w.add_argument("reports", nargs="+")
     h = sub.add_parser("quantile")
     h.add_argument("metrics")
     h.add_argument("histogram")
@@ -309,12 +288,6 @@ def main(argv):
                 print(name, file=sys.stderr)
     elif a.cmd == "seeds-live":
         sys.stdout.write(seeds_live_tables(seed_runs(a.dir), virtual_runs(a.dir)))
-    elif a.cmd == "sim-sweep":
-        reports = []
-        for path in a.reports:
-            with open(path) as f:
-                reports.append(json.load(f))
-        print("\n".join(sim_sweep_rows(a.rate, a.arrivals, a.scrape, reports)))
     elif a.cmd == "quantile":
         with open(a.metrics) as f:
             v = histogram_quantile(f.read(), a.histogram, a.q)

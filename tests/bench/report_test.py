@@ -46,16 +46,6 @@ class Seed(unittest.TestCase):
         self.assertEqual(tables.strip(), published.strip())
 
 
-class SimSweep(unittest.TestCase):
-    def test_mean_and_worst_over_seeds(self):
-        def run(b, p99, p50, q):
-            return {"balancer": b, "summary": {"ttft_s": {"p99": p99, "median": p50}},
-                    "replicas": [{"waiting_max": q}]}
-        reports = [{"runs": [run("kvlb", 1.0, 0.1, 3)]}, {"runs": [run("kvlb", 2.0, 0.3, 5)]}]
-        self.assertEqual(report.sim_sweep_rows("12", "poisson", "50ms", reports),
-                         ["| 12 | poisson | 50ms | kvlb | 1.5 | 2 | 0.2 | 5 |"])
-
-
 class Quantile(unittest.TestCase):
     TEXT = """# TYPE h histogram
 h_bucket{le="0.01"} 50
