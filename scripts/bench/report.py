@@ -10,6 +10,9 @@ results (tests/bench/report_test.py).
   report.py seed DIR|summaries.json [--cdf-dir DIR]    seed experiment tables
   report.py seeds-live DIR|summaries.json              the same over seeds, live
                                                        against virtual time
+  report.py clients --round LOADGEN.json NAME=FILE.jsonl... [--round ...]
+                                                       other clients' TTFT against
+                                                       kvlb-loadgen's, same requests
   report.py quantile METRICS.txt HISTOGRAM Q           a histogram's bucket bound
   report.py paired-median                              stdin "before after" lines
 """
@@ -235,6 +238,31 @@ def virtual_runs(directory):
 
 # ---- simulator sweep, histograms, A/B ------------------------------------------
 
+def clients_table(rounds):
+    """rounds: [(loadgen report, {client: [json lines]})], the same requests in
+    each. Per client over every round: the median TTFT, and the median over
+    requests of (client TTFT - kvlb-loadgen TTFT, same request, same round) in ms."""
+    ttft = {"kvlb-loadgen": []}
+    diffs = {}
+    for loadgen, others in rounds:
+        base = {r["i"]: r["first"] - r["sent"] for r in loadgen["results"]
+                if r.get("error") is None and r["first"] >= 0}
+        ttft["kvlb-loadgen"] += list(base.values())
+        for name, lines in others.items():
+            for l in lines:
+                if l.get("error") or l["ttft"] < 0:
+                    continue
+                ttft.setdefault(name, []).append(l["ttft"])
+                if l["i"] in base:
+                    diffs.setdefault(name, []).append((l["ttft"] - base[l["i"]]) * 1000)
+    out = ["| client | requests | TTFT median (ms) | minus kvlb-loadgen's, per request: median (ms) |",
+           "| --- | ---: | ---: | ---: |"]
+    for name, values in ttft.items():
+        d = f"{median(diffs[name]):+.2f}" if name in diffs else "(reference)"
+        out.append(f"| {name} | {len(values)} | {median(values) * 1000:.2f} | {d} |")
+    return "\n".join(out) + "\n"
+
+
 def histogram_quantile(text, name, q):
     """The upper bound of the first bucket holding a fraction q of the
     observations (Prometheus text format), or None without observations."""
@@ -265,6 +293,9 @@ def main(argv):
     s.add_argument("--cdf-dir")
     sl = sub.add_parser("seeds-live")
     sl.add_argument("dir")
+    cl = sub.add_parser("clients")
+    cl.add_argument("--round", nargs="+", action="append", required=True,
+                    metavar="LOADGEN.json NAME=FILE.jsonl")
     h = sub.add_parser("quantile")
     h.add_argument("metrics")
     h.add_argument("histogram")
@@ -288,6 +319,18 @@ def main(argv):
                 print(name, file=sys.stderr)
     elif a.cmd == "seeds-live":
         sys.stdout.write(seeds_live_tables(seed_runs(a.dir), virtual_runs(a.dir)))
+    elif a.cmd == "clients":
+        rounds = []
+        for group in a.round:
+            with open(group[0]) as f:
+                loadgen = json.load(f)
+            others = {}
+            for spec in group[1:]:
+                name, path = spec.split("=", 1)
+                with open(path) as f:
+                    others[name] = [json.loads(l) for l in f if l.strip()]
+            rounds.append((loadgen, others))
+        sys.stdout.write(clients_table(rounds))
     elif a.cmd == "quantile":
         with open(a.metrics) as f:
             v = histogram_quantile(f.read(), a.histogram, a.q)

@@ -110,3 +110,15 @@ class SeedsLive(unittest.TestCase):
         runs = [self.live("kvlb", 1, 1.0), self.live("kvlb", 2, 4.0), self.live("oracle", 1, 0.5)]
         table = report.seeds_live_tables(runs, {})
         self.assertIn("| kvlb | 1,2 | 2.500 [1.000-4.000] | 2.00 [2.00-2.00] | n/a | n/a |", table)
+
+
+class Clients(unittest.TestCase):
+    def test_per_request_differences_from_the_load_generator(self):
+        loadgen = {"results": [{"i": 0, "sent": 1.0, "first": 1.1},
+                               {"i": 1, "sent": 2.0, "first": 2.3},
+                               {"i": 2, "sent": 3.0, "first": -1, "error": "timeout"}]}
+        sdk = [{"i": 0, "ttft": 0.102}, {"i": 1, "ttft": 0.304}, {"i": 2, "ttft": 0.5}]
+        table = report.clients_table([(loadgen, {"sdk": sdk})])
+        self.assertIn("| kvlb-loadgen | 2 | 200.00 | (reference) |", table)
+        # request 2 failed for the load generator: its SDK time has no pair.
+        self.assertIn("| sdk | 3 | 304.00 | +3.00 |", table)
