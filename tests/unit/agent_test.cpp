@@ -35,13 +35,7 @@ services:
 )";
 
 kvlb_service_key key_of(const std::string& vip) {
-  auto ep = *Endpoint::parse(vip);
-  kvlb_service_key k{};
-  k.vip = ep.addr;
-  k.port = htons(ep.port);
-  k.proto = IPPROTO_TCP;
-  k.family = static_cast<uint8_t>(ep.family);
-  return k;
+  return service_key(*Endpoint::parse(vip));
 }
 
 kvlb_backend backend_of(const std::string& addr) {

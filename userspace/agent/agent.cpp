@@ -16,7 +16,6 @@
 #include "common/printable.h"
 
 namespace kvlb::agent {
-namespace {
 
 kvlb_service_key service_key(const Endpoint& vip) {
   kvlb_service_key k{};
@@ -26,6 +25,8 @@ kvlb_service_key service_key(const Endpoint& vip) {
   k.family = static_cast<uint8_t>(vip.family);
   return k;
 }
+
+namespace {
 
 kvlb_backend backend_entry(const Endpoint& ep) {
   kvlb_backend b{};

@@ -20,6 +20,9 @@
 
 namespace kvlb::agent {
 
+// The services map's key for a VIP (TCP).
+kvlb_service_key service_key(const Endpoint& vip);
+
 // One replica as the agent tracks it (shared by every service that lists it).
 struct BackendState {
   uint32_t id = 0;
