@@ -48,6 +48,15 @@
  * still balanced but not counted (see KVLB_EVENT_SOCKET_TABLE_FULL). */
 #define KVLB_MAX_SOCKETS 131072
 
+/* Gateway (XDP) data plane. Services one gateway balances (rows of the Maglev
+ * table), the Maglev table's size per service (a prime; >= 64x the most backends
+ * a service can have, so each backend's share of the table is within ~1.5% of
+ * 1/N: docs/gateway.md), and the flow table's default size (two entries per
+ * flow: ~128 bytes per flow in an LRU hash, 32 MiB at this size). */
+#define KVLB_GW_MAX_SERVICES 128
+#define KVLB_MAGLEV_SIZE 16411
+#define KVLB_GW_DEFAULT_FLOWS 262144
+
 /* Backend id 0 is never used: it marks an empty slot. */
 #define KVLB_BACKEND_NONE 0u
 
@@ -60,6 +69,11 @@
 #define KVLB_MAP_SOCKETS "kvlb_sock_v2"
 #define KVLB_MAP_EVENTS "kvlb_events_v1"
 #define KVLB_MAP_LEGACY_SOCKETS "kvlb_sock_v1"
+/* Gateway maps (bpf/gateway.bpf.c only; the socket LB's maps above are shared). */
+#define KVLB_MAP_FLOWS "kvlb_flow_v1"
+#define KVLB_MAP_MAGLEV "kvlb_maglev_v1"
+#define KVLB_MAP_VIPS "kvlb_vip_v1"
+#define KVLB_MAP_GW_STATS "kvlb_gwstat_v1"
 #define KVLB_RETIRED_MAPS \
   { "kvlb_svc_v1", "kvlb_slots_v1" }
 /* Links live in a subdirectory of the pin directory, one file per attach point. */
@@ -70,6 +84,8 @@
 #define KVLB_LINK_CONNECT6 "connect6"
 #define KVLB_LINK_GETPEERNAME6 "getpeername6"
 #define KVLB_LINK_SOCKOPS "sockops"
+/* The gateway's XDP links: one per interface, "xdp_<ifname>". */
+#define KVLB_LINK_XDP_PREFIX "xdp_"
 
 /* ---- enums ------------------------------------------------------------- */
 
@@ -103,6 +119,34 @@ enum kvlb_event {
   KVLB_EVENT_COUNT = 8,
 };
 
+/* Gateway packet counters (per CPU, index = stat): every packet the gateway
+ * program sees is counted once under KVLB_GW_PACKETS and once under the reason
+ * for its verdict. docs/gateway.md has the table of verdicts. */
+enum kvlb_gw_stat {
+  KVLB_GW_PACKETS = 0,
+  KVLB_GW_NOT_VIP = 1,          /* PASS: not addressed to a service (or not IP) */
+  KVLB_GW_NEW_FLOW = 2,         /* TX/REDIRECT: a SYN to a service, backend picked */
+  KVLB_GW_FORWARD = 3,          /* TX/REDIRECT: a packet of a known flow, client side */
+  KVLB_GW_REVERSE = 4,          /* TX/REDIRECT: a backend's packet back to its client */
+  KVLB_GW_MAGLEV = 5,           /* TX/REDIRECT: non-SYN without a flow entry, placed by Maglev */
+  KVLB_GW_NO_BACKEND = 6,       /* DROP: the service has no eligible backend */
+  KVLB_GW_TRUNCATED = 7,        /* PASS: headers cut short before the destination is known */
+  KVLB_GW_MALFORMED = 8,        /* DROP: to a VIP, IP or TCP header inconsistent or cut short */
+  KVLB_GW_FRAGMENT = 9,         /* DROP: an IPv4 fragment or IPv6 fragment header to a VIP */
+  KVLB_GW_IPV6_EXT = 10,        /* DROP: IPv6 extension headers before TCP, to a VIP */
+  KVLB_GW_NOT_TCP = 11,         /* DROP: UDP and others to a VIP */
+  KVLB_GW_ICMP = 12,            /* PASS: ICMP/ICMPv6 to a VIP (the host answers) */
+  KVLB_GW_TTL = 13,             /* PASS: TTL/hop limit would expire (the host answers) */
+  KVLB_GW_FIB_PASS = 14,        /* PASS: translated, next hop unresolved (the stack forwards) */
+  KVLB_GW_FIB_FAIL = 15,        /* DROP: no route to the backend or client */
+  KVLB_GW_REVERSE_MISS = 16,    /* PASS: to a SNAT port with no flow (the host resets it) */
+  KVLB_GW_SNAT_BUSY = 17,       /* DROP: no free SNAT port for the flow after every probe */
+  KVLB_GW_FLOW_TABLE_FULL = 18, /* DROP: the flow entry could not be written */
+  KVLB_GW_CLOSED = 19,          /* a FIN or RST ended a flow (counted with its verdict) */
+  KVLB_GW_EXPIRED = 20,         /* flows removed by the sweep (idle or closed) */
+  KVLB_GW_STAT_COUNT = 24,
+};
+
 /* Service flags. */
 #define KVLB_SVC_F_NONE 0u
 
@@ -133,7 +177,9 @@ struct kvlb_service {
   __u8 policy;         /* enum kvlb_policy */
   __u8 choices;        /* backends compared per pick, 2..KVLB_MAX_CHOICES */
   __u32 flags;         /* KVLB_SVC_F_* */
-  __u32 reserved;
+  /* Gateway only: 1 + this service's row of the Maglev table, 0 for none. (Was
+   * `reserved`, always 0: same layout, the socket LB ignores it.) */
+  __u32 maglev_row;
   __u32 slots[KVLB_MAX_SLOTS]; /* backend ids; [0, backend_count) in use */
 };
 
@@ -191,6 +237,35 @@ struct kvlb_sock_state {
  * re-connected without it was a failed connect to its backend. */
 #define KVLB_SOCK_F_ESTABLISHED 1u
 
+/* Gateway flow table key: a TCP packet's addresses and ports as they arrive. One
+ * flow has two entries: the client's side (client -> VIP) and the backend's
+ * (backend -> the gateway's SNAT address and port). */
+struct kvlb_flow_key {
+  struct kvlb_addr src;
+  struct kvlb_addr dst;
+  __u16 sport; /* network byte order */
+  __u16 dport; /* network byte order */
+  __u8 family; /* enum kvlb_family */
+  __u8 proto;  /* IPPROTO_TCP */
+  __u16 pad;
+};
+
+/* Gateway flow table value: what a packet of the entry's direction is rewritten
+ * to. The partner entry's key is this tuple reversed. */
+struct kvlb_flow {
+  struct kvlb_addr src;
+  struct kvlb_addr dst;
+  __u16 sport; /* network byte order */
+  __u16 dport; /* network byte order */
+  __u32 backend_id;
+  __u64 last_seen_ns; /* bpf_ktime_get_coarse_ns(), refreshed at most once a second */
+  __u64 flags;        /* KVLB_FLOW_F_* (64 bits: the kernel's atomic or) */
+};
+
+#define KVLB_FLOW_F_REVERSE 1u /* the backend's side of the flow */
+#define KVLB_FLOW_F_CLOSING 2u /* a FIN or RST was seen: in-flight released */
+#define KVLB_FLOW_F_MAGLEV 4u  /* created on a table miss by the Maglev table */
+
 /* ---- compile-time layout checks (compiled by the BPF and C++ sides) ------ */
 
 #ifdef __cplusplus
@@ -207,6 +282,9 @@ KVLB_STATIC_ASSERT(sizeof(struct kvlb_backend) == 24, "kvlb_backend layout");
 KVLB_STATIC_ASSERT(sizeof(struct kvlb_score) == 40, "kvlb_score layout");
 KVLB_STATIC_ASSERT(sizeof(struct kvlb_counters) == 40, "kvlb_counters layout");
 KVLB_STATIC_ASSERT(sizeof(struct kvlb_sock_state) == 24, "kvlb_sock_state layout");
+KVLB_STATIC_ASSERT(sizeof(struct kvlb_flow_key) == 40, "kvlb_flow_key layout");
+KVLB_STATIC_ASSERT(sizeof(struct kvlb_flow) == 56, "kvlb_flow layout");
+KVLB_STATIC_ASSERT(KVLB_MAGLEV_SIZE >= 64 * KVLB_MAX_SLOTS, "Maglev table per service");
 KVLB_STATIC_ASSERT(KVLB_MAX_CHOICES >= 2, "at least two choices");
 KVLB_STATIC_ASSERT((KVLB_MAX_SLOTS & (KVLB_MAX_SLOTS - 1)) == 0, "slots a power of two");
 

@@ -1,0 +1,477 @@
+/* SPDX-License-Identifier: (GPL-2.0 OR Apache-2.0) */
+/*
+ * gateway.bpf.h - the XDP gateway: L4 balancing with source NAT for traffic
+ * that enters a host, with the socket LB's services, scores and selection.
+ *
+ *   client C:cp -> VIP:vp          rewritten to   S:sp -> B:bp   (forward)
+ *   backend B:bp -> S:sp           rewritten to   VIP:vp -> C:cp (reverse)
+ *
+ * S is the gateway's SNAT address, sp a port of its SNAT range. One flow is
+ * two entries of the flow table, one per direction, each holding the tuple its
+ * packets are rewritten to; so an established packet of either direction costs
+ * one lookup. A SYN to a service gets a backend from the service's policy
+ * (pick.bpf.h, the socket LB's code) and counts in that backend's picks and
+ * in-flight; a FIN or RST releases the in-flight count once; the sweep program
+ * removes closed and idle flows. A non-SYN packet with no entry (the table
+ * lost it: LRU eviction, another gateway's flow) is placed by the service's
+ * Maglev table, and translated to the SNAT port the flow's first probe gives,
+ * which is a function of the client's tuple only (flow_hash.h).
+ *
+ * Internals return an XDP verdict; the stat named with it is counted by the
+ * entry point.
+ */
+#ifndef KVLB_GATEWAY_BPF_H
+#define KVLB_GATEWAY_BPF_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "counters.bpf.h"
+#include "csum.h"
+#include "flow_hash.h"
+#include "gw_config.bpf.h"
+#include "gw_maps.bpf.h"
+#include "parse.bpf.h"
+#include "pick.bpf.h"
+
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+#ifndef AF_INET6
+#define AF_INET6 10
+#endif
+#ifndef EEXIST
+#define EEXIST 17
+#endif
+
+struct bpf_map; /* the for_each callback's first argument, opaque here */
+
+#define KVLB_SNAT_PROBES 4
+#define KVLB_NS_PER_S 1000000000ull
+
+static __always_inline void gw_count(__u32 stat) {
+  __u32 zero = 0;
+  struct kvlb_gw_stats* s = bpf_map_lookup_elem(&kvlb_gwstat_v1, &zero);
+  if (!s) return;
+  s->n[KVLB_GW_PACKETS] += 1;
+  if (stat < KVLB_GW_STAT_COUNT) s->n[stat] += 1;
+}
+
+static __always_inline void gw_count_only(__u32 stat) {
+  __u32 zero = 0;
+  struct kvlb_gw_stats* s = bpf_map_lookup_elem(&kvlb_gwstat_v1, &zero);
+  if (s && stat < KVLB_GW_STAT_COUNT) s->n[stat] += 1;
+}
+
+/* The key of the other direction's entry: the rewritten tuple, reversed. */
+static __always_inline void gw_partner_key(struct kvlb_flow_key* out, const struct kvlb_flow* f,
+                                           __u8 family) {
+  out->src = f->dst;
+  out->dst = f->src;
+  out->sport = f->dport;
+  out->dport = f->sport;
+  out->family = family;
+  out->proto = IPPROTO_TCP;
+}
+
+/* The client's side of a flow ends: its in-flight count is released exactly
+ * once, however many FINs, RSTs and sweeps race for it. */
+static __always_inline void gw_close_forward(struct kvlb_flow* f) {
+  __u64 old = __sync_fetch_and_or(&f->flags, KVLB_FLOW_F_CLOSING);
+  if (old & KVLB_FLOW_F_CLOSING) return;
+  kvlb_account_release(f->backend_id);
+  gw_count_only(KVLB_GW_CLOSED);
+}
+
+static __always_inline void gw_close(struct kvlb_flow* f, __u8 family) {
+  struct kvlb_flow_key pk;
+  struct kvlb_flow* fwd;
+  if (!(f->flags & KVLB_FLOW_F_REVERSE)) {
+    gw_close_forward(f);
+    return;
+  }
+  f->flags |= KVLB_FLOW_F_CLOSING;
+  gw_partner_key(&pk, f, family);
+  fwd = bpf_map_lookup_elem(&kvlb_flow_v1, &pk);
+  if (fwd) gw_close_forward(fwd);
+}
+
+static __always_inline int gw_snat_addr(struct kvlb_addr* out, __u8 family) {
+  if (family == KVLB_AF_INET) {
+    if (!cfg_snat4) return -1;
+    out->words[0] = cfg_snat4;
+    out->words[1] = out->words[2] = out->words[3] = 0;
+    return 0;
+  }
+  if (!(cfg_snat6[0] | cfg_snat6[1] | cfg_snat6[2] | cfg_snat6[3])) return -1;
+  out->words[0] = cfg_snat6[0];
+  out->words[1] = cfg_snat6[1];
+  out->words[2] = cfg_snat6[2];
+  out->words[3] = cfg_snat6[3];
+  return 0;
+}
+
+/* A packet to the SNAT address and range that matched no flow. */
+static __always_inline int gw_is_snat_dst(const struct kvlb_flow_key* k) {
+  struct kvlb_addr s;
+  __u16 port = bpf_ntohs(k->dport);
+  if (gw_snat_addr(&s, k->family)) return 0;
+  if (port < cfg_snat_port_lo || port > cfg_snat_port_hi) return 0;
+  return s.words[0] == k->dst.words[0] && s.words[1] == k->dst.words[1] &&
+         s.words[2] == k->dst.words[2] && s.words[3] == k->dst.words[3];
+}
+
+/* Rewrites the packet's addresses and ports to `f`'s, decrements the TTL or hop
+ * limit, and updates the checksums incrementally. */
+static __always_inline void gw_rewrite(struct kvlb_pkt* p, const struct kvlb_flow* f) {
+  struct tcphdr* tcp = p->tcp;
+  __u16 check = tcp->check;
+  if (p->ip4) {
+    struct iphdr* ip = p->ip4;
+    __u16 old_ttl = *(__u16*)&ip->ttl, new_ttl;
+    __u16 ipc = ip->check;
+    ipc = kvlb_csum_replace32(ipc, ip->saddr, f->src.words[0]);
+    ipc = kvlb_csum_replace32(ipc, ip->daddr, f->dst.words[0]);
+    check = kvlb_csum_replace32(check, ip->saddr, f->src.words[0]);
+    check = kvlb_csum_replace32(check, ip->daddr, f->dst.words[0]);
+    ip->saddr = f->src.words[0];
+    ip->daddr = f->dst.words[0];
+    ip->ttl -= 1;
+    new_ttl = *(__u16*)&ip->ttl;
+    ip->check = kvlb_csum_replace16(ipc, old_ttl, new_ttl);
+  } else if (p->ip6) {
+    struct ipv6hdr* ip = p->ip6;
+    __u32* s = ip->saddr.in6_u.u6_addr32;
+    __u32* d = ip->daddr.in6_u.u6_addr32;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      check = kvlb_csum_replace32(check, s[i], f->src.words[i]);
+      check = kvlb_csum_replace32(check, d[i], f->dst.words[i]);
+      s[i] = f->src.words[i];
+      d[i] = f->dst.words[i];
+    }
+    ip->hop_limit -= 1;
+  }
+  check = kvlb_csum_replace16(check, tcp->source, f->sport);
+  check = kvlb_csum_replace16(check, tcp->dest, f->dport);
+  tcp->source = f->sport;
+  tcp->dest = f->dport;
+  tcp->check = check;
+}
+
+/* Sends the rewritten packet towards its new destination: the route and the
+ * neighbour from the kernel's tables (bpf_fib_lookup), out of the interface
+ * they name. */
+static __noinline int gw_forward(struct xdp_md* ctx, struct kvlb_pkt* p, const struct kvlb_flow* f,
+                                 __u32* stat) {
+  struct bpf_fib_lookup fib = {};
+  long rc;
+  fib.l4_protocol = IPPROTO_TCP;
+  fib.sport = f->sport;
+  fib.dport = f->dport;
+  fib.tot_len = p->ip_len;
+  fib.ifindex = ctx->ingress_ifindex;
+  if (p->ip4) {
+    fib.family = AF_INET;
+    fib.tos = p->ip4->tos;
+    fib.ipv4_src = f->src.words[0];
+    fib.ipv4_dst = f->dst.words[0];
+  } else {
+    fib.family = AF_INET6;
+    __builtin_memcpy(fib.ipv6_src, f->src.words, 16);
+    __builtin_memcpy(fib.ipv6_dst, f->dst.words, 16);
+  }
+  rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
+  if (rc == BPF_FIB_LKUP_RET_NO_NEIGH || rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
+    /* Translated already: the stack forwards it, resolving the neighbour or
+     * answering "fragmentation needed"; the next packets take the fast path. */
+    *stat = KVLB_GW_FIB_PASS;
+    return XDP_PASS;
+  }
+  if (rc != BPF_FIB_LKUP_RET_SUCCESS) {
+    *stat = KVLB_GW_FIB_FAIL;
+    return XDP_DROP;
+  }
+  __builtin_memcpy(p->eth->h_dest, fib.dmac, ETH_ALEN);
+  __builtin_memcpy(p->eth->h_source, fib.smac, ETH_ALEN);
+  if (fib.ifindex == ctx->ingress_ifindex) return XDP_TX;
+  return bpf_redirect(fib.ifindex, 0);
+}
+
+/* The TTL or hop limit would expire here: the host answers (ICMP). */
+static __always_inline int gw_ttl_expires(const struct kvlb_pkt* p) {
+  struct iphdr* ip4 = p->ip4;
+  struct ipv6hdr* ip6 = p->ip6;
+  /* Each pointer checked on its own: clang would otherwise merge the two loads
+   * into one through a selected pointer, which the verifier cannot follow. */
+  if (p->key.family == KVLB_AF_INET) {
+    if (!ip4) return 1;
+    return ip4->ttl <= 1;
+  }
+  if (!ip6) return 1;
+  return ip6->hop_limit <= 1;
+}
+
+static __always_inline int gw_tuple_eq(const struct kvlb_flow* r, const struct kvlb_flow_key* k) {
+  return r->dst.words[0] == k->src.words[0] && r->dst.words[1] == k->src.words[1] &&
+         r->dst.words[2] == k->src.words[2] && r->dst.words[3] == k->src.words[3] &&
+         r->src.words[0] == k->dst.words[0] && r->src.words[1] == k->dst.words[1] &&
+         r->src.words[2] == k->dst.words[2] && r->src.words[3] == k->dst.words[3] &&
+         r->dport == k->sport && r->sport == k->dport;
+}
+
+/* A new flow (a SYN, or a packet the table had lost) to backend `id`: both
+ * entries written, the backend's picks and in-flight counted. `*out` gets the
+ * forward translation. Stateless (no entry, no count) for a FIN or RST. */
+static __noinline int gw_new_flow(struct xdp_md* ctx, struct kvlb_pkt* p, __u32 id, __u64 flags,
+                                  __u32* stat) {
+  const struct kvlb_flow_key* k = &p->key;
+  struct kvlb_backend* be = bpf_map_lookup_elem(&kvlb_be_v1, &id);
+  struct kvlb_gw_scratch* sc;
+  struct kvlb_flow_key* rk;
+  struct kvlb_flow *rev, *out, *old;
+  struct kvlb_addr snat;
+  __u64 now = bpf_ktime_get_coarse_ns();
+  int stateless = p->tcp->fin || p->tcp->rst;
+  __u32 i = 0;
+
+  if (!be || be->family != k->family || gw_snat_addr(&snat, k->family)) {
+    *stat = KVLB_GW_NO_BACKEND;
+    return XDP_DROP;
+  }
+  sc = bpf_map_lookup_elem(&kvlb_gw_scratch, &i);
+  if (!sc) {
+    *stat = KVLB_GW_FLOW_TABLE_FULL;
+    return XDP_DROP;
+  }
+  rk = &sc->rkey;
+  rev = &sc->rev;
+  out = &sc->fwd;
+  out->src = snat;
+  out->dst = be->addr;
+  out->dport = be->port;
+  out->backend_id = id;
+  out->last_seen_ns = now;
+  out->flags = flags;
+
+  rk->src = be->addr;
+  rk->dst = snat;
+  rk->sport = be->port;
+  rk->family = k->family;
+  rk->proto = IPPROTO_TCP;
+  rk->pad = 0;
+  rev->src = k->dst;
+  rev->dst = k->src;
+  rev->sport = k->dport;
+  rev->dport = k->sport;
+  rev->backend_id = id;
+  rev->last_seen_ns = now;
+  rev->flags = flags | KVLB_FLOW_F_REVERSE;
+
+  for (i = 0; i < KVLB_SNAT_PROBES; i++) {
+    rk->dport = bpf_htons(kvlb_snat_port(k, i, cfg_snat_port_lo, cfg_snat_port_hi));
+    if (stateless) break;
+    if (bpf_map_update_elem(&kvlb_flow_v1, rk, rev, BPF_NOEXIST) == 0) break;
+    /* Taken: by this very flow (a lost client-side entry), or by another. */
+    old = bpf_map_lookup_elem(&kvlb_flow_v1, rk);
+    if (old && gw_tuple_eq(old, k)) {
+      *old = *rev;
+      break;
+    }
+  }
+  if (i == KVLB_SNAT_PROBES) {
+    *stat = KVLB_GW_SNAT_BUSY;
+    return XDP_DROP;
+  }
+  out->sport = rk->dport;
+  if (!stateless) {
+    if (bpf_map_update_elem(&kvlb_flow_v1, k, out, BPF_ANY) != 0) {
+      bpf_map_delete_elem(&kvlb_flow_v1, rk);
+      *stat = KVLB_GW_FLOW_TABLE_FULL;
+      return XDP_DROP;
+    }
+    kvlb_account_pick(id);
+  }
+  gw_rewrite(p, out);
+  return gw_forward(ctx, p, out, stat);
+}
+
+/* A SYN reusing the tuple of a closed flow starts a new connection: the old
+ * flow's backend-side entry goes (its in-flight was released at the close). */
+static __noinline void gw_forget_partner(const struct kvlb_flow* f, __u8 family) {
+  struct kvlb_flow_key pk;
+  gw_partner_key(&pk, f, family);
+  bpf_map_delete_elem(&kvlb_flow_v1, &pk);
+}
+
+/* The service's pick in a frame of its own: BPF's stack is 512 bytes for a
+ * whole call chain, and the pick's state, the flow entries being built and the
+ * route lookup are never needed at the same time. (Also gw_new_flow and
+ * gw_forward: __noinline for the same reason.) */
+static __noinline __u32 gw_pick(const struct kvlb_service* svc) {
+  return kvlb_pick(svc);
+}
+
+/* A TCP segment: a known flow's, a new flow's, or not the gateway's. */
+static __always_inline int gw_tcp(struct xdp_md* ctx, struct kvlb_pkt* p, __u32* stat) {
+  struct kvlb_flow_key* k = &p->key;
+  struct kvlb_service_key sk = {};
+  struct kvlb_service* svc;
+  struct kvlb_flow* f;
+  struct tcphdr* tcp = p->tcp;
+  int syn = tcp->syn && !tcp->ack;
+  __u64 flags = 0;
+  __u32 id;
+  __u64 now;
+
+  f = bpf_map_lookup_elem(&kvlb_flow_v1, k);
+  if (f && !(syn && (f->flags & KVLB_FLOW_F_CLOSING) && !(f->flags & KVLB_FLOW_F_REVERSE))) {
+    if (gw_ttl_expires(p)) {
+      *stat = KVLB_GW_TTL;
+      return XDP_PASS;
+    }
+    now = bpf_ktime_get_coarse_ns();
+    if (now - f->last_seen_ns > KVLB_NS_PER_S) f->last_seen_ns = now;
+    if (tcp->fin || tcp->rst) gw_close(f, k->family);
+    *stat = (f->flags & KVLB_FLOW_F_REVERSE) ? KVLB_GW_REVERSE : KVLB_GW_FORWARD;
+    gw_rewrite(p, f);
+    return gw_forward(ctx, p, f, stat);
+  }
+
+  sk.vip = k->dst;
+  sk.port = k->dport;
+  sk.proto = IPPROTO_TCP;
+  sk.family = k->family;
+  svc = bpf_map_lookup_elem(&kvlb_svc_v2, &sk);
+  if (!svc) {
+    *stat = gw_is_snat_dst(k) ? KVLB_GW_REVERSE_MISS : KVLB_GW_NOT_VIP;
+    return XDP_PASS;
+  }
+  if (gw_ttl_expires(p)) {
+    *stat = KVLB_GW_TTL;
+    return XDP_PASS;
+  }
+  if (f) gw_forget_partner(f, k->family);
+  if (syn) {
+    id = gw_pick(svc);
+    *stat = KVLB_GW_NEW_FLOW;
+  } else {
+    __u32 row = svc->maglev_row, slot;
+    __u32* e;
+    if (row == 0 || row > KVLB_GW_MAX_SERVICES) {
+      *stat = KVLB_GW_NO_BACKEND;
+      return XDP_DROP;
+    }
+    slot = (row - 1) * KVLB_MAGLEV_SIZE + kvlb_maglev_slot(k);
+    e = bpf_map_lookup_elem(&kvlb_maglev_v1, &slot);
+    id = e ? *e : KVLB_BACKEND_NONE;
+    flags = KVLB_FLOW_F_MAGLEV;
+    *stat = KVLB_GW_MAGLEV;
+  }
+  if (id == KVLB_BACKEND_NONE) {
+    if (syn) kvlb_event(KVLB_EVENT_NO_BACKEND);
+    *stat = KVLB_GW_NO_BACKEND;
+    return XDP_DROP;
+  }
+  return gw_new_flow(ctx, p, id, flags, stat);
+}
+
+/* Anything that is not a well-formed TCP segment: its class's verdict when it
+ * is addressed to a VIP, untouched otherwise. */
+static __always_inline int gw_other(int parsed, const struct kvlb_pkt* p, __u32* stat) {
+  struct kvlb_service_key vk = {};
+  if (parsed == KVLB_P_NOT_IP) {
+    *stat = KVLB_GW_NOT_VIP;
+    return XDP_PASS;
+  }
+  if (parsed == KVLB_P_TRUNCATED) {
+    *stat = KVLB_GW_TRUNCATED;
+    return XDP_PASS;
+  }
+  vk.vip = p->key.dst;
+  vk.family = p->key.family;
+  if (!bpf_map_lookup_elem(&kvlb_vip_v1, &vk)) {
+    *stat = KVLB_GW_NOT_VIP;
+    return XDP_PASS;
+  }
+  switch (parsed) {
+    case KVLB_P_ICMP:
+      *stat = KVLB_GW_ICMP;
+      return XDP_PASS;
+    case KVLB_P_FRAGMENT:
+      *stat = KVLB_GW_FRAGMENT;
+      return XDP_DROP;
+    case KVLB_P_IPV6_EXT:
+      *stat = KVLB_GW_IPV6_EXT;
+      return XDP_DROP;
+    case KVLB_P_NOT_TCP:
+      *stat = KVLB_GW_NOT_TCP;
+      return XDP_DROP;
+    default:
+      *stat = KVLB_GW_MALFORMED;
+      return XDP_DROP;
+  }
+}
+
+static __always_inline int gw_process(struct xdp_md* ctx) {
+  void* data = (void*)(long)ctx->data;
+  void* end = (void*)(long)ctx->data_end;
+  struct kvlb_pkt p = {};
+  __u32 stat = KVLB_GW_NOT_VIP;
+  int parsed = kvlb_parse(&p, data, end);
+  int verdict;
+  if (parsed == KVLB_P_TCP)
+    verdict = gw_tcp(ctx, &p, &stat);
+  else
+    verdict = gw_other(parsed, &p, &stat);
+  gw_count(stat);
+  return verdict;
+}
+
+/* ---- the sweep ---------------------------------------------------------- */
+
+struct gw_sweep_ctx {
+  __u64 now;
+  __u64 expired;
+};
+
+/* One entry: a client-side entry whose flow is closed (for cfg_flow_closing_ns)
+ * or idle in both directions (for cfg_flow_idle_ns) goes with its partner, its
+ * in-flight released if no FIN or RST did; a backend-side entry whose partner
+ * is gone goes after cfg_flow_closing_ns. */
+static long gw_sweep_one(struct bpf_map* map, struct kvlb_flow_key* k, struct kvlb_flow* f,
+                         struct gw_sweep_ctx* c) {
+  struct kvlb_flow_key pk;
+  struct kvlb_flow* partner;
+  __u64 last, limit;
+  gw_partner_key(&pk, f, k->family);
+  partner = bpf_map_lookup_elem(&kvlb_flow_v1, &pk);
+  if (f->flags & KVLB_FLOW_F_REVERSE) {
+    if (partner) return 0; /* the client-side entry decides */
+    if (c->now - f->last_seen_ns > cfg_flow_closing_ns) {
+      bpf_map_delete_elem(&kvlb_flow_v1, k);
+      c->expired++;
+    }
+    return 0;
+  }
+  last = f->last_seen_ns;
+  if (partner && partner->last_seen_ns > last) last = partner->last_seen_ns;
+  limit = (f->flags & KVLB_FLOW_F_CLOSING) ? cfg_flow_closing_ns : cfg_flow_idle_ns;
+  if (c->now - last <= limit) return 0;
+  gw_close_forward(f);
+  if (partner) bpf_map_delete_elem(&kvlb_flow_v1, &pk);
+  bpf_map_delete_elem(&kvlb_flow_v1, k);
+  c->expired++;
+  return 0;
+}
+
+static __always_inline void gw_sweep(void) {
+  struct gw_sweep_ctx c = {.now = bpf_ktime_get_coarse_ns(), .expired = 0};
+  __u32 zero = 0;
+  struct kvlb_gw_stats* s;
+  bpf_for_each_map_elem(&kvlb_flow_v1, gw_sweep_one, &c, 0);
+  s = bpf_map_lookup_elem(&kvlb_gwstat_v1, &zero);
+  if (s) s->n[KVLB_GW_EXPIRED] += c.expired;
+}
+
+#endif /* KVLB_GATEWAY_BPF_H */

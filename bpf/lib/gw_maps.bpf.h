@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: (GPL-2.0 OR Apache-2.0) */
+/*
+ * gw_maps.bpf.h - the gateway's own maps, pinned next to the socket LB's
+ * (services, backends, scores and counters are shared: maps.bpf.h).
+ */
+#ifndef KVLB_GW_MAPS_BPF_H
+#define KVLB_GW_MAPS_BPF_H
+
+#include "maps.bpf.h"
+
+/* Flows, both directions (struct kvlb_flow_key -> struct kvlb_flow). LRU: when
+ * full, the least recently used entries go instead of new flows failing; the
+ * agent sizes it (flow_table) so that takes more open flows than the gateway
+ * serves. Its size is set at load. */
+struct {
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, 2 * KVLB_GW_DEFAULT_FLOWS);
+  __type(key, struct kvlb_flow_key);
+  __type(value, struct kvlb_flow);
+  __uint(pinning, LIBBPF_PIN_BY_NAME);
+} kvlb_flow_v1 SEC(".maps");
+
+/* Maglev tables: row r (kvlb_service.maglev_row - 1) is entries
+ * [r * KVLB_MAGLEV_SIZE, (r + 1) * KVLB_MAGLEV_SIZE), each a backend id. Built
+ * by the agent when a service's backends change. */
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, KVLB_GW_MAX_SERVICES* KVLB_MAGLEV_SIZE);
+  __type(key, __u32);
+  __type(value, __u32);
+  __uint(pinning, LIBBPF_PIN_BY_NAME);
+} kvlb_maglev_v1 SEC(".maps");
+
+/* Addresses that are VIPs (key: a service key with port 0 and protocol 0):
+ * what decides the verdict of a packet that is not a well-formed TCP segment. */
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, KVLB_GW_MAX_SERVICES);
+  __type(key, struct kvlb_service_key);
+  __type(value, __u32);
+  __uint(pinning, LIBBPF_PIN_BY_NAME);
+} kvlb_vip_v1 SEC(".maps");
+
+/* Packet counters (enum kvlb_gw_stat), per CPU, all in one value: one lookup
+ * per packet. */
+struct kvlb_gw_stats {
+  __u64 n[KVLB_GW_STAT_COUNT];
+};
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, struct kvlb_gw_stats);
+  __uint(pinning, LIBBPF_PIN_BY_NAME);
+} kvlb_gwstat_v1 SEC(".maps");
+
+/* Scratch space for building a new flow's two entries (152 bytes): BPF's stack
+ * is 512 bytes for a whole call chain, and the SYN path's chain (the entry
+ * point, the flow builder, the route lookup) would not fit with them on it.
+ * Per CPU, and an XDP program runs to completion on its CPU: no sharing. Not
+ * pinned: nothing outside one program run reads it. */
+struct kvlb_gw_scratch {
+  struct kvlb_flow_key rkey;
+  struct kvlb_flow rev;
+  struct kvlb_flow fwd;
+};
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, struct kvlb_gw_scratch);
+} kvlb_gw_scratch SEC(".maps");
+
+#endif /* KVLB_GW_MAPS_BPF_H */
