@@ -52,7 +52,7 @@ nlohmann::json backends_json(const Agent& agent) {
   return arr;
 }
 
-std::string metrics_text(const Agent& agent) {
+std::string metrics_text(const Agent& agent, const GatewayView* gw) {
   const auto& cfg_ = agent.config();
   const auto& backends_ = agent.backends();
   const auto& dp_ = agent.maps();
@@ -132,6 +132,28 @@ std::string metrics_text(const Agent& agent) {
   w.family("kvlb_agent_suspect_events_total", "Times a backend turned suspect.",
            ExpositionType::Counter);
   w.sample("kvlb_agent_suspect_events_total", {}, static_cast<double>(st.suspect_events));
+  if (gw) {
+    w.family("kvlb_gateway_packets_total",
+             "Packets the XDP gateway saw (reason=packets: all), by the reason for their "
+             "verdict (docs/gateway.md); closed and expired count flows, not packets.",
+             ExpositionType::Counter);
+    for (size_t i = 0; i < kGatewayStatNames.size(); ++i)
+      if (!kGatewayStatNames[i].empty())
+        w.sample("kvlb_gateway_packets_total", {{"reason", std::string(kGatewayStatNames[i])}},
+                 static_cast<double>(gw->stats[i]));
+    w.family("kvlb_gateway_flows", "Open flows through the gateway, by backend (last sweep).",
+             ExpositionType::Gauge);
+    for (const auto& b : backends_) {
+      uint64_t n = 0;
+      for (const auto& [id, f] : gw->flows)
+        if (id == b.id) n = f;
+      w.sample("kvlb_gateway_flows", {{"backend", b.address.to_string()}}, static_cast<double>(n));
+    }
+    w.family("kvlb_gateway_attached", "Interfaces the gateway runs on, with its XDP mode.",
+             ExpositionType::Gauge);
+    for (const auto& [ifname, mode] : gw->attachments)
+      w.sample("kvlb_gateway_attached", {{"interface", ifname}, {"mode", mode}}, 1.0);
+  }
   return w.take();
 }
 
@@ -160,15 +182,38 @@ std::string json_body(const nlohmann::json& j) {
 }
 }  // namespace
 
+nlohmann::json gateway_json(const Agent& agent, const GatewayView& gw) {
+  nlohmann::json att = nlohmann::json::array(), stats = nlohmann::json::object(),
+                 flows = nlohmann::json::array();
+  for (const auto& [ifname, mode] : gw.attachments)
+    att.push_back({{"interface", ifname}, {"mode", mode}});
+  for (size_t i = 0; i < kGatewayStatNames.size(); ++i)
+    if (!kGatewayStatNames[i].empty()) stats[std::string(kGatewayStatNames[i])] = gw.stats[i];
+  for (const auto& b : agent.backends()) {
+    uint64_t n = 0;
+    for (const auto& [id, f] : gw.flows)
+      if (id == b.id) n = f;
+    flows.push_back({{"backend", b.address.to_string()},
+                     {"flows", n},
+                     {"inflight", agent.maps().counters(b.id).inflight}});
+  }
+  return {{"attachments", att}, {"stats", stats}, {"flows", flows}, {"swept", gw.swept}};
+}
+
 // The admin API's routes.
-AdminResponse admin_route(Agent& agent, const AdminRequest& r) {
+AdminResponse admin_route(Agent& agent, const AdminRequest& r, const GatewayView* gw) {
   const std::string prefix = "/v1/backends/";
   if (r.method == "GET" && r.target == "/v1/services")
     return {200, "application/json", json_body(services_json(agent))};
   if (r.method == "GET" && r.target == "/v1/backends")
     return {200, "application/json", json_body(backends_json(agent))};
   if (r.method == "GET" && r.target == "/metrics")
-    return {200, "text/plain; version=0.0.4; charset=utf-8", metrics_text(agent)};
+    return {200, "text/plain; version=0.0.4; charset=utf-8", metrics_text(agent, gw)};
+  if (r.method == "GET" && r.target == "/v1/gateway") {
+    if (!gw)
+      return {404, "application/json", json_body({{"error", "the agent is not in gateway mode"}})};
+    return {200, "application/json", json_body(gateway_json(agent, *gw))};
+  }
   if (r.method == "GET" && r.target == "/healthz") return {200, "text/plain", "ok\n"};
   if (r.target.rfind(prefix, 0) == 0) {
     auto rest = r.target.substr(prefix.size());

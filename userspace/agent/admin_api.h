@@ -5,7 +5,10 @@
 // here, next to the API; the Agent only keeps the state.
 #pragma once
 
+#include <array>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -14,13 +17,24 @@
 
 namespace kvlb::agent {
 
+// The XDP gateway as the admin API shows it (gateway mode): a snapshot the
+// supervisor takes after each sweep, so a request never walks the flow table.
+struct GatewayView {
+  std::vector<std::pair<std::string, std::string>> attachments;  // interface, mode
+  std::array<uint64_t, KVLB_GW_STAT_COUNT> stats{};
+  std::vector<std::pair<uint32_t, uint64_t>> flows;  // backend id, open flows
+  uint64_t swept = 0;                                // flows removed by sweeps, total
+};
+nlohmann::json gateway_json(const Agent& agent, const GatewayView& gw);
+
 nlohmann::json services_json(const Agent& agent);
 nlohmann::json backends_json(const Agent& agent);
-std::string metrics_text(const Agent& agent);
+std::string metrics_text(const Agent& agent, const GatewayView* gw = nullptr);
 // One log line per backend (scores and kernel counters), and the stale count.
 void log_scores(const Agent& agent);
 
 // Serves one request (GET routes render; POST drain/undrain change the agent).
-AdminResponse admin_route(Agent& agent, const AdminRequest& r);
+// `gw`: the gateway's snapshot in gateway mode (GET /v1/gateway), else null.
+AdminResponse admin_route(Agent& agent, const AdminRequest& r, const GatewayView* gw = nullptr);
 
 }  // namespace kvlb::agent

@@ -19,6 +19,11 @@
 namespace kvlb::agent {
 namespace {
 
+bool parse_ip(const std::string& text, int family) {
+  auto e = Endpoint::parse_address(text, 0);
+  return e && e->family == family;
+}
+
 // Rejects keys this version does not know: a typo must not silently fall back to
 // a default in a load balancer.
 void check_keys(const YAML::Node& node, const std::string& path,
@@ -176,6 +181,21 @@ kvlb_policy parse_policy(const std::string& name, const std::string& field) {
 
 AgentConfig parse_config_checked(const std::string& yaml_text);
 
+std::vector<std::string> GatewayConfig::interface_list() const {
+  std::vector<std::string> out;
+  std::string cur;
+  for (char ch : interfaces + ",") {
+    if (ch == ',') {
+      while (!cur.empty() && cur.back() == ' ') cur.pop_back();
+      if (!cur.empty()) out.push_back(cur);
+      cur.clear();
+    } else if (!(ch == ' ' && cur.empty())) {
+      cur += ch;
+    }
+  }
+  return out;
+}
+
 AgentConfig parse_config(const std::string& yaml_text) {
   // Whatever yaml-cpp throws on an odd document (a conversion, an invalid node)
   // is a configuration error with its position, never an escaped exception.
@@ -221,7 +241,28 @@ AgentConfig parse_config_checked(const std::string& yaml_text) {
   }
 
   // What involves several settings.
-  if (c.cgroup.empty()) throw ConfigError("cgroup", "is required");
+  if (c.gateway_mode) {
+    const auto ifs = c.gateway.interface_list();
+    if (ifs.empty()) throw ConfigError("gateway.interfaces", "is required in gateway mode");
+    for (const auto& i : ifs)
+      if (i.size() >= 16 || i.find_first_of("/ \t") != std::string::npos)
+        throw ConfigError("gateway.interfaces",
+                          "'" + printable(i, 32) + "' is not an interface name");
+    if (c.gateway.snat_ipv4.empty() && c.gateway.snat_ipv6.empty())
+      throw ConfigError("gateway.snat_ipv4", "gateway mode needs snat_ipv4 or snat_ipv6");
+    if (!c.gateway.snat_ipv4.empty() && !parse_ip(c.gateway.snat_ipv4, KVLB_AF_INET))
+      throw ConfigError("gateway.snat_ipv4",
+                        "'" + printable(c.gateway.snat_ipv4, 64) + "' is not an IPv4 address");
+    if (!c.gateway.snat_ipv6.empty() && !parse_ip(c.gateway.snat_ipv6, KVLB_AF_INET6))
+      throw ConfigError("gateway.snat_ipv6",
+                        "'" + printable(c.gateway.snat_ipv6, 64) + "' is not an IPv6 address");
+    if (c.gateway.port_lo > c.gateway.port_hi)
+      throw ConfigError("gateway.snat_port_min", "must not be above gateway.snat_port_max");
+    if (c.gateway.closing >= c.gateway.idle)
+      throw ConfigError("gateway.closing_timeout", "must be shorter than gateway.idle_timeout");
+  } else if (c.cgroup.empty()) {
+    throw ConfigError("cgroup", "is required");
+  }
   {
     auto rel = c.pin_dir.lexically_relative(c.bpffs);
     if (rel.empty() || rel == "." || *rel.begin() == "..")

@@ -62,11 +62,25 @@ struct ServiceConfig {
   size_t dropped_backends = 0;
 };
 
+// Gateway mode (mode: gateway): the settings as written; validated by
+// parse_config, turned into the programs' constants by program_settings().
+struct GatewayConfig {
+  std::string interfaces;  // comma-separated
+  std::string xdp_mode = "auto";
+  std::string snat_ipv4, snat_ipv6;
+  uint16_t port_lo = 0, port_hi = 0;
+  uint32_t flows = 0;
+  std::chrono::milliseconds idle{}, closing{}, sweep_every{};
+  std::vector<std::string> interface_list() const;
+};
+
 // The scalar settings' defaults, bounds and meaning are in one table
 // (settings.h); a default-constructed AgentConfig holds the defaults.
 struct AgentConfig {
   AgentConfig() { apply_setting_defaults(*this); }
-  std::string cgroup;  // absolute, or relative to the cgroup v2 mount
+  bool gateway_mode = false;  // mode: gateway
+  GatewayConfig gateway;
+  std::string cgroup;  // absolute, or relative to the cgroup v2 mount; socket mode
   std::filesystem::path bpffs;
   std::filesystem::path pin_dir;
   std::chrono::milliseconds scrape_interval{};

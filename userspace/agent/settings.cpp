@@ -4,6 +4,7 @@
 
 #include "agent/config.h"
 #include "common/duration.h"
+#include "common/endpoint.h"
 #include "common/printable.h"
 #include "scoring/suspects.h"
 #include "selection/select_defaults.h"
@@ -26,9 +27,13 @@ std::vector<Setting> make_table() {
   using K = SettingKind;
   // clang-format off
   return {
+    {"mode", K::Choice, "socket", 0, 0, {"socket", "gateway"}, "data plane",
+     "socket: the socket LB (connect() of the cgroup's processes; a Kubernetes node). gateway: "
+     "the XDP gateway on gateway.interfaces (traffic that enters this host; docs/gateway.md).",
+     [](AgentConfig& c, const SettingValue& v) { c.gateway_mode = v.text == "gateway"; }},
     {"cgroup", K::Text, "", 0, 0, {}, "data plane (attach point)",
      "The cgroup v2 whose processes are balanced: a path inside the cgroup2 mount (the agent "
-     "finds it), or relative to it. Required.",
+     "finds it), or relative to it. Required in socket mode.",
      [](AgentConfig& c, const SettingValue& v) { c.cgroup = v.text; }},
     {"bpffs", K::Path, "/sys/fs/bpf", 0, 0, {}, "data plane (pins)",
      "Where bpffs is mounted. The agent mounts it only at or below /sys/fs/bpf.",
@@ -118,6 +123,44 @@ std::vector<Setting> make_table() {
     {"admin.listen", K::Text, "", 0, 0, {}, "admin API",
      "An ip:port for a Prometheus server (GET and HEAD only). Empty: none.",
      [](AgentConfig& c, const SettingValue& v) { c.admin_listen = v.text; }},
+    {"gateway.interfaces", K::Text, "", 0, 0, {}, "data plane (attach points)",
+     "Gateway mode: the interfaces the XDP program runs on, comma-separated: where clients' "
+     "packets enter and where backends' answers come back (often two). Required in gateway mode.",
+     [](AgentConfig& c, const SettingValue& v) { c.gateway.interfaces = v.text; }},
+    {"gateway.xdp_mode", K::Choice, "auto", 0, 0, {"auto", "native", "generic"},
+     "data plane (attach points)",
+     "auto: native XDP where the driver runs it (generic on veth, whose native mode cannot "
+     "redirect to a namespace without XDP), generic otherwise. The mode is logged.",
+     [](AgentConfig& c, const SettingValue& v) { c.gateway.xdp_mode = v.text; }},
+    {"gateway.snat_ipv4", K::Text, "", 0, 0, {}, "BPF programs (cfg_snat4)",
+     "The gateway's source address towards IPv4 backends (an address of this host on their "
+     "side). Empty: IPv4 services get no flows.",
+     [](AgentConfig& c, const SettingValue& v) { c.gateway.snat_ipv4 = v.text; }},
+    {"gateway.snat_ipv6", K::Text, "", 0, 0, {}, "BPF programs (cfg_snat6)",
+     "The same for IPv6 backends.",
+     [](AgentConfig& c, const SettingValue& v) { c.gateway.snat_ipv6 = v.text; }},
+    {"gateway.snat_port_min", K::Integer, "10000", 1024, 65535, {}, "BPF programs (cfg_snat_port_lo)",
+     "The lowest source port the gateway hands out; the range must stay clear of the host's "
+     "ip_local_port_range (checked at start).",
+     [](AgentConfig& c, const SettingValue& v) { c.gateway.port_lo = static_cast<uint16_t>(v.number); }},
+    {"gateway.snat_port_max", K::Integer, "29999", 1024, 65535, {}, "BPF programs (cfg_snat_port_hi)",
+     "The highest. Each backend can hold this many ports' worth of flows from the gateway.",
+     [](AgentConfig& c, const SettingValue& v) { c.gateway.port_hi = static_cast<uint16_t>(v.number); }},
+    {"gateway.flow_table", K::Integer, std::to_string(KVLB_GW_DEFAULT_FLOWS), 1024, 16777216, {},
+     "BPF programs (flow table size)",
+     "Flows the gateway tracks at once (an LRU table; 128 bytes a flow). Past it, the least "
+     "recently used flows are forgotten and their next packets placed by Maglev.",
+     [](AgentConfig& c, const SettingValue& v) { c.gateway.flows = static_cast<uint32_t>(v.number); }},
+    {"gateway.idle_timeout", K::Duration, "600s", 1000, 0, {}, "BPF programs (cfg_flow_idle_ns)",
+     "A flow with no packet in either direction for this long is removed and its in-flight "
+     "count released.",
+     [](AgentConfig& c, const SettingValue& v) { c.gateway.idle = v.duration; }},
+    {"gateway.closing_timeout", K::Duration, "30s", 100, 0, {}, "BPF programs (cfg_flow_closing_ns)",
+     "How long a flow that saw a FIN or RST is kept for the rest of its close.",
+     [](AgentConfig& c, const SettingValue& v) { c.gateway.closing = v.duration; }},
+    {"gateway.sweep_interval", K::Duration, "1s", 100, 0, {}, "agent",
+     "How often the agent runs the sweep program that removes closed and idle flows.",
+     [](AgentConfig& c, const SettingValue& v) { c.gateway.sweep_every = v.duration; }},
     {"kubernetes.in_cluster", K::Bool, "false", 0, 0, {}, "discovery",
      "Reach the API server as a pod does (service account token, cluster CA).",
      [](AgentConfig& c, const SettingValue& v) { c.kubernetes_in_cluster = v.flag; }},
@@ -265,6 +308,17 @@ ProgramSettings program_settings(const AgentConfig& c, uint64_t netns_cookie) {
   p.bypass_mark = c.bypass_mark;
   p.max_sockets = c.max_sockets;
   p.host_netns_cookie = c.host_network_only ? netns_cookie : 0;
+  if (c.gateway_mode) {
+    auto& g = p.gateway;
+    if (auto e = Endpoint::parse_address(c.gateway.snat_ipv4, 0)) g.snat4 = e->addr.words[0];
+    if (auto e = Endpoint::parse_address(c.gateway.snat_ipv6, 0))
+      for (size_t i = 0; i < 4; ++i) g.snat6[i] = e->addr.words[i];
+    g.snat_port_lo = c.gateway.port_lo;
+    g.snat_port_hi = c.gateway.port_hi;
+    g.max_flows = c.gateway.flows;
+    g.idle_ns = static_cast<uint64_t>(c.gateway.idle.count()) * 1'000'000ull;
+    g.closing_ns = static_cast<uint64_t>(c.gateway.closing.count()) * 1'000'000ull;
+  }
   return p;
 }
 

@@ -4,7 +4,9 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include <fstream>
 #include <random>
+#include <sstream>
 
 #include <spdlog/spdlog.h>
 
@@ -47,11 +49,45 @@ std::vector<std::string> kubernetes_refs(const AgentConfig& c) {
 
 }  // namespace
 
+// What a gateway host must be for the gateway to work, checked before anything
+// is attached: forwarding on (the route lookup in XDP refuses to forward
+// otherwise, and the stack forwards what XDP passes), and the SNAT ports clear
+// of the ports local sockets use (a backend's answer to one of them would be
+// taken for a gateway flow). Throws with the sysctl to change.
+static void check_gateway_host(const AgentConfig& cfg) {
+  auto read = [](const char* path) {
+    std::ifstream in(path);
+    std::string v;
+    std::getline(in, v);
+    return v;
+  };
+  if (!cfg.gateway.snat_ipv4.empty() && read("/proc/sys/net/ipv4/conf/all/forwarding") != "1")
+    throw std::runtime_error(
+        "gateway mode: IPv4 forwarding is off (sysctl net.ipv4.conf.all.forwarding=1)");
+  if (!cfg.gateway.snat_ipv6.empty() && read("/proc/sys/net/ipv6/conf/all/forwarding") != "1")
+    throw std::runtime_error(
+        "gateway mode: IPv6 forwarding is off (sysctl net.ipv6.conf.all.forwarding=1)");
+  unsigned lo = 0, hi = 0;
+  std::istringstream range(read("/proc/sys/net/ipv4/ip_local_port_range"));
+  if (range >> lo >> hi && !(cfg.gateway.port_hi < lo || cfg.gateway.port_lo > hi))
+    throw std::runtime_error(fmt::format(
+        "gateway.snat_port_min..max ({}-{}) overlaps the host's ip_local_port_range ({}-{}): "
+        "move one of them",
+        cfg.gateway.port_lo, cfg.gateway.port_hi, lo, hi));
+}
+
 DataPlaneOptions dataplane_options(const AgentConfig& cfg) {
   DataPlaneOptions o;
   o.bpffs_root = cfg.bpffs;
   o.pin_dir = cfg.pin_dir;
-  o.cgroup = resolve_cgroup(cfg.cgroup);
+  if (cfg.gateway_mode) {
+    o.gateway_interfaces = cfg.gateway.interface_list();
+    o.xdp_mode = cfg.gateway.xdp_mode == "native"    ? XdpMode::Native
+                 : cfg.gateway.xdp_mode == "generic" ? XdpMode::Generic
+                                                     : XdpMode::Auto;
+  } else {
+    o.cgroup = resolve_cgroup(cfg.cgroup);
+  }
   o.program = program_settings(cfg, cfg.host_network_only ? current_netns_cookie() : 0);
   return o;
 }
@@ -76,6 +112,7 @@ int Supervisor::run() {
   try {
     // Loaded, not yet attached: the maps are filled from the configuration
     // first (an upgrade to a new map layout starts with empty maps of that layout).
+    if (cfg_.gateway_mode) check_gateway_host(cfg_);
     auto opts = dataplane_options(cfg_);
     if (opts.program.host_netns_cookie)
       spdlog::info("host_network_only: balancing only network namespace cookie {}",
@@ -106,7 +143,7 @@ int Supervisor::loop() {
     admin_ = std::make_unique<AdminServer>(cfg_.admin_socket, cfg_.admin_listen,
                                            [this](const AdminRequest& r) {
                                              std::lock_guard lock(mu_);
-                                             return admin_route(*agent_, r);
+                                             return admin_route(*agent_, r, gateway_.get());
                                            });
     spdlog::info("admin API on {}{}", cfg_.admin_socket.string(),
                  cfg_.admin_listen.empty() ? "" : " and " + cfg_.admin_listen);
@@ -124,11 +161,17 @@ int Supervisor::loop() {
   std::uniform_int_distribution<int> jitter(900, 1100);
   auto next_log = std::chrono::steady_clock::now() + opts_.log_scores_every;
   auto next_watch = std::chrono::steady_clock::now() + opts_.watch_config_every;
+  auto next_sweep = std::chrono::steady_clock::now();
+  if (cfg_.gateway_mode) gateway_round();
   for (;;) {
     const auto round_start = std::chrono::steady_clock::now();
     apply_discovery();
     scrape_round();
     const auto now = std::chrono::steady_clock::now();
+    if (cfg_.gateway_mode && now >= next_sweep) {
+      next_sweep = now + cfg_.gateway.sweep_every;
+      gateway_round();
+    }
     if (opts_.log_scores_every.count() > 0 && now >= next_log) {
       std::lock_guard lock(mu_);
       log_scores(*agent_);
@@ -190,7 +233,26 @@ void Supervisor::scrape_round() {
   agent_->finish_round(round);
 }
 
+void Supervisor::gateway_round() {
+  std::lock_guard lock(mu_);
+  try {
+    auto view = std::make_unique<GatewayView>();
+    view->swept = (gateway_ ? gateway_->swept : 0) + dp_->gateway_sweep();
+    view->stats = dp_->gateway_stats();
+    view->flows = dp_->gateway_flows();
+    for (const auto& a : dp_->gateway_attachments())
+      view->attachments.emplace_back(a.interface, a.mode);
+    gateway_ = std::move(view);
+  } catch (const std::exception& e) {
+    spdlog::error("gateway sweep: {}", e.what());
+  }
+}
+
 std::string Supervisor::immutable_change(const AgentConfig& next) const {
+  if (next.gateway_mode != cfg_.gateway_mode ||
+      next.gateway.interfaces != cfg_.gateway.interfaces ||
+      next.gateway.xdp_mode != cfg_.gateway.xdp_mode)
+    return "mode and the gateway's interfaces cannot change while running (restart the agent)";
   if (kubernetes_refs(next) != kubernetes_refs(cfg_))
     return "the Kubernetes services or API access cannot change while running (restart the "
            "agent)";

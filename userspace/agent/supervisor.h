@@ -14,6 +14,7 @@
 #include <mutex>
 #include <string>
 
+#include "agent/admin_api.h"
 #include "agent/admin_server.h"
 #include "agent/agent.h"
 #include "agent/config.h"
@@ -46,6 +47,8 @@ class Supervisor {
   int loop();
   void apply_discovery();
   void scrape_round();
+  // Gateway mode: the sweep program, then a fresh snapshot for the admin API.
+  void gateway_round();
   // Transactional reload; `why` names the trigger in the log.
   void reload(const char* why);
   // Why a new configuration cannot be applied while running ("" when it can).
@@ -59,8 +62,11 @@ class Supervisor {
   std::unique_ptr<DataPlane> dp_;
   std::unique_ptr<Agent> agent_;
   std::unique_ptr<AdminServer> admin_;
-  std::mutex mu_;         // the Agent: the loop and the admin thread take turns
-  bool serving_ = false;  // the data plane balances (ours, or adopted from a previous agent)
+  std::mutex mu_;  // the Agent: the loop and the admin thread take turns
+  bool serving_ = false;
+  std::unique_ptr<GatewayView>
+      gateway_;  // gateway mode: the admin API's snapshot (under mu_)  // the data plane balances
+                 // (ours, or adopted from a previous agent)
 };
 
 }  // namespace kvlb::agent

@@ -20,6 +20,15 @@ inline constexpr std::array<std::string_view, 3> kStateNames = {"active", "drain
 inline constexpr std::array<std::string_view, KVLB_EVENT_COUNT> kEventNames = {"socket_table_full",
                                                                                "no_backend"};
 
+// Gateway packet counters (enum kvlb_gw_stat) by index; "" for unused slots.
+inline constexpr std::array<std::string_view, KVLB_GW_STAT_COUNT> kGatewayStatNames = {
+    "packets",      "not_vip",   "new_flow",        "forward",
+    "reverse",      "maglev",    "no_backend",      "truncated",
+    "malformed",    "fragment",  "ipv6_ext",        "not_tcp",
+    "icmp",         "ttl",       "fib_pass",        "fib_fail",
+    "reverse_miss", "snat_busy", "flow_table_full", "closed",
+    "expired"};
+
 inline std::string_view policy_name(kvlb_policy p) {
   return p < KVLB_POLICY_COUNT ? kPolicyNames[p] : "unknown";
 }

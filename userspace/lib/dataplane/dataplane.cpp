@@ -3,12 +3,20 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <fcntl.h>
+#include <linux/ethtool.h>
+#include <linux/if_link.h>
+#include <linux/sockios.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
+#include <map>
+#include <set>
 #include <stdexcept>
 #include <system_error>
 
@@ -22,6 +30,8 @@
 #include "dataplane/kernel_features.h"
 #include "dataplane/libbpf_log.h"
 
+#include "gateway.skel.h"
+#include "gateway/maglev.h"
 #include "sock.skel.h"
 
 namespace kvlb {
@@ -54,7 +64,22 @@ struct Hook {
   std::string name;
   bpf_program* prog = nullptr;
   LinkPtr link;
+  int ifindex = 0;  // an XDP hook's interface (0: a cgroup hook)
+  std::string interface;
 };
+
+// The driver of a network interface (ethtool), "" when it has none to tell.
+std::string interface_driver(const std::string& name) {
+  UniqueFd fd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!fd) return "";
+  ethtool_drvinfo info{};
+  info.cmd = ETHTOOL_GDRVINFO;
+  ifreq ifr{};
+  std::strncpy(ifr.ifr_name, name.c_str(), IFNAMSIZ - 1);
+  ifr.ifr_data = reinterpret_cast<char*>(&info);
+  if (::ioctl(fd.get(), SIOCETHTOOL, &ifr) != 0) return "";
+  return info.driver;
+}
 
 // What attach() did to one hook, so a failure can undo exactly that.
 struct AttachStep {
@@ -81,8 +106,18 @@ uint64_t current_netns_cookie() {
 struct DataPlane::Impl {
   DataPlaneOptions opts;
   bool pinned = true;  // false: verify() — private maps, nothing pinned or attached
-  SkelPtr<kvlb_sock, kvlb_sock__destroy> skel;  // every socket hook, one object
+  SkelPtr<kvlb_sock, kvlb_sock__destroy> skel;      // every socket hook, one object
+  SkelPtr<kvlb_gateway, kvlb_gateway__destroy> gw;  // the XDP gateway (gateway mode)
   std::vector<Hook> hooks;
+  std::vector<GatewayAttachment> attachments;
+  int fd_flows = -1, fd_maglev = -1, fd_vips = -1, fd_gw_stats = -1;
+  // Gateway: each service's Maglev row and the backends it was built from, so
+  // a table is rebuilt only when its backends change; VIP addresses in use.
+  std::map<std::vector<uint8_t>, uint32_t> rows;  // service key bytes -> row (1-based)
+  std::map<uint32_t, std::vector<gateway::MaglevBackend>> row_backends;
+  std::map<std::vector<uint8_t>, uint32_t> vip_refs;  // VIP key bytes -> services
+
+  bpf_object* obj() const { return gw ? gw->obj : skel->obj; }
   bool adopted = false;
   bool attached = false;
   int fd_services = -1, fd_backends = -1, fd_scores = -1, fd_counters = -1, fd_events = -1;
@@ -99,6 +134,151 @@ struct DataPlane::Impl {
 #undef KVLB_RODATA_
     r->cfg_bypass_mark = settings().bypass_mark;
     r->cfg_host_netns_cookie = settings().host_netns_cookie;
+  }
+
+  void set_gateway_rodata() {
+    auto* r = gw->rodata;
+#define KVLB_RODATA_(type, field, def) r->cfg_##field = settings().select.field;
+    KVLB_SELECT_TUNABLES(KVLB_RODATA_)
+#undef KVLB_RODATA_
+    const auto& g = settings().gateway;
+    r->cfg_snat4 = g.snat4;
+    for (size_t i = 0; i < 4; ++i) r->cfg_snat6[i] = g.snat6[i];
+    r->cfg_snat_port_lo = g.snat_port_lo;
+    r->cfg_snat_port_hi = g.snat_port_hi;
+    r->cfg_flow_idle_ns = g.idle_ns;
+    r->cfg_flow_closing_ns = g.closing_ns;
+  }
+
+  // The gateway: its object, with the shared maps reused or created by pin name.
+  void load_gateway(const char* pin_root) {
+    LIBBPF_OPTS(bpf_object_open_opts, oo, .pin_root_path = pin_root);
+    gw.reset(kvlb_gateway__open_opts(&oo));
+    if (!gw) throw_libbpf(errno, "open the gateway's BPF object");
+    if (!pinned) {
+      bpf_map* m;
+      bpf_object__for_each_map(m, gw->obj) bpf_map__set_pin_path(m, nullptr);
+    }
+    if (int err = bpf_map__set_max_entries(gw->maps.kvlb_flow_v1, 2 * settings().gateway.max_flows))
+      throw_errno(err, "size the flow table");
+    set_gateway_rodata();
+    if (int err = kvlb_gateway__load(gw.get())) throw_libbpf(err, "load the gateway's programs");
+    auto& m = gw->maps;
+    fd_services = bpf_map__fd(m.kvlb_svc_v2);
+    fd_backends = bpf_map__fd(m.kvlb_be_v1);
+    fd_scores = bpf_map__fd(m.kvlb_score_v1);
+    fd_counters = bpf_map__fd(m.kvlb_ctr_v1);
+    fd_events = bpf_map__fd(m.kvlb_events_v1);
+    fd_flows = bpf_map__fd(m.kvlb_flow_v1);
+    fd_maglev = bpf_map__fd(m.kvlb_maglev_v1);
+    fd_vips = bpf_map__fd(m.kvlb_vip_v1);
+    fd_gw_stats = bpf_map__fd(m.kvlb_gwstat_v1);
+    for (const auto& ifname : opts.gateway_interfaces) {
+      unsigned idx = if_nametoindex(ifname.c_str());
+      if (idx == 0 && pinned)
+        throw std::runtime_error(fmt::format("gateway.interfaces: no interface named {}", ifname));
+      hooks.push_back({KVLB_LINK_XDP_PREFIX + ifname, gw->progs.kvlb_gateway, nullptr,
+                       static_cast<int>(idx), ifname});
+    }
+    if (pinned) adopt_gateway_rows();
+  }
+
+  // A restarted agent finds the services it (or its predecessor) wrote: their
+  // Maglev rows and VIPs stay as they are until the services change.
+  void adopt_gateway_rows() {
+    kvlb_service_key key{}, next{};
+    const void* prev = nullptr;
+    while (bpf_map_get_next_key(fd_services, prev, &next) == 0) {
+      key = next;
+      prev = &key;
+      kvlb_service v{};
+      if (bpf_map_lookup_elem(fd_services, &key, &v) != 0) continue;
+      if (v.maglev_row) rows[key_bytes(key)] = v.maglev_row;
+      vip_refs[key_bytes(vip_key(key))] += 1;
+    }
+  }
+
+  template <typename T>
+  static std::vector<uint8_t> key_bytes(const T& k) {
+    const auto* b = reinterpret_cast<const uint8_t*>(&k);
+    return {b, b + sizeof(T)};
+  }
+  static kvlb_service_key vip_key(const kvlb_service_key& k) {
+    kvlb_service_key v{};
+    v.vip = k.vip;
+    v.family = k.family;
+    return v;
+  }
+
+  // Gateway: a service written. Its Maglev row is allocated (or kept) and
+  // rebuilt when its backends changed; its VIP is marked. Returns the value to
+  // write (with the row).
+  kvlb_service gateway_service(const kvlb_service_key& key, kvlb_service svc) {
+    const auto kb = key_bytes(key);
+    uint32_t row = 0;
+    if (auto it = rows.find(kb); it != rows.end()) {
+      row = it->second;
+    } else {
+      std::set<uint32_t> used;
+      for (const auto& [k, r] : rows) used.insert(r);
+      for (uint32_t r = 1; r <= KVLB_GW_MAX_SERVICES && !row; ++r)
+        if (!used.count(r)) row = r;
+      if (!row)
+        throw std::runtime_error(
+            fmt::format("the gateway balances at most {} services", KVLB_GW_MAX_SERVICES));
+      rows[kb] = row;
+      vip_refs[key_bytes(vip_key(key))] += 1;
+      uint32_t one = 1;
+      kvlb_service_key vk = vip_key(key);
+      if (bpf_map_update_elem(fd_vips, &vk, &one, BPF_ANY) != 0) throw_errno(errno, "write VIP");
+    }
+    svc.maglev_row = row;
+    std::vector<gateway::MaglevBackend> bes;
+    for (uint32_t i = 0; i < svc.backend_count && i < KVLB_MAX_SLOTS; ++i) {
+      const uint32_t id = svc.slots[i];
+      kvlb_backend b = lookup_array<kvlb_backend>(fd_backends, id, "backend");
+      bes.push_back({id, b.addr, b.port, b.family});
+    }
+    auto same = [](const std::vector<gateway::MaglevBackend>& a,
+                   const std::vector<gateway::MaglevBackend>& b) {
+      return a.size() == b.size() &&
+             std::equal(a.begin(), a.end(), b.begin(), [](const auto& x, const auto& y) {
+               return x.id == y.id && x.port == y.port && x.family == y.family &&
+                      std::memcmp(&x.addr, &y.addr, sizeof(x.addr)) == 0;
+             });
+    };
+    auto prev_it = row_backends.find(row);
+    if (prev_it == row_backends.end() || !same(prev_it->second, bes)) {
+      write_maglev_row(row, gateway::build_maglev(bes));
+      row_backends[row] = std::move(bes);
+    }
+    return svc;
+  }
+
+  void write_maglev_row(uint32_t row, const std::vector<uint32_t>& table) {
+    std::vector<uint32_t> keys(table.size());
+    for (uint32_t i = 0; i < keys.size(); ++i) keys[i] = (row - 1) * KVLB_MAGLEV_SIZE + i;
+    uint32_t count = static_cast<uint32_t>(keys.size());
+    LIBBPF_OPTS(bpf_map_batch_opts, bo);
+    if (bpf_map_update_batch(fd_maglev, keys.data(), table.data(), &count, &bo) == 0) return;
+    for (uint32_t i = 0; i < keys.size(); ++i)  // no batch ops (older kernel): one by one
+      if (bpf_map_update_elem(fd_maglev, &keys[i], &table[i], BPF_ANY) != 0)
+        throw_errno(errno, "write Maglev table");
+  }
+
+  void gateway_forget(const kvlb_service_key& key) {
+    auto it = rows.find(key_bytes(key));
+    if (it == rows.end()) return;
+    write_maglev_row(it->second, std::vector<uint32_t>(KVLB_MAGLEV_SIZE, KVLB_BACKEND_NONE));
+    row_backends.erase(it->second);
+    rows.erase(it);
+    auto vk = vip_key(key);
+    auto v = vip_refs.find(key_bytes(vk));
+    if (v != vip_refs.end() && --v->second == 0) {
+      vip_refs.erase(v);
+      if (bpf_map_delete_elem(fd_vips, &vk) != 0 && errno != ENOENT)
+        throw_errno(errno, "delete VIP");
+    }
   }
 
   // A pinned socket table keeps its size: say so plainly instead of libbpf's
@@ -140,6 +320,10 @@ struct DataPlane::Impl {
     take_libbpf_error();  // nothing from an earlier failure leaks into this one
     std::string pin_root = opts.pin_dir.string();
     LIBBPF_OPTS(bpf_object_open_opts, oo, .pin_root_path = pinned ? pin_root.c_str() : nullptr);
+    if (opts.gateway()) {
+      load_gateway(pinned ? pin_root.c_str() : nullptr);
+      return;
+    }
     if (pinned) {
       open_legacy_pin();
       check_socket_table_size();
@@ -170,19 +354,19 @@ struct DataPlane::Impl {
     fd_events = bpf_map__fd(m.kvlb_events_v1);
 
     auto& p = skel->progs;
-    hooks.push_back({KVLB_LINK_CONNECT4, p.kvlb_connect4, nullptr});
-    hooks.push_back({KVLB_LINK_CONNECT6, p.kvlb_connect6, nullptr});
-    hooks.push_back({KVLB_LINK_GETPEERNAME4, p.kvlb_getpeername4, nullptr});
-    hooks.push_back({KVLB_LINK_GETPEERNAME6, p.kvlb_getpeername6, nullptr});
-    hooks.push_back({KVLB_LINK_SOCK_RELEASE, p.kvlb_sock_release, nullptr});
-    if (passive_health()) hooks.push_back({KVLB_LINK_SOCKOPS, p.kvlb_sockops, nullptr});
+    hooks.push_back({KVLB_LINK_CONNECT4, p.kvlb_connect4, nullptr, 0, {}});
+    hooks.push_back({KVLB_LINK_CONNECT6, p.kvlb_connect6, nullptr, 0, {}});
+    hooks.push_back({KVLB_LINK_GETPEERNAME4, p.kvlb_getpeername4, nullptr, 0, {}});
+    hooks.push_back({KVLB_LINK_GETPEERNAME6, p.kvlb_getpeername6, nullptr, 0, {}});
+    hooks.push_back({KVLB_LINK_SOCK_RELEASE, p.kvlb_sock_release, nullptr, 0, {}});
+    if (passive_health()) hooks.push_back({KVLB_LINK_SOCKOPS, p.kvlb_sockops, nullptr, 0, {}});
   }
 
   std::vector<ProgramStats> program_stats() const {
     std::vector<ProgramStats> out;
     {
       bpf_program* p;
-      bpf_object__for_each_program(p, skel->obj) {
+      bpf_object__for_each_program(p, obj()) {
         if (bpf_program__fd(p) < 0) continue;  // not loaded (autoload off)
         bpf_prog_info info{};
         uint32_t len = sizeof(info);
@@ -197,13 +381,23 @@ struct DataPlane::Impl {
   }
 
   // The pinned link of a hook, checked to be attached to our cgroup.
-  LinkPtr open_pinned_link(const fs::path& pin, uint64_t want_cg, uint32_t* prog_id) {
+  LinkPtr open_pinned_link(const fs::path& pin, uint64_t want_cg, uint32_t* prog_id,
+                           const Hook& h) {
     LinkPtr link(bpf_link__open(pin.c_str()));
     if (!link) throw_errno(errno, "open pinned link " + pin.string());
     bpf_link_info info{};
     uint32_t len = sizeof(info);
     if (int err = bpf_obj_get_info_by_fd(bpf_link__fd(link.get()), &info, &len))
       throw_errno(err, "inspect pinned link " + pin.string());
+    if (h.ifindex) {
+      if (info.type != BPF_LINK_TYPE_XDP || static_cast<int>(info.xdp.ifindex) != h.ifindex)
+        throw std::runtime_error(fmt::format(
+            "pinned link {} is not an XDP link on {} (ifindex {}); remove the pin directory "
+            "or use a different one",
+            pin.string(), h.interface, h.ifindex));
+      *prog_id = info.prog_id;
+      return link;
+    }
     if (info.type != BPF_LINK_TYPE_CGROUP || info.cgroup.cgroup_id != want_cg)
       throw std::runtime_error(
           fmt::format("pinned link {} is attached to another cgroup (id {}, want {} = {}); "
@@ -236,7 +430,7 @@ struct DataPlane::Impl {
     std::error_code ec;
     if (fs::exists(pin, ec)) {
       uint32_t prog_id = 0;
-      LinkPtr link = open_pinned_link(pin, want_cg, &prog_id);
+      LinkPtr link = open_pinned_link(pin, want_cg, &prog_id, h);
       UniqueFd previous = program_fd(prog_id, previous_dp);
       if (!previous)
         spdlog::warn(
@@ -247,7 +441,21 @@ struct DataPlane::Impl {
         throw_errno(err, "swap program into " + pin.string());
       h.link = std::move(link);
       spdlog::info("adopted pinned link {} (program swapped in place)", pin.string());
+      if (h.ifindex) {
+        LIBBPF_OPTS(bpf_xdp_query_opts, q);
+        const char* mode = "unknown";
+        if (bpf_xdp_query(h.ifindex, 0, &q) == 0)
+          mode = q.attach_mode == XDP_ATTACHED_DRV   ? "native"
+                 : q.attach_mode == XDP_ATTACHED_SKB ? "generic"
+                                                     : "unknown";
+        spdlog::info("the gateway stays on {} in {} XDP mode", h.interface, mode);
+        attachments.push_back({h.interface, mode});
+      }
       return {&h, false, std::move(previous)};
+    }
+    if (h.ifindex) {
+      h.link = attach_xdp(h, pin);
+      return {&h, true, {}};
     }
     LinkPtr link(bpf_program__attach_cgroup(h.prog, cg));
     if (!link) throw_errno(errno, fmt::format("attach {} to {}", h.name, opts.cgroup.string()));
@@ -258,6 +466,46 @@ struct DataPlane::Impl {
     h.link = std::move(link);
     spdlog::info("attached {} to {}", h.name, opts.cgroup.string());
     return {&h, true, {}};
+  }
+
+  // The gateway's program on one interface, through a link: native XDP where
+  // the driver runs it, generic otherwise (auto); veth gets generic under
+  // auto, because a native program on veth can only redirect to a veth whose
+  // peer runs XDP too, which a backend's namespace does not.
+  // Created with bpf_link_create() (libbpf's attach has no mode flags) and
+  // pinned at once; the pin is then opened as a libbpf link.
+  LinkPtr attach_xdp(Hook& h, const fs::path& pin) {
+    const std::string driver = interface_driver(h.interface);
+    std::vector<std::pair<uint32_t, const char*>> tries;
+    if (opts.xdp_mode == XdpMode::Native)
+      tries = {{XDP_FLAGS_DRV_MODE, "native"}};
+    else if (opts.xdp_mode == XdpMode::Generic || driver == "veth")
+      tries = {{XDP_FLAGS_SKB_MODE, "generic"}};
+    else
+      tries = {{XDP_FLAGS_DRV_MODE, "native"}, {XDP_FLAGS_SKB_MODE, "generic"}};
+    int err = 0;
+    for (auto [flags, mode] : tries) {
+      LIBBPF_OPTS(bpf_link_create_opts, lo, .flags = flags);
+      UniqueFd fd(bpf_link_create(bpf_program__fd(h.prog), h.ifindex, BPF_XDP, &lo));
+      if (!fd) {
+        err = errno;
+        spdlog::info("XDP {} mode on {} (driver {}): not available: {}", mode, h.interface,
+                     driver.empty() ? "unknown" : driver, std::strerror(err));
+        continue;
+      }
+      if (bpf_obj_pin(fd.get(), pin.c_str()) != 0) throw_errno(errno, "pin link " + pin.string());
+      LinkPtr link(bpf_link__open(pin.c_str()));
+      if (!link) {
+        int e = errno;
+        ::unlink(pin.c_str());
+        throw_errno(e, "open pinned link " + pin.string());
+      }
+      spdlog::info("attached the gateway to {} in {} XDP mode (driver {})", h.interface, mode,
+                   driver.empty() ? "unknown" : driver);
+      attachments.push_back({h.interface, mode});
+      return link;
+    }
+    throw_errno(err, fmt::format("attach the gateway to {}", h.interface));
   }
 
   // Undoes one step of a failed attach: a created link is unpinned and
@@ -289,9 +537,13 @@ struct DataPlane::Impl {
     if (ec)
       throw std::runtime_error(
           fmt::format("cannot create {}: {}", link_dir().string(), ec.message()));
-    UniqueFd cg(::open(opts.cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (!cg) throw_errno(errno, "open cgroup " + opts.cgroup.string());
-    const uint64_t want_cg = cgroup_id(opts.cgroup);
+    UniqueFd cg;
+    uint64_t want_cg = 0;
+    if (!opts.gateway()) {
+      cg = UniqueFd(::open(opts.cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      if (!cg) throw_errno(errno, "open cgroup " + opts.cgroup.string());
+      want_cg = cgroup_id(opts.cgroup);
+    }
 
     std::vector<AttachStep> done;
     try {
@@ -306,6 +558,7 @@ struct DataPlane::Impl {
     }
     attached = true;
     // Past the point of no return: what follows only tidies up.
+    if (opts.gateway()) return;
     if (!passive_health()) drop_link(KVLB_LINK_SOCKOPS);
     retire_old_pins();
   }
@@ -349,7 +602,7 @@ struct DataPlane::Impl {
     }
     std::error_code ec;
     fs::remove(link_dir(), ec);
-    if (skel) bpf_object__unpin_maps(skel->obj, nullptr);
+    if (skel || gw) bpf_object__unpin_maps(obj(), nullptr);
     // The v1 socket storage goes too: with the programs detached nothing reads it.
     fs::remove(opts.pin_dir / KVLB_MAP_LEGACY_SOCKETS, ec);
     fs::remove(opts.pin_dir, ec);
@@ -386,6 +639,8 @@ std::unique_ptr<DataPlane> DataPlane::load(const DataPlaneOptions& opts) {
   impl->load();
   std::error_code ec;
   impl->adopted = fs::exists(impl->link_dir() / KVLB_LINK_CONNECT4, ec);
+  for (const auto& h : impl->hooks)
+    if (h.ifindex && fs::exists(impl->link_dir() / h.name, ec)) impl->adopted = true;
   return std::unique_ptr<DataPlane>(new DataPlane(std::move(impl)));
 }
 
@@ -422,13 +677,15 @@ std::optional<kvlb_service> DataPlane::service(const kvlb_service_key& key) cons
 }
 
 void DataPlane::put_service(const kvlb_service_key& key, const kvlb_service& svc) {
-  if (bpf_map_update_elem(impl_->fd_services, &key, &svc, BPF_ANY) != 0)
+  const kvlb_service v = impl_->gw ? impl_->gateway_service(key, svc) : svc;
+  if (bpf_map_update_elem(impl_->fd_services, &key, &v, BPF_ANY) != 0)
     throw_errno(errno, "write service");
 }
 
 void DataPlane::delete_service(const kvlb_service_key& key) {
   if (bpf_map_delete_elem(impl_->fd_services, &key) != 0 && errno != ENOENT)
     throw_errno(errno, "delete service");
+  if (impl_->gw) impl_->gateway_forget(key);
 }
 
 std::vector<std::pair<kvlb_service_key, kvlb_service>> DataPlane::services() const {
@@ -469,6 +726,58 @@ std::array<uint64_t, KVLB_EVENT_COUNT> DataPlane::events() const {
     for (uint64_t v : per_cpu) out[e] += v;
   }
   return out;
+}
+
+namespace {
+void require_gateway(const void* gw) {
+  if (!gw) throw std::logic_error("not a gateway data plane");
+}
+}  // namespace
+
+GatewayStats DataPlane::gateway_stats() const {
+  require_gateway(impl_->gw.get());
+  GatewayStats out{};
+  const int cpus = libbpf_num_possible_cpus();
+  if (cpus <= 0) throw_errno(-cpus, "count possible CPUs");
+  std::vector<std::array<uint64_t, KVLB_GW_STAT_COUNT>> per_cpu(static_cast<size_t>(cpus));
+  uint32_t zero = 0;
+  if (bpf_map_lookup_elem(impl_->fd_gw_stats, &zero, per_cpu.data()) != 0)
+    throw_errno(errno, "read gateway counters");
+  for (const auto& c : per_cpu)
+    for (size_t i = 0; i < out.size(); ++i) out[i] += c[i];
+  return out;
+}
+
+std::vector<std::pair<uint32_t, uint64_t>> DataPlane::gateway_flows() const {
+  require_gateway(impl_->gw.get());
+  std::map<uint32_t, uint64_t> n;
+  kvlb_flow_key key{}, next{};
+  const void* prev = nullptr;
+  // Bounded by the table's size: a walk restarted by concurrent deletes ends there.
+  uint64_t budget = 2ull * impl_->settings().gateway.max_flows + 1;
+  while (budget-- > 0 && bpf_map_get_next_key(impl_->fd_flows, prev, &next) == 0) {
+    key = next;
+    prev = &key;
+    kvlb_flow f{};
+    if (bpf_map_lookup_elem(impl_->fd_flows, &key, &f) != 0) continue;
+    if (f.flags & (KVLB_FLOW_F_REVERSE | KVLB_FLOW_F_CLOSING)) continue;
+    n[f.backend_id] += 1;
+  }
+  return {n.begin(), n.end()};
+}
+
+uint64_t DataPlane::gateway_sweep() {
+  require_gateway(impl_->gw.get());
+  const auto before = gateway_stats()[KVLB_GW_EXPIRED];
+  uint8_t pkt[64] = {};
+  LIBBPF_OPTS(bpf_test_run_opts, ro, .data_in = pkt, .data_size_in = sizeof(pkt));
+  if (int err = bpf_prog_test_run_opts(bpf_program__fd(impl_->gw->progs.kvlb_gw_sweep), &ro))
+    throw_errno(err, "run the flow sweep");
+  return gateway_stats()[KVLB_GW_EXPIRED] - before;
+}
+
+const std::vector<GatewayAttachment>& DataPlane::gateway_attachments() const {
+  return impl_->attachments;
 }
 
 void DataPlane::reset_counters(uint32_t id) {

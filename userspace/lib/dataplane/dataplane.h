@@ -25,11 +25,19 @@
 
 namespace kvlb {
 
+// How the gateway's XDP program is attached: native (in the driver) where it
+// can be, generic (after the driver, on the kernel's packet buffer) otherwise.
+enum class XdpMode { Auto, Native, Generic };
+
 struct DataPlaneOptions {
   std::filesystem::path bpffs_root = "/sys/fs/bpf";
   std::filesystem::path pin_dir = "/sys/fs/bpf/kvlb";
-  std::filesystem::path cgroup;  // absolute path of a cgroup v2 directory
+  std::filesystem::path cgroup;  // absolute path of a cgroup v2 directory (socket LB)
+  // Non-empty: the XDP gateway on these interfaces instead of the socket LB.
+  std::vector<std::string> gateway_interfaces;
+  XdpMode xdp_mode = XdpMode::Auto;
   ProgramSettings program;
+  bool gateway() const { return !gateway_interfaces.empty(); }
 };
 
 // A loaded program, as the kernel's verifier accepted it.
@@ -39,6 +47,15 @@ struct ProgramStats {
   uint32_t insns = 0;           // instructions in the program after the verifier's rewrites
   uint64_t run_time_ns = 0;     // with kernel BPF statistics on: time in the program, and
   uint64_t run_cnt = 0;         // runs (bpf_enable_stats, kernel.bpf_stats_enabled)
+};
+
+// The gateway's counters (enum kvlb_gw_stat), summed over CPUs.
+using GatewayStats = std::array<uint64_t, KVLB_GW_STAT_COUNT>;
+
+// One interface the gateway is attached to, and how.
+struct GatewayAttachment {
+  std::string interface;
+  std::string mode;  // "native" or "generic"
 };
 
 // The cookie of the calling thread's network namespace (SO_NETNS_COOKIE).
@@ -77,6 +94,14 @@ class DataPlane : public MapStore {
   // Detaches every program and removes the pins (links and maps): the clean
   // shutdown. Without this call the data plane stays in place after exit.
   void detach_and_unpin();
+
+  // ---- the gateway (options().gateway()); throw std::logic_error otherwise ----
+  GatewayStats gateway_stats() const;
+  // Open flows per backend id (client-side entries not closing), from the flow table.
+  std::vector<std::pair<uint32_t, uint64_t>> gateway_flows() const;
+  // Runs the sweep program once: closed and idle flows go. Returns how many.
+  uint64_t gateway_sweep();
+  const std::vector<GatewayAttachment>& gateway_attachments() const;
 
   // ---- MapStore: the pinned maps (throw std::system_error on failure) ----
   std::optional<kvlb_service> service(const kvlb_service_key& key) const override;
