@@ -94,11 +94,14 @@ KVLB_INLINE __u32 kvlb_maglev_slot(const struct kvlb_flow_key* client) {
 }
 
 /* The gateway's source port (host byte order) for a client's flow, probe
- * `probe` (0 first) in [lo, hi]. */
+ * `probe` (0 first) in [lo, hi] (lo <= hi: the agent checks). Probes walk the
+ * range from the hashed start, so every probe is a different port whatever the
+ * range's size. */
 KVLB_INLINE __u16 kvlb_snat_port(const struct kvlb_flow_key* client, __u32 probe, __u16 lo,
                                  __u16 hi) {
   __u32 range = (__u32)hi - lo + 1;
-  return (__u16)(lo + (kvlb_flow_hash(client, KVLB_HASH_SEED_SNAT) + probe * 7919u) % range);
+  __u32 start = kvlb_flow_hash(client, KVLB_HASH_SEED_SNAT) % range;
+  return (__u16)(lo + (start + probe) % range);
 }
 
 #endif /* KVLB_FLOW_HASH_H */

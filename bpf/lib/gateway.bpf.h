@@ -315,12 +315,15 @@ static __noinline void gw_forget_partner(const struct kvlb_flow* f, __u8 family)
   bpf_map_delete_elem(&kvlb_flow_v1, &pk);
 }
 
-/* The service's pick in a frame of its own: BPF's stack is 512 bytes for a
- * whole call chain, and the pick's state, the flow entries being built and the
- * route lookup are never needed at the same time. (Also gw_new_flow and
- * gw_forward: __noinline for the same reason.) */
+/* The service's pick, its state in per-CPU scratch memory and its frame its
+ * own: BPF's stack is 512 bytes for a whole call chain (gw_maps.bpf.h). Also
+ * gw_new_flow and gw_forward are __noinline for the same reason. */
 static __noinline __u32 gw_pick(const struct kvlb_service* svc) {
-  return kvlb_pick(svc);
+  __u32 zero = 0;
+  struct kvlb_gw_scratch* sc = bpf_map_lookup_elem(&kvlb_gw_scratch, &zero);
+  if (!sc) return KVLB_BACKEND_NONE;
+  __builtin_memset(&sc->pick, 0, sizeof(sc->pick));
+  return kvlb_pick_in(&sc->pick, svc);
 }
 
 /* A TCP segment: a known flow's, a new flow's, or not the gateway's. */

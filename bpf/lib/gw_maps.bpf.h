@@ -7,6 +7,7 @@
 #define KVLB_GW_MAPS_BPF_H
 
 #include "maps.bpf.h"
+#include "pick.bpf.h"
 
 /* Flows, both directions (struct kvlb_flow_key -> struct kvlb_flow). LRU: when
  * full, the least recently used entries go instead of new flows failing; the
@@ -54,15 +55,19 @@ struct {
   __uint(pinning, LIBBPF_PIN_BY_NAME);
 } kvlb_gwstat_v1 SEC(".maps");
 
-/* Scratch space for building a new flow's two entries (152 bytes): BPF's stack
- * is 512 bytes for a whole call chain, and the SYN path's chain (the entry
- * point, the flow builder, the route lookup) would not fit with them on it.
+/* Scratch space for a new flow: the pick's state and the two entries being
+ * built. BPF's stack is 512 bytes for a whole call chain (Linux 6.1 rounds each
+ * frame up to 32 bytes: the pick's chain, entry point -> pick -> its global
+ * function -> the bpf_loop() callback, came to 576 there with the state on the
+ * stack), and the flow builder's chain (entry point, builder, route lookup)
+ * would not fit either.
  * Per CPU, and an XDP program runs to completion on its CPU: no sharing. Not
  * pinned: nothing outside one program run reads it. */
 struct kvlb_gw_scratch {
   struct kvlb_flow_key rkey;
   struct kvlb_flow rev;
   struct kvlb_flow fwd;
+  struct kvlb_pick_run_ctx pick; /* the pick's state (pick.bpf.h) */
 };
 struct {
   __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -41,6 +41,18 @@ struct kvlb_pkt {
   __u16 ip_len;             /* IPv4 total length / IPv6 40 + payload length */
 };
 
+/* A 16-bit length from a header, with a bound the verifier can see. Before
+ * Linux 6.10 the verifier does not track a byte swap's result range, so a
+ * length from bpf_ntohs() added to a packet pointer is refused (6.1, 6.12:
+ * "math between pkt pointer and register with unbounded min value"). The empty
+ * asm hides the value from the compiler, which would otherwise drop the check
+ * as always true. */
+static __always_inline __u32 kvlb_len16(__be16 v) {
+  __u32 x = bpf_ntohs(v);
+  asm volatile("" : "+r"(x));
+  return x > 0xffff ? 0xffff : x;
+}
+
 #define KVLB_IP_MF 0x2000
 #define KVLB_IP_OFFSET 0x1fff
 
@@ -65,7 +77,7 @@ static __always_inline int kvlb_parse4(struct kvlb_pkt* p, void* data, void* end
   p->key.dst.words[0] = ip->daddr;
   if (ip->version != 4 || ip->ihl < 5) return KVLB_P_MALFORMED;
   ihl = (__u32)ip->ihl * 4;
-  tot = bpf_ntohs(ip->tot_len);
+  tot = kvlb_len16(ip->tot_len);
   /* The IP packet must fit in the frame (a frame may carry padding after it). */
   if (tot < ihl || data + tot > end) return KVLB_P_MALFORMED;
   p->ip_len = (__u16)tot;
@@ -86,7 +98,7 @@ static __always_inline int kvlb_parse6(struct kvlb_pkt* p, void* data, void* end
   __builtin_memcpy(&p->key.src, &ip->saddr, 16);
   __builtin_memcpy(&p->key.dst, &ip->daddr, 16);
   if (ip->version != 6) return KVLB_P_MALFORMED;
-  plen = bpf_ntohs(ip->payload_len);
+  plen = kvlb_len16(ip->payload_len);
   if (data + sizeof(*ip) + plen > end) return KVLB_P_MALFORMED;
   p->ip_len = (__u16)(sizeof(*ip) + plen);
   nh = ip->nexthdr;

@@ -92,21 +92,27 @@ __attribute__((noinline)) int kvlb_pick_run(struct kvlb_pick_run_ctx* p,
   return p->st.have ? (int)p->st.best.backend_id : (int)KVLB_BACKEND_NONE;
 }
 
-/* Returns the chosen backend id, or KVLB_BACKEND_NONE when no backend of the
- * service is eligible. */
-static __always_inline __u32 kvlb_pick(const struct kvlb_service* svc) {
-  struct kvlb_pick_run_ctx p = {};
-
+/* The pick with its state in `p` (zeroed by the caller): the program's stack
+ * (kvlb_pick) or, where the stack is short, per-CPU scratch memory (the XDP
+ * gateway). Returns the chosen backend id, or KVLB_BACKEND_NONE when no backend
+ * of the service is eligible. */
+static __always_inline __u32 kvlb_pick_in(struct kvlb_pick_run_ctx* p,
+                                          const struct kvlb_service* svc) {
   if (svc->backend_count == 0) return KVLB_BACKEND_NONE;
-  kvlb_cfg_load(&p.cfg);
+  kvlb_cfg_load(&p->cfg);
   /* Staleness bounds and cool-downs are tens of ms and up: the coarse clock
    * (a tick's resolution) is enough and does not read the clock source. */
-  p.now = bpf_ktime_get_coarse_ns();
+  p->now = bpf_ktime_get_coarse_ns();
   /* One random draw seeds the pick's generator: a pick uses a handful of its
    * outputs, so 32 bits of entropy per connection are plenty. */
-  kvlb_pick_init(&p.st, svc->policy, svc->choices, svc->backend_count,
+  kvlb_pick_init(&p->st, svc->policy, svc->choices, svc->backend_count,
                  (__u64)bpf_get_prandom_u32() * 0x9E3779B97F4A7C15ull);
-  return (__u32)kvlb_pick_run(&p, svc);
+  return (__u32)kvlb_pick_run(p, svc);
+}
+
+static __always_inline __u32 kvlb_pick(const struct kvlb_service* svc) {
+  struct kvlb_pick_run_ctx p = {};
+  return kvlb_pick_in(&p, svc);
 }
 
 #endif /* KVLB_PICK_BPF_H */

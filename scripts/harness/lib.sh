@@ -86,6 +86,23 @@ harness_gateway() {
   HARNESS_UPSTREAM=g
 }
 harness_gateway_ip() { echo "${HARNESS_NET}.0.2"; }
+harness_gateway_ip6() { echo "$(harness_net6):0::2"; }
+# The gateway's interfaces (its veth to the client, then one per replica),
+# comma-separated: what the XDP gateway attaches to (gateway.interfaces).
+harness_gateway_interfaces() {
+  ip -n "$(harness_ns g)" -o link show | awk -F': ' '$2 ~ /^k/ {split($2, a, "@"); print a[1]}' |
+    paste -sd,
+}
+# harness_gateway_vips N: the client reaches VIPs 0..N-1 (both families)
+# through the gateway, as clients reach a gateway host's VIPs.
+harness_gateway_vips() {
+  local i c
+  c=$(harness_ns c)
+  for ((i = 0; i < $1; i++)); do
+    ip -n "$c" route add "$(harness_vip "$i")/32" via "$(harness_gateway_ip)"
+    ip -n "$c" -6 route add "$(harness_vip6 "$i")/128" via "$(harness_gateway_ip6)"
+  done
+}
 
 # harness_replica I: namespace rI linked to the client namespace (or the gateway)
 # by a veth pair, upstream side .1, replica side .2 of HARNESS_NET.(I+1).0/24.

@@ -67,6 +67,24 @@ std::string services_table(const nlohmann::json& j) {
   return out;
 }
 
+// The gateway: where it runs, flows per backend, and its packet counters.
+std::string gateway_table(const nlohmann::json& j) {
+  std::string out;
+  for (const auto& a : j["attachments"])
+    out += fmt::format("interface {} ({} XDP)\n", text(a, "interface"), text(a, "mode"));
+  out += fmt::format("\n{:<26} {:>8} {:>9}\n", "BACKEND", "FLOWS", "INFLIGHT");
+  for (const auto& f : j["flows"])
+    out += fmt::format("{:<26} {:>8} {:>9}\n", text(f, "backend"), f["flows"].get<uint64_t>(),
+                       f["inflight"].get<int64_t>());
+  out += fmt::format("\n{:<18} {:>14}\n", "COUNTER", "VALUE");
+  for (const auto& [name, v] : j["stats"].items())
+    if (v.get<uint64_t>() > 0 || name == "packets")
+      out += fmt::format("{:<18} {:>14}\n", name, v.get<uint64_t>());
+  out += fmt::format("(flows removed by the sweep since the agent started: {})\n",
+                     j["swept"].get<uint64_t>());
+  return out;
+}
+
 std::string backends_table(const nlohmann::json& j) {
   std::string out = fmt::format("{:<26} {:<9} {:>7} {:>7} {:>6} {:>8} {:>9} {:>6} {:>8}  {}\n",
                                 "BACKEND", "STATE", "WAITING", "RUNNING", "KV%", "INFLIGHT",
@@ -160,6 +178,8 @@ int main(int argc, char** argv) {
   auto* services = app.add_subcommand("services", "services: VIP, policy, choices, backends");
   auto* backends = app.add_subcommand("backends", "backends: state, scores, in-flight, picks, age");
   auto* top = app.add_subcommand("top", "backends, refreshed live");
+  auto* gateway = app.add_subcommand(
+      "gateway", "the XDP gateway: interfaces and mode, flows per backend, packet counters");
   top->add_option("--interval", interval, "seconds between refreshes");
   top->add_option("--iterations", iterations, "stop after this many refreshes (0: until Ctrl-C)");
   auto* drain = app.add_subcommand("drain", "no new connections to a backend (ip:port)");
@@ -226,6 +246,7 @@ int main(int argc, char** argv) {
   }
   if (*services) return show("/v1/services", services_table);
   if (*backends) return show("/v1/backends", backends_table);
+  if (*gateway) return show("/v1/gateway", gateway_table);
   if (*metrics) {
     auto body = get("GET", "/metrics");
     if (!body) return 1;

@@ -644,9 +644,10 @@ std::unique_ptr<DataPlane> DataPlane::load(const DataPlaneOptions& opts) {
   return std::unique_ptr<DataPlane>(new DataPlane(std::move(impl)));
 }
 
-std::vector<ProgramStats> DataPlane::verify(const ProgramSettings& settings) {
+std::vector<ProgramStats> DataPlane::verify(const ProgramSettings& settings, bool gateway) {
   Impl impl;
   impl.opts.program = settings;
+  if (gateway) impl.opts.gateway_interfaces = {"lo"};  // named, never attached
   impl.pinned = false;
   impl.load();
   return impl.program_stats();

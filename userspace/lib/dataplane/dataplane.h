@@ -73,7 +73,8 @@ class DataPlane : public MapStore {
   // Loads every program with `settings` into the kernel and reports what the
   // verifier accepted; nothing is pinned or attached, and everything is
   // released on return. Throws like load().
-  static std::vector<ProgramStats> verify(const ProgramSettings& settings);
+  // `gateway`: the XDP gateway's programs instead of the socket LB's.
+  static std::vector<ProgramStats> verify(const ProgramSettings& settings, bool gateway = false);
 
   // Attaches, or swaps the programs into the pinned links; then removes the pins
   // of retired map layouts. On failure, undoes what this call attached or
