@@ -72,6 +72,7 @@ static __always_inline void gw_partner_key(struct kvlb_flow_key* out, const stru
   out->dport = f->sport;
   out->family = family;
   out->proto = IPPROTO_TCP;
+  out->pad = 0; /* keys are compared byte for byte */
 }
 
 /* The client's side of a flow ends: its in-flight count is released exactly
@@ -232,8 +233,10 @@ static __always_inline int gw_claim_port(const struct kvlb_flow_key* k, struct k
   if (bpf_map_update_elem(&kvlb_flow_v1, rk, rev, BPF_NOEXIST) == 0) return 1;
   old = bpf_map_lookup_elem(&kvlb_flow_v1, rk);
   if (old && gw_tuple_eq(old, k)) {
+    /* This flow's own backend side: its client side was lost (LRU). The flow
+     * is counted in flight already. */
     *old = *rev;
-    return 1;
+    return 2;
   }
   return 0;
 }
@@ -251,6 +254,7 @@ static __noinline int gw_new_flow(struct xdp_md* ctx, struct kvlb_pkt* p, __u32 
   struct kvlb_addr snat;
   __u64 now = bpf_ktime_get_coarse_ns();
   int stateless = p->tcp->fin || p->tcp->rst;
+  int claimed, verdict;
   __u32 zero = 0;
 
   if (!be || be->family != k->family || gw_snat_addr(&snat, k->family)) {
@@ -289,8 +293,11 @@ static __noinline int gw_new_flow(struct xdp_md* ctx, struct kvlb_pkt* p, __u32 
   /* Written out, not a loop: clang keeps a loop here, and the verifier, which
    * does not track the counter precisely through the map calls, takes it for
    * an infinite one. */
-  if (!gw_claim_port(k, rk, rev, 0, stateless) && !gw_claim_port(k, rk, rev, 1, stateless) &&
-      !gw_claim_port(k, rk, rev, 2, stateless) && !gw_claim_port(k, rk, rev, 3, stateless)) {
+  claimed = gw_claim_port(k, rk, rev, 0, stateless);
+  if (!claimed) claimed = gw_claim_port(k, rk, rev, 1, stateless);
+  if (!claimed) claimed = gw_claim_port(k, rk, rev, 2, stateless);
+  if (!claimed) claimed = gw_claim_port(k, rk, rev, 3, stateless);
+  if (!claimed) {
     *stat = KVLB_GW_SNAT_BUSY;
     return XDP_DROP;
   }
@@ -301,10 +308,17 @@ static __noinline int gw_new_flow(struct xdp_md* ctx, struct kvlb_pkt* p, __u32 
       *stat = KVLB_GW_FLOW_TABLE_FULL;
       return XDP_DROP;
     }
-    kvlb_account_pick(id);
+    if (claimed == 1) kvlb_account_pick(id);
   }
   gw_rewrite(p, out);
-  return gw_forward(ctx, p, out, stat);
+  verdict = gw_forward(ctx, p, out, stat);
+  if (!stateless && verdict == XDP_DROP) {
+    /* No route to the backend: the flow never starts; nothing stays counted. */
+    bpf_map_delete_elem(&kvlb_flow_v1, rk);
+    bpf_map_delete_elem(&kvlb_flow_v1, k);
+    if (claimed == 1) kvlb_account_release(id);
+  }
+  return verdict;
 }
 
 /* A SYN reusing the tuple of a closed flow starts a new connection: the old
@@ -462,7 +476,9 @@ static long gw_sweep_one(struct bpf_map* map, struct kvlb_flow_key* k, struct kv
   partner = bpf_map_lookup_elem(&kvlb_flow_v1, &pk);
   if (f->flags & KVLB_FLOW_F_REVERSE) {
     if (partner) return 0; /* the client-side entry decides */
-    if (c->now - f->last_seen_ns > cfg_flow_closing_ns) {
+    /* A packet on another CPU may refresh an entry after the sweep read the
+     * clock: last_seen ahead of now is fresh, not 2^64 ns old. */
+    if (f->last_seen_ns < c->now && c->now - f->last_seen_ns > cfg_flow_closing_ns) {
       bpf_map_delete_elem(&kvlb_flow_v1, k);
       c->expired++;
     }
@@ -471,7 +487,7 @@ static long gw_sweep_one(struct bpf_map* map, struct kvlb_flow_key* k, struct kv
   last = f->last_seen_ns;
   if (partner && partner->last_seen_ns > last) last = partner->last_seen_ns;
   limit = (f->flags & KVLB_FLOW_F_CLOSING) ? cfg_flow_closing_ns : cfg_flow_idle_ns;
-  if (c->now - last <= limit) return 0;
+  if (last >= c->now || c->now - last <= limit) return 0;
   gw_close_forward(f);
   if (partner) bpf_map_delete_elem(&kvlb_flow_v1, &pk);
   bpf_map_delete_elem(&kvlb_flow_v1, k);

@@ -6,13 +6,13 @@
 //
 // The test runs in a network namespace of its own (unshare at start: it goes
 // with the process) holding two dummy interfaces (veth pairs where the kernel
-// has no dummy driver), cli0 (clients, 192.0.2.0/24,
-// 2001:db8:1::/64) and be0 (backends, 198.51.100.0/24, 2001:db8:2::/64), with
-// forwarding on and permanent neighbour entries, so the program's route lookup
-// (bpf_fib_lookup) finds known routes and MAC addresses. The skeleton is loaded
-// with no map pinned. Expected frames are built from scratch (every checksum
-// computed over the whole header and pseudo-header, not updated), and every
-// output frame that was translated is checked for valid checksums on its own.
+// has no dummy driver): cli0 (clients, 192.0.2.0/24, 2001:db8:1::/64) and be0
+// (backends, 198.51.100.0/24, 2001:db8:2::/64), with forwarding on and
+// permanent neighbour entries, so the program's route lookup (bpf_fib_lookup)
+// finds known routes and MAC addresses. The skeleton is loaded with no map
+// pinned. Expected frames are built from scratch (every checksum computed over
+// the whole header and pseudo-header, not updated), and every output frame that
+// was translated is checked for valid checksums on its own.
 //
 // Needs root (BPF, a network namespace): exits 77 (ctest: skipped) otherwise.
 #include <gtest/gtest.h>
@@ -1201,6 +1201,9 @@ TEST_F(GatewayTest, NoRouteToTheBackendIsDropped) {
   ASSERT_EQ(o.err, 0);
   EXPECT_EQ(o.verdict, static_cast<uint32_t>(XDP_DROP));
   expect_stats(gw().stats(), {{KVLB_GW_PACKETS, 1}, {KVLB_GW_FIB_FAIL, 1}});
+  // The flow never starts: no entry stays, nothing stays counted in flight.
+  EXPECT_FALSE(gw().flow(key_of(syn)).has_value());
+  expect_counters(gw(), 8, 1, 0);
 }
 
 // A backend's packet to a SNAT port with no flow: not the gateway's to
