@@ -12,4 +12,5 @@ awk '/^  agent.yaml: \|/ {on = 1; next} on && /^---/ {on = 0} on {sub(/^    /, "
 [ -s "$tmp/agent.yaml" ] || { echo "no agent.yaml in the ConfigMap" >&2; exit 1; }
 "$AGENT" --check-config -c "$tmp/agent.yaml"
 "$AGENT" --check-config -c "$ROOT/deploy/agent.example.yaml"
-echo "deploy configs: 2 passed, 0 failed"
+"$AGENT" --check-config -c "$ROOT/deploy/gateway.example.yaml"
+echo "deploy configs: 3 passed, 0 failed"

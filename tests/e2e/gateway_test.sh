@@ -58,13 +58,19 @@ CFG=$HARNESS_DIR/gateway.yaml
   for ((i = 0; i < N; i++)); do echo "      {address: \"[$(harness_replica_ip6 "$i")]:8000\"},"; done
   echo "    ]"
 } >"$CFG"
+# The unit's capabilities (deploy/systemd/kvlb-agent.service), no more: the
+# gateway attaches XDP links and runs its sweep with CAP_BPF, CAP_NET_ADMIN and
+# CAP_PERFMON alone.
 start_agent() {
-  harness_spawn "$G" "$HARNESS_DIR/agent$1.log" "$BUILD/userspace/kvlb-agent" -c "$CFG"
+  harness_spawn "$G" "$HARNESS_DIR/agent$1.log" setpriv --bounding-set=-all,+bpf,+net_admin,+perfmon \
+    --no-new-privs "$BUILD/userspace/kvlb-agent" -c "$CFG"
 }
 AGENT=$(start_agent 1)
 agent_ready "$SOCK" || fail "agent did not start: $(tail -n 5 "$HARNESS_DIR/agent1.log")"
 grep -q "attached the gateway to .* in generic XDP mode (driver veth)" "$HARNESS_DIR/agent1.log" ||
   fail "the XDP mode is not logged"
+check "the gateway agent runs with exactly CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON" \
+  test "$(grep CapEff "/proc/$(pgrep -f "kvlb-agent -c $CFG" | head -n 1)/status" | awk '{print $2}')" = 000000c000001000
 gw() { "$CTL" --socket "$SOCK" -o json gateway; }
 in_c() { nsenter --net="/run/netns/$C" -- "$@"; }
 loadgen() { in_c "$LOADGEN" -q --model meta-llama/Llama-3.1-8B-Instruct "$@"; }
