@@ -160,6 +160,22 @@ static __always_inline void gw_rewrite(struct kvlb_pkt* p, const struct kvlb_flo
   tcp->check = check;
 }
 
+/* Undoes gw_rewrite's TTL or hop-limit decrement (and its checksum change). */
+static __always_inline void gw_unhop(struct kvlb_pkt* p) {
+  struct iphdr* ip4 = p->ip4;
+  struct ipv6hdr* ip6 = p->ip6;
+  if (p->key.family == KVLB_AF_INET) {
+    __u16 old_ttl, new_ttl;
+    if (!ip4) return;
+    old_ttl = *(__u16*)&ip4->ttl;
+    ip4->ttl += 1;
+    new_ttl = *(__u16*)&ip4->ttl;
+    ip4->check = kvlb_csum_replace16(ip4->check, old_ttl, new_ttl);
+  } else if (ip6) {
+    ip6->hop_limit += 1;
+  }
+}
+
 /* Sends the rewritten packet towards its new destination: the route and the
  * neighbour from the kernel's tables (bpf_fib_lookup), out of the interface
  * they name. */
@@ -185,7 +201,9 @@ static __noinline int gw_forward(struct xdp_md* ctx, struct kvlb_pkt* p, const s
   rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
   if (rc == BPF_FIB_LKUP_RET_NO_NEIGH || rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
     /* Translated already: the stack forwards it, resolving the neighbour or
-     * answering "fragmentation needed"; the next packets take the fast path. */
+     * answering "fragmentation needed"; the next packets take the fast path.
+     * The hop is the stack's to count: the TTL goes back up. */
+    gw_unhop(p);
     *stat = KVLB_GW_FIB_PASS;
     return XDP_PASS;
   }
