@@ -76,7 +76,7 @@ write_config "$HARNESS_DIR/b.yaml" 64
 rc=0
 nsenter --net="/run/netns/$C" "$AGENT" -c "$HARNESS_DIR/b.yaml" >"$HARNESS_DIR/agent-b.log" 2>&1 || rc=$?
 check "an agent asking for max_sockets 64 over a pinned table of $LIMIT refuses to start (rc $rc), saying why" \
-  grep -q "max_sockets: the pinned socket table .* has $LIMIT entries, the configuration asks for 64" \
+  grep -q "max_sockets: the pinned table .* has $LIMIT entries, the configuration asks for 64" \
   "$HARNESS_DIR/agent-b.log"
 R=$(probe --target "$VIP:$PORT" --count 10)
 check "the pinned data plane keeps serving ($(j .ok "$R")/10, getpeername = VIP)" \

@@ -152,6 +152,9 @@ struct DataPlane::Impl {
 
   // The gateway: its object, with the shared maps reused or created by pin name.
   void load_gateway(const char* pin_root) {
+    if (pinned)
+      check_table_size(KVLB_MAP_FLOWS, 2 * settings().gateway.max_flows, "gateway.flow_table",
+                       "the translation of every open flow (two entries a flow)");
     LIBBPF_OPTS(bpf_object_open_opts, oo, .pin_root_path = pin_root);
     gw.reset(kvlb_gateway__open_opts(&oo));
     if (!gw) throw_libbpf(errno, "open the gateway's BPF object");
@@ -281,10 +284,15 @@ struct DataPlane::Impl {
     }
   }
 
-  // A pinned socket table keeps its size: say so plainly instead of libbpf's
-  // "parameter mismatch" (resizing would drop the state of every open socket).
+  // A pinned table keeps its size: say so plainly instead of libbpf's
+  // "parameter mismatch" (resizing would drop the state of every open socket
+  // or flow).
   void check_socket_table_size() {
-    const fs::path pin = opts.pin_dir / KVLB_MAP_SOCKETS;
+    check_table_size(KVLB_MAP_SOCKETS, settings().max_sockets, "max_sockets",
+                     "the state of every open balanced socket");
+  }
+  void check_table_size(const char* name, uint32_t want, const char* setting, const char* holds) {
+    const fs::path pin = opts.pin_dir / name;
     std::error_code ec;
     if (!fs::exists(pin, ec)) return;
     UniqueFd fd(bpf_obj_get(pin.c_str()));
@@ -293,13 +301,12 @@ struct DataPlane::Impl {
     uint32_t len = sizeof(info);
     if (int err = bpf_obj_get_info_by_fd(fd.get(), &info, &len))
       throw_errno(err, "inspect " + pin.string());
-    if (info.max_entries != settings().max_sockets)
+    if (info.max_entries != want)
       throw std::runtime_error(fmt::format(
-          "max_sockets: the pinned socket table {} has {} entries, the configuration asks "
-          "for {}; it keeps the state of every open balanced socket, so its size changes "
-          "only with a fresh data plane (stop the agent with SIGTERM, which detaches and "
-          "unpins, then start it again)",
-          pin.string(), info.max_entries, settings().max_sockets));
+          "{}: the pinned table {} has {} entries, the configuration asks for {}; it keeps "
+          "{}, so its size changes only with a fresh data plane (stop the agent with "
+          "SIGTERM, which detaches and unpins, then start it again)",
+          setting, pin.string(), info.max_entries, want, holds));
   }
 
   void open_legacy_pin() {
