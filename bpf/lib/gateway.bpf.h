@@ -186,7 +186,11 @@ static __noinline int gw_forward(struct xdp_md* ctx, struct kvlb_pkt* p, const s
   fib.l4_protocol = IPPROTO_TCP;
   fib.sport = f->sport;
   fib.dport = f->dport;
-  fib.tot_len = p->ip_len;
+  /* No MTU check (tot_len 0): generic XDP sees the receive side's coalesced
+   * (GRO) packets, larger than any MTU, which the sending device segments
+   * again; checked, every one of them would go through the stack. The
+   * gateway's interfaces must carry the same MTU (docs/gateway.md). */
+  fib.tot_len = 0;
   fib.ifindex = ctx->ingress_ifindex;
   if (p->ip4) {
     fib.family = AF_INET;

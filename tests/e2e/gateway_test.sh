@@ -134,4 +134,8 @@ M=$("$CTL" --socket "$SOCK" metrics)
 grep -q '^kvlb_gateway_packets_total{reason="new_flow"} [1-9]' <<<"$M" || fail "no new_flow counter in /metrics"
 grep -q '^kvlb_gateway_attached{interface=".*",mode="generic"} 1' <<<"$M" || fail "no attachment in /metrics"
 check "gateway counters and attachments in /metrics" true
+# Every packet of these flows took the XDP path: none was handed to the stack
+# (coalesced packets above the MTU would be, with a route MTU check).
+FP=$(gw | jq .stats.fib_pass)
+check "no packet went through the stack (fib_pass $FP)" test "$FP" = 0
 harness_log "PASS: $CHECKS checks"
