@@ -39,6 +39,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -1561,6 +1562,101 @@ TEST_F(SweepTest, FlowRefreshedAfterTheSweepReadTheClockStays) {
   sgw().sweep();
   EXPECT_EQ(sgw().flows().size(), 2u);
   expect_counters(sgw(), 2, 1, 1);
+}
+
+// ---- hostile packets --------------------------------------------------------
+
+// The one's complement residue of a frame's IPv4 header and TCP segment (the
+// folded sum including the stored checksum: 0xffff when valid). An
+// incremental update keeps a residue as it was, valid or not.
+std::pair<int, int> residues(const Bytes& f) {
+  auto norm = [](uint16_t v) { return v == 0 ? 0xffff : v; };  // +0 and -0
+  if (f.size() < 14) return {-1, -1};
+  const uint16_t type = get16(f, 12);
+  size_t l4 = 0, len = 0;
+  int ip = -1;
+  uint64_t ps = 0;
+  if (type == 0x0800 && f.size() >= 34) {
+    const size_t hl = (f[14] & 0x0f) * 4u;
+    const size_t tot = get16(f, 16);
+    if (hl < 20 || f.size() < 14 + hl || tot < hl || f.size() < 14 + tot) return {-1, -1};
+    ip = norm(fold(sum_bytes(&f[14], hl)));
+    l4 = 14 + hl;
+    len = tot - hl;
+    ps = pseudo_sum(KVLB_AF_INET, &f[26], &f[30], f[23], static_cast<uint32_t>(len));
+  } else if (type == 0x86dd && f.size() >= 54) {
+    len = get16(f, 18);
+    if (f.size() < 54 + len) return {-1, -1};
+    l4 = 54;
+    ps = pseudo_sum(KVLB_AF_INET6, &f[22], &f[38], f[20], static_cast<uint32_t>(len));
+  } else {
+    return {-1, -1};
+  }
+  return {ip, norm(fold(sum_bytes(&f[l4], len, ps)))};
+}
+
+// Random mutations of well-formed packets of every kind (client SYN, ACK, FIN
+// and RST to both VIPs, backends' answers, other destinations), bytes flipped
+// in the headers, frames cut short or grown: every verdict is one of the four;
+// a packet passed or dropped on its own account is unchanged; a translated one
+// has the checksum residues it came with (a valid packet stays valid, a broken
+// one is not made to look valid); the counters add up; no in-flight count goes
+// below zero. Seeded: a failure names the case to replay.
+TEST_F(GatewayTest, HostilePacketsGetADefinedVerdictAndNoCorruptedChecksum) {
+  std::mt19937 rng(20261202);
+  const uint16_t sp = open4(41900);  // a known flow, so mutations also hit its entries
+  std::vector<Bytes> bases;
+  for (uint8_t flags : {kSyn, kAck, uint8_t(kAck | kPsh), uint8_t(kFin | kAck), kRst}) {
+    Pkt p4 = client4(static_cast<uint16_t>(41900 + (flags == kSyn ? 1 : 0)), flags);
+    p4.payload.assign(flags & kPsh ? 40 : 0, 'p');
+    bases.push_back(p4.bytes());
+    bases.push_back(client6(41950, flags).bytes());
+    bases.push_back(from_backend(backend(2), sp, flags).bytes());
+    Pkt other = client4(41960, flags, kOther4);
+    bases.push_back(other.bytes());
+  }
+  Pkt opt = client4(41970, kSyn);
+  opt.ip_opts = {1, 1, 1, 0};
+  bases.push_back(opt.bytes());
+  constexpr int kCases = 20000;
+  const Stats before = gw().stats();
+  int translated = 0, unchanged = 0;
+  for (int i = 0; i < kCases; ++i) {
+    Bytes in = bases[rng() % bases.size()];
+    const int flips = 1 + static_cast<int>(rng() % 4);
+    for (int k = 0; k < flips; ++k)
+      in[rng() % std::min<size_t>(in.size(), 80)] ^= 1u << (rng() % 8);
+    if (rng() % 5 == 0) in.resize(14 + rng() % (in.size() - 13));
+    if (rng() % 10 == 0) in.insert(in.end(), rng() % 64, static_cast<uint8_t>(rng()));
+    const Stats s0 = gw().stats();
+    Out o = gw().run(in, rng() % 2 ? "cli0" : "be0");
+    const Stats s1 = gw().stats();
+    ASSERT_EQ(o.err, 0) << "case " << i;
+    ASSERT_TRUE(o.verdict == XDP_PASS || o.verdict == XDP_DROP || o.verdict == XDP_TX ||
+                o.verdict == XDP_REDIRECT)
+        << "case " << i << ": verdict " << o.verdict;
+    ASSERT_EQ(s1[KVLB_GW_PACKETS] - s0[KVLB_GW_PACKETS], 1u) << "case " << i;
+    const bool rewritten = o.verdict == XDP_TX || o.verdict == XDP_REDIRECT ||
+                           s1[KVLB_GW_FIB_PASS] != s0[KVLB_GW_FIB_PASS] ||
+                           s1[KVLB_GW_FIB_FAIL] != s0[KVLB_GW_FIB_FAIL];
+    if (!rewritten) {
+      ASSERT_EQ(hex(o.frame), hex(in)) << "case " << i << ": passed or dropped, but changed";
+      ++unchanged;
+    } else if (o.verdict != XDP_DROP) {
+      ASSERT_EQ(residues(o.frame), residues(in)) << "case " << i << ": " << hex(in);
+      ++translated;
+    }
+  }
+  const Stats after = gw().stats();
+  EXPECT_EQ(after[KVLB_GW_PACKETS] - before[KVLB_GW_PACKETS], static_cast<uint64_t>(kCases));
+  uint64_t reasons = 0;
+  for (int k = 1; k < KVLB_GW_STAT_COUNT; ++k)
+    if (k != KVLB_GW_CLOSED && k != KVLB_GW_EXPIRED) reasons += after[k] - before[k];
+  EXPECT_EQ(reasons, static_cast<uint64_t>(kCases)) << "each packet counted under one reason";
+  for (uint32_t id = 1; id <= kMaxId; ++id) EXPECT_GE(gw().counters(id).inflight, 0) << id;
+  // Both outcomes were exercised, not only the easy one.
+  EXPECT_GT(translated, kCases / 20);
+  EXPECT_GT(unchanged, kCases / 4);
 }
 
 // ---- --bench: ns per packet ------------------------------------------------
