@@ -186,11 +186,11 @@ static __noinline int gw_forward(struct xdp_md* ctx, struct kvlb_pkt* p, const s
   fib.l4_protocol = IPPROTO_TCP;
   fib.sport = f->sport;
   fib.dport = f->dport;
-  /* No MTU check (tot_len 0): generic XDP sees the receive side's coalesced
-   * (GRO) packets, larger than any MTU, which the sending device segments
-   * again; checked, every one of them would go through the stack. The
-   * gateway's interfaces must carry the same MTU (docs/gateway.md). */
-  fib.tot_len = 0;
+  /* With the route's MTU checked: a packet larger than the next hop's MTU
+   * (in generic mode, the receive side's coalesced GRO/GSO packets, up to
+   * 64 KiB) is handed to the stack, which segments and forwards it; a redirect
+   * would drop it (XDP cannot segment). */
+  fib.tot_len = p->ip_len;
   fib.ifindex = ctx->ingress_ifindex;
   if (p->ip4) {
     fib.family = AF_INET;

@@ -38,6 +38,7 @@ struct kvlb_pkt {
   struct ipv6hdr* ip6;
   struct tcphdr* tcp;
   struct kvlb_flow_key key; /* src, dst, ports as they arrive */
+  __u16 ip_len;             /* IPv4 total length / IPv6 40 + payload length */
 };
 
 /* A 16-bit length from a header, with a bound the verifier can see. Before
@@ -79,6 +80,7 @@ static __always_inline int kvlb_parse4(struct kvlb_pkt* p, void* data, void* end
   tot = kvlb_len16(ip->tot_len);
   /* The IP packet must fit in the frame (a frame may carry padding after it). */
   if (tot < ihl || data + tot > end) return KVLB_P_MALFORMED;
+  p->ip_len = (__u16)tot;
   if (ip->frag_off & bpf_htons(KVLB_IP_MF | KVLB_IP_OFFSET)) return KVLB_P_FRAGMENT;
   if (ip->protocol == IPPROTO_ICMP) return KVLB_P_ICMP;
   if (ip->protocol != IPPROTO_TCP) return KVLB_P_NOT_TCP;
@@ -98,6 +100,7 @@ static __always_inline int kvlb_parse6(struct kvlb_pkt* p, void* data, void* end
   if (ip->version != 6) return KVLB_P_MALFORMED;
   plen = kvlb_len16(ip->payload_len);
   if (data + sizeof(*ip) + plen > end) return KVLB_P_MALFORMED;
+  p->ip_len = (__u16)(sizeof(*ip) + plen);
   nh = ip->nexthdr;
   if (nh == IPPROTO_TCP) return kvlb_parse_tcp(p, ip + 1, end, plen);
   if (nh == IPPROTO_ICMPV6) return KVLB_P_ICMP;

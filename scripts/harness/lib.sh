@@ -82,7 +82,10 @@ harness_gateway() {
   ip -n "$g" -6 addr add "$(harness_net6):0::2/64" dev "$vg" nodad
   ip -n "$c" link set "$vc" up
   ip -n "$g" link set "$vg" up
-  ip netns exec "$g" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
+  # accept_local: what kvlb's XDP gateway hands to the stack is translated
+  # already, from the gateway's own address (docs/gateway.md).
+  ip netns exec "$g" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 \
+    net.ipv4.conf.all.accept_local=1
   HARNESS_UPSTREAM=g
 }
 harness_gateway_ip() { echo "${HARNESS_NET}.0.2"; }

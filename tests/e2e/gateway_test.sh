@@ -134,8 +134,14 @@ M=$("$CTL" --socket "$SOCK" metrics)
 grep -q '^kvlb_gateway_packets_total{reason="new_flow"} [1-9]' <<<"$M" || fail "no new_flow counter in /metrics"
 grep -q '^kvlb_gateway_attached{interface=".*",mode="generic"} 1' <<<"$M" || fail "no attachment in /metrics"
 check "gateway counters and attachments in /metrics" true
-# Every packet of these flows took the XDP path: none was handed to the stack
-# (coalesced packets above the MTU would be, with a route MTU check).
-FP=$(gw | jq .stats.fib_pass)
-check "no packet went through the stack (fib_pass $FP)" test "$FP" = 0
+# What the program hands to the stack (coalesced packets above the MTU) is
+# forwarded by it: the streams above completed with it; without accept_local
+# the agent refuses to start.
+ip netns exec "$G" sysctl -qw net.ipv4.conf.all.accept_local=0
+harness_stop_pid "$AGENT"
+AGENT=$(start_agent 3)
+harness_wait_for "refusal" 10 grep -q "accept_local is off" "$HARNESS_DIR/agent3.log" ||
+  fail "the agent started without accept_local"
+check "without accept_local the agent refuses to start, naming the sysctl" \
+  grep -q "sysctl net.ipv4.conf.*accept_local=1" "$HARNESS_DIR/agent3.log"
 harness_log "PASS: $CHECKS checks"

@@ -67,18 +67,19 @@ static void check_gateway_host(const AgentConfig& cfg) {
   if (!cfg.gateway.snat_ipv6.empty() && read("/proc/sys/net/ipv6/conf/all/forwarding") != "1")
     throw std::runtime_error(
         "gateway mode: IPv6 forwarding is off (sysctl net.ipv6.conf.all.forwarding=1)");
-  // A packet the program hands to the stack (a next hop not resolved yet) has
-  // the gateway's own SNAT address as source: IPv4 drops it as a martian
-  // unless accept_local is on. Not fatal (the client's SYN is retried a
-  // second later, by when the neighbour is resolved), but said.
+  // A packet the program hands to the stack (larger than the next hop's MTU:
+  // in generic mode, coalesced GRO/GSO packets; or a next hop not resolved yet)
+  // is translated already, its source the gateway's own SNAT address: IPv4
+  // drops it as a martian unless accept_local is on. Measured: without it, 1 s
+  // retransmissions made the live p99 TTFT 1.48 s against 0.47 s.
   if (!cfg.gateway.snat_ipv4.empty() && read("/proc/sys/net/ipv4/conf/all/accept_local") != "1")
     for (const auto& ifname : cfg.gateway.interface_list())
       if (read(("/proc/sys/net/ipv4/conf/" + ifname + "/accept_local").c_str()) != "1")
-        spdlog::warn(
-            "gateway: accept_local is off on {}: a first packet towards a next hop not yet "
-            "resolved is dropped by the stack's source check and retried by the client "
-            "(sysctl net.ipv4.conf.{}.accept_local=1)",
-            ifname, ifname);
+        throw std::runtime_error(fmt::format(
+            "gateway mode: accept_local is off on {}: packets the gateway hands to the stack "
+            "(above the MTU, or to a next hop not resolved yet) would be dropped as martians "
+            "(sysctl net.ipv4.conf.{}.accept_local=1, or net.ipv4.conf.all.accept_local=1)",
+            ifname, ifname));
   unsigned lo = 0, hi = 0;
   std::istringstream range(read("/proc/sys/net/ipv4/ip_local_port_range"));
   if (range >> lo >> hi && !(cfg.gateway.port_hi < lo || cfg.gateway.port_lo > hi))
