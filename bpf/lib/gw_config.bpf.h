@@ -23,7 +23,11 @@ const volatile __u16 cfg_snat_port_hi = 29999;
  * while, and TCP keep-alives refresh it). */
 const volatile __u64 cfg_flow_idle_ns = 600ull * 1000000000ull;
 /* A flow that saw a FIN or RST is kept this long for the rest of the close
- * (the other side's FIN, the last ACK, retransmissions). */
-const volatile __u64 cfg_flow_closing_ns = 30ull * 1000000000ull;
+ * (the other side's FIN, the last ACK, retransmissions) and, above all, its
+ * SNAT port is not handed out again while the backend may still hold the old
+ * connection in TIME_WAIT (60 s on Linux): a new SYN on the same 4-tuple with
+ * an older timestamp (per-connection offsets) is refused there (PAWS). 120 s,
+ * as conntrack's TIME_WAIT. */
+const volatile __u64 cfg_flow_closing_ns = 120ull * 1000000000ull;
 
 #endif /* KVLB_GW_CONFIG_BPF_H */

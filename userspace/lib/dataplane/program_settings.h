@@ -21,7 +21,7 @@ struct GatewaySettings {
   uint16_t snat_port_hi = 29999;
   uint32_t max_flows = KVLB_GW_DEFAULT_FLOWS;  // flows (the table holds two entries each)
   uint64_t idle_ns = 600ull * 1'000'000'000;
-  uint64_t closing_ns = 30ull * 1'000'000'000;
+  uint64_t closing_ns = 120ull * 1'000'000'000;
   bool operator==(const GatewaySettings&) const = default;
 };
 
