@@ -15,12 +15,12 @@ struct k40 {
 struct v56 {
   __u64 w[7];
 };
-#define LRU(name, size)                       \
-  struct {                                    \
-    __uint(type, BPF_MAP_TYPE_LRU_HASH);      \
-    __uint(max_entries, size);                \
-    __type(key, struct k40);                  \
-    __type(value, struct v56);                \
+#define LRU(name, size)                  \
+  struct {                               \
+    __uint(type, BPF_MAP_TYPE_LRU_HASH); \
+    __uint(max_entries, size);           \
+    __type(key, struct k40);             \
+    __type(value, struct v56);           \
   } name SEC(".maps")
 LRU(large, 524288); /* the gateway's default: 2 x 262,144 flows */
 LRU(small, 2048);   /* fits in the caches */
