@@ -181,28 +181,38 @@ static __always_inline void gw_unhop(struct kvlb_pkt* p) {
  * they name. */
 static __noinline int gw_forward(struct xdp_md* ctx, struct kvlb_pkt* p, const struct kvlb_flow* f,
                                  __u32* stat) {
-  struct bpf_fib_lookup fib = {};
+  __u32 zero = 0;
+  struct kvlb_gw_scratch* sc = bpf_map_lookup_elem(&kvlb_gw_scratch, &zero);
+  struct bpf_fib_lookup* fib;
   long rc;
-  fib.l4_protocol = IPPROTO_TCP;
-  fib.sport = f->sport;
-  fib.dport = f->dport;
+  if (!sc) {
+    *stat = KVLB_GW_FIB_FAIL;
+    return XDP_DROP;
+  }
+  /* In scratch memory, not on the stack: 64 bytes the SYN path's call chain
+   * has no room for on Linux 6.1 (gw_maps.bpf.h). */
+  fib = &sc->fib;
+  __builtin_memset(fib, 0, sizeof(*fib));
+  fib->l4_protocol = IPPROTO_TCP;
+  fib->sport = f->sport;
+  fib->dport = f->dport;
   /* With the route's MTU checked: a packet larger than the next hop's MTU
    * (in generic mode, the receive side's coalesced GRO/GSO packets, up to
    * 64 KiB) is handed to the stack, which segments and forwards it; a redirect
    * would drop it (XDP cannot segment). */
-  fib.tot_len = p->ip_len;
-  fib.ifindex = ctx->ingress_ifindex;
+  fib->tot_len = p->ip_len;
+  fib->ifindex = ctx->ingress_ifindex;
   if (p->ip4) {
-    fib.family = AF_INET;
-    fib.tos = p->ip4->tos;
-    fib.ipv4_src = f->src.words[0];
-    fib.ipv4_dst = f->dst.words[0];
+    fib->family = AF_INET;
+    fib->tos = p->ip4->tos;
+    fib->ipv4_src = f->src.words[0];
+    fib->ipv4_dst = f->dst.words[0];
   } else {
-    fib.family = AF_INET6;
-    __builtin_memcpy(fib.ipv6_src, f->src.words, 16);
-    __builtin_memcpy(fib.ipv6_dst, f->dst.words, 16);
+    fib->family = AF_INET6;
+    __builtin_memcpy(fib->ipv6_src, f->src.words, 16);
+    __builtin_memcpy(fib->ipv6_dst, f->dst.words, 16);
   }
-  rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
+  rc = bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
   if (rc == BPF_FIB_LKUP_RET_NO_NEIGH || rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
     /* Translated already: the stack forwards it, resolving the neighbour or
      * answering "fragmentation needed"; the next packets take the fast path.
@@ -215,10 +225,10 @@ static __noinline int gw_forward(struct xdp_md* ctx, struct kvlb_pkt* p, const s
     *stat = KVLB_GW_FIB_FAIL;
     return XDP_DROP;
   }
-  __builtin_memcpy(p->eth->h_dest, fib.dmac, ETH_ALEN);
-  __builtin_memcpy(p->eth->h_source, fib.smac, ETH_ALEN);
-  if (fib.ifindex == ctx->ingress_ifindex) return XDP_TX;
-  return bpf_redirect(fib.ifindex, 0);
+  __builtin_memcpy(p->eth->h_dest, fib->dmac, ETH_ALEN);
+  __builtin_memcpy(p->eth->h_source, fib->smac, ETH_ALEN);
+  if (fib->ifindex == ctx->ingress_ifindex) return XDP_TX;
+  return bpf_redirect(fib->ifindex, 0);
 }
 
 /* The TTL or hop limit would expire here: the host answers (ICMP). */
@@ -276,7 +286,7 @@ static __noinline int gw_new_flow(struct xdp_md* ctx, struct kvlb_pkt* p, __u32 
   struct kvlb_addr snat;
   __u64 now = bpf_ktime_get_coarse_ns();
   int stateless = p->tcp->fin || p->tcp->rst;
-  int claimed, verdict;
+  int claimed;
   __u32 zero = 0;
 
   if (!be || be->family != k->family || gw_snat_addr(&snat, k->family)) {
@@ -332,13 +342,30 @@ static __noinline int gw_new_flow(struct xdp_md* ctx, struct kvlb_pkt* p, __u32 
     }
     if (claimed == 1) kvlb_account_pick(id);
   }
-  gw_rewrite(p, out);
-  verdict = gw_forward(ctx, p, out, stat);
-  if (!stateless && verdict == XDP_DROP) {
+  sc->counted = !stateless && claimed == 1;
+  sc->stateful = !stateless;
+  return -1; /* translated in sc->fwd: the caller forwards (gw_new_flow_forward) */
+}
+
+/* Forwards a new flow's packet (gw_new_flow's translation, in scratch memory).
+ * A separate call from the entry point's frame, not from gw_new_flow's: the
+ * route lookup's frame then never stacks on the flow builder's (BPF's 512
+ * bytes for a call chain; Linux 6.1 rounds every frame up to 32). */
+static __noinline int gw_new_flow_forward(struct xdp_md* ctx, struct kvlb_pkt* p, __u32* stat) {
+  __u32 zero = 0;
+  struct kvlb_gw_scratch* sc = bpf_map_lookup_elem(&kvlb_gw_scratch, &zero);
+  int verdict;
+  if (!sc) {
+    *stat = KVLB_GW_FLOW_TABLE_FULL;
+    return XDP_DROP;
+  }
+  gw_rewrite(p, &sc->fwd);
+  verdict = gw_forward(ctx, p, &sc->fwd, stat);
+  if (sc->stateful && verdict == XDP_DROP) {
     /* No route to the backend: the flow never starts; nothing stays counted. */
-    bpf_map_delete_elem(&kvlb_flow_v1, rk);
-    bpf_map_delete_elem(&kvlb_flow_v1, k);
-    if (claimed == 1) kvlb_account_release(id);
+    bpf_map_delete_elem(&kvlb_flow_v1, &sc->rkey);
+    bpf_map_delete_elem(&kvlb_flow_v1, &p->key);
+    if (sc->counted) kvlb_account_release(sc->fwd.backend_id);
   }
   return verdict;
 }
@@ -370,6 +397,7 @@ static __always_inline int gw_tcp(struct xdp_md* ctx, struct kvlb_pkt* p, __u32*
   struct kvlb_flow* f;
   struct tcphdr* tcp = p->tcp;
   int syn = tcp->syn && !tcp->ack;
+  int v;
   __u64 flags = 0;
   __u32 id;
   __u64 now;
@@ -423,7 +451,9 @@ static __always_inline int gw_tcp(struct xdp_md* ctx, struct kvlb_pkt* p, __u32*
     *stat = KVLB_GW_NO_BACKEND;
     return XDP_DROP;
   }
-  return gw_new_flow(ctx, p, id, flags, stat);
+  v = gw_new_flow(ctx, p, id, flags, stat);
+  if (v >= 0) return v;
+  return gw_new_flow_forward(ctx, p, stat);
 }
 
 /* Anything that is not a well-formed TCP segment: its class's verdict when it

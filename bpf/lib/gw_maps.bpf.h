@@ -55,19 +55,20 @@ struct {
   __uint(pinning, LIBBPF_PIN_BY_NAME);
 } kvlb_gwstat_v1 SEC(".maps");
 
-/* Scratch space for a new flow: the pick's state and the two entries being
- * built. BPF's stack is 512 bytes for a whole call chain (Linux 6.1 rounds each
- * frame up to 32 bytes: the pick's chain, entry point -> pick -> its global
- * function -> the bpf_loop() callback, came to 576 there with the state on the
- * stack), and the flow builder's chain (entry point, builder, route lookup)
- * would not fit either.
- * Per CPU, and an XDP program runs to completion on its CPU: no sharing. Not
- * pinned: nothing outside one program run reads it. */
+/* Scratch space: the pick's state, a new flow's two entries being built, and
+ * the route lookup's 64 bytes. BPF's stack is 512 bytes for a whole call chain (Linux 6.1 rounds
+ * each frame up to 32 bytes: the pick's chain, entry point -> pick -> its global function -> the
+ * bpf_loop() callback, came to 576 there with the state on the stack), and the flow builder's chain
+ * (entry point, builder, route lookup) would not fit either. Per CPU, and an XDP program runs to
+ * completion on its CPU: no sharing. Not pinned: nothing outside one program run reads it. */
 struct kvlb_gw_scratch {
   struct kvlb_flow_key rkey;
   struct kvlb_flow rev;
   struct kvlb_flow fwd;
   struct kvlb_pick_run_ctx pick; /* the pick's state (pick.bpf.h) */
+  struct bpf_fib_lookup fib;     /* the route lookup's parameters and result */
+  __u32 counted;                 /* the new flow counted in flight */
+  __u32 stateful;                /* the new flow has entries (not a FIN or RST) */
 };
 struct {
   __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
