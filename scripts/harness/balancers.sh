@@ -4,6 +4,19 @@
 #
 #   kvlb-<policy>[:<k>]     kvlb socket LB (connect4 in the client's cgroup), VIP 0,
 #                           comparing k backends (default: the agent's)
+#   kvlb-xdp[-<policy>][:<k>][+accept-local][+gso-mtu]
+#                           kvlb's XDP gateway (the agent in gateway mode on the
+#                           gateway host, generic XDP on its veths), VIP 0; the
+#                           policy defaults to the agent's (p2c-queue-kv). Needs
+#                           the gateway topology (harness_gateway) and harness_bpffs.
+#                           Workarounds (docs/results/xdp/README.md):
+#                           +accept-local: net.ipv4.conf.all.accept_local=1 on the
+#                           gateway host, so that the stack forwards the translated
+#                           packets the program passes to it (fib_pass), whose
+#                           source is the gateway's own SNAT address;
+#                           +gso-mtu: the veths that send into the gateway (the
+#                           client's, the replicas') build no GSO packet above
+#                           their MTU (gso_max_size), so generic XDP never sees one
 #   kube-proxy              iptables DNAT chains with the statistic match, as
 #                           kube-proxy's iptables mode writes them, VIP 1
 #   haproxy-leastconn       HAProxy, mode http, balance leastconn (Knative-style least requests)
@@ -16,8 +29,11 @@
 #   BAL_CGROUP    1 when clients must run in the harness cgroup (socket LB)
 #   BAL_ARGS      extra kvlb-loadgen arguments (the oracle's targets)
 # balancer_stop NAME removes everything it added.
+# balancer_virtual NAME prints the name kvlb-sim models NAME by (kvlb-xdp runs the
+# socket LB's policy and selection code: kvlb-xdp[-P][:k] -> kvlb-P[:k]).
 # Needs KVLB_BUILD (the build directory); KVLB_CHOICES overrides kvlb's choices
-# (the agent's default otherwise).
+# (the agent's default otherwise); KVLB_GATEWAY_SETTINGS, lines "key: value",
+# are added to kvlb-xdp's gateway settings (e.g. "closing_timeout: 5s").
 
 BAL_PROXY_PORT=18080
 
@@ -36,6 +52,69 @@ balancer_start() {
   c=$(_bal_ns)
   BAL_URL="" BAL_CGROUP=0 BAL_ARGS=()
   case "$name" in
+    kvlb-xdp | kvlb-xdp[-:+]*)
+      # kvlb-xdp[-<policy>][:<choices>][+accept-local][+gso-mtu]: the agent in gateway mode in namespace g.
+      if [ "$HARNESS_UPSTREAM" != g ]; then
+        harness_log "$name needs the gateway topology (harness_gateway before harness_replica; seed-experiment --gateway)"
+        return 1
+      fi
+      [ -n "$HARNESS_BPFFS" ] || { harness_log "$name: harness_bpffs was not called"; return 1; }
+      local spec=${name#kvlb-xdp} policy="" choices=${KVLB_CHOICES:-} g vip
+      g=$(harness_ns g)
+      BAL_XDP_ACCEPT_LOCAL="" BAL_XDP_GSO=()
+      if [[ $spec == *+accept-local* ]]; then
+        spec=${spec/+accept-local/}
+        BAL_XDP_ACCEPT_LOCAL=$(ip netns exec "$g" sysctl -n net.ipv4.conf.all.accept_local)
+        ip netns exec "$g" sysctl -qw net.ipv4.conf.all.accept_local=1
+      fi
+      if [[ $spec == *+gso-mtu* ]]; then
+        spec=${spec/+gso-mtu/}
+        local i ns dev
+        for ((i = -1; i < n; i++)); do
+          if ((i < 0)); then ns=$c dev="k${HARNESS_SHORT}cg"; else ns=$(harness_ns "r$i") dev="k${HARNESS_SHORT}r$i"; fi
+          BAL_XDP_GSO+=("$ns $dev $(ip -d -j -n "$ns" link show dev "$dev" | jq '.[0].gso_max_size')")
+          ip -n "$ns" link set dev "$dev" gso_max_size "$(ip -j -n "$ns" link show dev "$dev" | jq '.[0].mtu')"
+        done
+      fi
+      if [[ $spec == *:* ]]; then
+        choices=${spec#*:}
+        spec=${spec%%:*}
+      fi
+      policy=${spec#-}
+      vip=$(harness_vip 0)
+      {
+        echo "mode: gateway"
+        echo "bpffs: $HARNESS_BPFFS"
+        echo "pin_dir: $HARNESS_BPFFS/kvlb-xdp"
+        echo "scrape_interval: ${KVLB_SCRAPE_INTERVAL:-50ms}"
+        echo "admin: {socket: $HARNESS_DIR/kvlb-xdp.sock}"
+        echo "gateway:"
+        echo "  interfaces: \"$(harness_gateway_interfaces)\""
+        echo "  snat_ipv4: $(harness_gateway_ip)"
+        [ -n "${KVLB_GATEWAY_SETTINGS:-}" ] && sed 's/^/  /' <<<"$KVLB_GATEWAY_SETTINGS"
+        echo "services:"
+        echo "  - name: llm"
+        echo "    vip: $vip:$port"
+        [ -n "$policy" ] && echo "    policy: $policy"
+        [ -n "$choices" ] && echo "    choices: $choices"
+        echo "    backends:"
+        _bal_backends "$n" "$port" | sed 's/^/      - address: /'
+      } >"$HARNESS_DIR/kvlb-xdp.yaml"
+      BAL_PID=$(harness_spawn "$g" "$HARNESS_DIR/kvlb-xdp.log" \
+        "$KVLB_BUILD/userspace/kvlb-agent" -c "$HARNESS_DIR/kvlb-xdp.yaml" --log-scores 10s)
+      "$KVLB_BUILD/userspace/cli/kvlbctl" --socket "$HARNESS_DIR/kvlb-xdp.sock" wait-ready --timeout 20 ||
+        { cat "$HARNESS_DIR/kvlb-xdp.log" >&2; return 1; }
+      # The client reaches VIP 0 through the gateway host (as harness_gateway_vips
+      # sets it up), unless the caller routed it already.
+      BAL_XDP_ROUTES=0
+      if [ -z "$(ip -n "$c" route show "$vip/32")" ]; then
+        harness_gateway_vips 1
+        BAL_XDP_ROUTES=1
+      fi
+      sleep 0.3  # a few scrape rounds: scores in place
+      BAL_URL="http://$vip:$port"
+      BAL_CGROUP=0
+      ;;
     kvlb-*)
       # kvlb-<policy>[:<choices>]
       local policy=${name#kvlb-} choices=${KVLB_CHOICES:-}
@@ -158,8 +237,54 @@ balancer_stop() {
       for ((i = 0; i < n; i++)); do $ipt -F "KUBE-SEP-KVLB$i" && $ipt -X "KUBE-SEP-KVLB$i"; done
       ip -n "$c" route del "$(harness_vip 1)/32" 2>/dev/null || true
       ;;
+    kvlb-xdp | kvlb-xdp[-:+]*)
+      # SIGTERM: the agent detaches its XDP links and unpins them.
+      [ -n "${BAL_PID:-}" ] && harness_stop_pid "$BAL_PID"
+      if [ "${BAL_XDP_ROUTES:-0}" = 1 ]; then
+        ip -n "$c" route del "$(harness_vip 0)/32" 2>/dev/null || true
+        ip -n "$c" -6 route del "$(harness_vip6 0)/128" 2>/dev/null || true
+      fi
+      BAL_XDP_ROUTES=0
+      if [ -n "${BAL_XDP_ACCEPT_LOCAL:-}" ]; then
+        ip netns exec "$(harness_ns g)" sysctl -qw net.ipv4.conf.all.accept_local="$BAL_XDP_ACCEPT_LOCAL"
+      fi
+      BAL_XDP_ACCEPT_LOCAL=""
+      local gso ns dev size
+      for gso in ${BAL_XDP_GSO[@]+"${BAL_XDP_GSO[@]}"}; do
+        read -r ns dev size <<<"$gso"
+        ip -n "$ns" link set dev "$dev" gso_max_size "$size" || true
+      done
+      BAL_XDP_GSO=()
+      # Whatever a stop that needed SIGKILL left pinned (a pinned link keeps the
+      # program attached) goes with its pins.
+      if [ -d "$HARNESS_BPFFS/kvlb-xdp" ]; then
+        rm -rf "$HARNESS_BPFFS/kvlb-xdp"
+      fi
+      # The links go when the exited agent's last descriptor does: moments later.
+      harness_wait_for "XDP detached from the gateway's interfaces" 5 \
+        bash -c '! ip -n "$0" -o link show | grep -q " xdp"' "$(harness_ns g)" ||
+        harness_log "WARNING: an XDP program is still attached in the gateway namespace after $name stopped"
+      ;;
     oracle) ;;
     *) [ -n "${BAL_PID:-}" ] && harness_stop_pid "$BAL_PID" ;;
   esac
   BAL_PID=""
+}
+
+balancer_virtual() {
+  local name=$1 spec policy choices=""
+  case "$name" in
+    kvlb-xdp | kvlb-xdp[-:+]*)
+      spec=${name#kvlb-xdp}
+      spec=${spec/+accept-local/}
+      spec=${spec/+gso-mtu/}
+      if [[ $spec == *:* ]]; then
+        choices=":${spec#*:}"
+        spec=${spec%%:*}
+      fi
+      policy=${spec#-}
+      echo "kvlb-${policy:-p2c-queue-kv}$choices"
+      ;;
+    *) echo "$name" ;;
+  esac
 }
