@@ -47,6 +47,26 @@ _bal_ns() { harness_ns c; }
 _bal_proxy_ns() { harness_ns "$HARNESS_UPSTREAM"; }
 _bal_proxy_addr() { [ "$HARNESS_UPSTREAM" = g ] && harness_gateway_ip || echo 127.0.0.1; }
 
+# kvlb's one service, the replicas as backends (the configuration's tail).
+_bal_kvlb_services() {  # VIP PORT N POLICY CHOICES
+  echo "services:"
+  echo "  - name: llm"
+  echo "    vip: $1:$2"
+  [ -n "$4" ] && echo "    policy: $4"
+  [ -n "$5" ] && echo "    choices: $5"
+  echo "    backends:"
+  _bal_backends "$3" "$2" | sed 's/^/      - address: /'
+}
+
+# Starts kvlb-agent on $HARNESS_DIR/NAME.yaml in NS, its log LOG.log; sets
+# BAL_PID and waits for its admin socket ($HARNESS_DIR/NAME.sock).
+_bal_kvlb_spawn() {  # NS NAME LOG
+  BAL_PID=$(harness_spawn "$1" "$HARNESS_DIR/$3.log" \
+    "$KVLB_BUILD/userspace/kvlb-agent" -c "$HARNESS_DIR/$2.yaml" --log-scores 10s)
+  "$KVLB_BUILD/userspace/cli/kvlbctl" --socket "$HARNESS_DIR/$2.sock" wait-ready --timeout 20 ||
+    { cat "$HARNESS_DIR/$3.log" >&2; return 1; }
+}
+
 balancer_start() {
   local name=$1 n=$2 port=$3 c
   c=$(_bal_ns)
@@ -92,18 +112,9 @@ balancer_start() {
         echo "  interfaces: \"$(harness_gateway_interfaces)\""
         echo "  snat_ipv4: $(harness_gateway_ip)"
         [ -n "${KVLB_GATEWAY_SETTINGS:-}" ] && sed 's/^/  /' <<<"$KVLB_GATEWAY_SETTINGS"
-        echo "services:"
-        echo "  - name: llm"
-        echo "    vip: $vip:$port"
-        [ -n "$policy" ] && echo "    policy: $policy"
-        [ -n "$choices" ] && echo "    choices: $choices"
-        echo "    backends:"
-        _bal_backends "$n" "$port" | sed 's/^/      - address: /'
+        _bal_kvlb_services "$vip" "$port" "$n" "$policy" "$choices"
       } >"$HARNESS_DIR/kvlb-xdp.yaml"
-      BAL_PID=$(harness_spawn "$g" "$HARNESS_DIR/kvlb-xdp.log" \
-        "$KVLB_BUILD/userspace/kvlb-agent" -c "$HARNESS_DIR/kvlb-xdp.yaml" --log-scores 10s)
-      "$KVLB_BUILD/userspace/cli/kvlbctl" --socket "$HARNESS_DIR/kvlb-xdp.sock" wait-ready --timeout 20 ||
-        { cat "$HARNESS_DIR/kvlb-xdp.log" >&2; return 1; }
+      _bal_kvlb_spawn "$g" kvlb-xdp kvlb-xdp || return 1
       # The client reaches VIP 0 through the gateway host (as harness_gateway_vips
       # sets it up), unless the caller routed it already.
       BAL_XDP_ROUTES=0
@@ -128,18 +139,9 @@ balancer_start() {
         echo "pin_dir: $HARNESS_BPFFS/kvlb"
         echo "scrape_interval: ${KVLB_SCRAPE_INTERVAL:-50ms}"
         echo "admin: {socket: $HARNESS_DIR/kvlb.sock}"
-        echo "services:"
-        echo "  - name: llm"
-        echo "    vip: $(harness_vip 0):$port"
-        echo "    policy: $policy"
-        [ -n "$choices" ] && echo "    choices: $choices"
-        echo "    backends:"
-        _bal_backends "$n" "$port" | sed 's/^/      - address: /'
+        _bal_kvlb_services "$(harness_vip 0)" "$port" "$n" "$policy" "$choices"
       } >"$HARNESS_DIR/kvlb.yaml"
-      BAL_PID=$(harness_spawn "$c" "$HARNESS_DIR/kvlb-$policy.log" \
-        "$KVLB_BUILD/userspace/kvlb-agent" -c "$HARNESS_DIR/kvlb.yaml" --log-scores 10s)
-      "$KVLB_BUILD/userspace/cli/kvlbctl" --socket "$HARNESS_DIR/kvlb.sock" wait-ready --timeout 20 ||
-        { cat "$HARNESS_DIR/kvlb-$policy.log" >&2; return 1; }
+      _bal_kvlb_spawn "$c" kvlb "kvlb-$policy" || return 1
       sleep 0.3  # a few scrape rounds: scores in place
       BAL_URL="http://$(harness_vip 0):$port"
       BAL_CGROUP=1
