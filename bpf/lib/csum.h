@@ -12,14 +12,7 @@
 #define KVLB_CSUM_H
 
 #include <linux/types.h>
-
-#ifndef KVLB_INLINE
-#ifdef __BPF__
-#define KVLB_INLINE static __always_inline
-#else
-#define KVLB_INLINE static inline
-#endif
-#endif
+#include "inline.h"
 
 KVLB_INLINE __u16 kvlb_csum_fold(__u32 sum) {
   sum = (sum & 0xffff) + (sum >> 16);

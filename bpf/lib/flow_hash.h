@@ -21,14 +21,7 @@
 #define KVLB_FLOW_HASH_H
 
 #include "kvlb_maps.h"
-
-#ifndef KVLB_INLINE
-#ifdef __BPF__
-#define KVLB_INLINE static __always_inline
-#else
-#define KVLB_INLINE static inline
-#endif
-#endif
+#include "inline.h"
 
 #define KVLB_HASH_SEED_MAGLEV 0x6b766c62u /* "kvlb" */
 #define KVLB_HASH_SEED_SNAT 0x736e6174u   /* "snat" */

@@ -16,18 +16,12 @@
 #define KVLB_SELECT_H
 
 #include "kvlb_maps.h"
+#include "inline.h"
 
 /* Everything is inlined. In the kernel the candidate loop runs in bpf_loop()
  * inside one BPF global function (bpf/lib/pick.bpf.h explains why): the
  * comparison's branches add to one iteration's work instead of multiplying
  * across candidates. */
-#ifndef KVLB_INLINE
-#ifdef __BPF__
-#define KVLB_INLINE static __always_inline
-#else
-#define KVLB_INLINE static inline
-#endif
-#endif
 
 /*
  * The selection's tunables, one row each: X(type, field, default). This table is

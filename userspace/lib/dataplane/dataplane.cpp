@@ -118,6 +118,17 @@ struct DataPlane::Impl {
   std::map<std::vector<uint8_t>, uint32_t> vip_refs;  // VIP key bytes -> services
 
   bpf_object* obj() const { return gw ? gw->obj : skel->obj; }
+
+  // The maps both objects share (services, backends, scores, counters, events),
+  // from either skeleton's map set.
+  template <typename Maps>
+  void take_shared_maps(const Maps& m) {
+    fd_services = bpf_map__fd(m.kvlb_svc_v2);
+    fd_backends = bpf_map__fd(m.kvlb_be_v1);
+    fd_scores = bpf_map__fd(m.kvlb_score_v1);
+    fd_counters = bpf_map__fd(m.kvlb_ctr_v1);
+    fd_events = bpf_map__fd(m.kvlb_events_v1);
+  }
   bool adopted = false;
   bool attached = false;
   int fd_services = -1, fd_backends = -1, fd_scores = -1, fd_counters = -1, fd_events = -1;
@@ -167,11 +178,7 @@ struct DataPlane::Impl {
     set_gateway_rodata();
     if (int err = kvlb_gateway__load(gw.get())) throw_libbpf(err, "load the gateway's programs");
     auto& m = gw->maps;
-    fd_services = bpf_map__fd(m.kvlb_svc_v2);
-    fd_backends = bpf_map__fd(m.kvlb_be_v1);
-    fd_scores = bpf_map__fd(m.kvlb_score_v1);
-    fd_counters = bpf_map__fd(m.kvlb_ctr_v1);
-    fd_events = bpf_map__fd(m.kvlb_events_v1);
+    take_shared_maps(m);
     fd_flows = bpf_map__fd(m.kvlb_flow_v1);
     fd_maglev = bpf_map__fd(m.kvlb_maglev_v1);
     fd_vips = bpf_map__fd(m.kvlb_vip_v1);
@@ -354,11 +361,7 @@ struct DataPlane::Impl {
     if (int err = kvlb_sock__load(skel.get())) throw_libbpf(err, "load the socket LB's programs");
 
     auto& m = skel->maps;
-    fd_services = bpf_map__fd(m.kvlb_svc_v2);
-    fd_backends = bpf_map__fd(m.kvlb_be_v1);
-    fd_scores = bpf_map__fd(m.kvlb_score_v1);
-    fd_counters = bpf_map__fd(m.kvlb_ctr_v1);
-    fd_events = bpf_map__fd(m.kvlb_events_v1);
+    take_shared_maps(m);
 
     auto& p = skel->progs;
     hooks.push_back({KVLB_LINK_CONNECT4, p.kvlb_connect4, nullptr, 0, {}});
