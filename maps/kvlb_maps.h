@@ -265,6 +265,10 @@ struct kvlb_flow {
 #define KVLB_FLOW_F_REVERSE 1u /* the backend's side of the flow */
 #define KVLB_FLOW_F_CLOSING 2u /* a FIN or RST was seen: in-flight released */
 #define KVLB_FLOW_F_MAGLEV 4u  /* created on a table miss by the Maglev table */
+/* A backend side whose client reused the tuple for a new connection: kept,
+ * translating nothing, until the closing timeout, so that its SNAT port is not
+ * handed to the same client tuple while the backend holds it in TIME_WAIT. */
+#define KVLB_FLOW_F_RETIRED 8u
 
 /* ---- compile-time layout checks (compiled by the BPF and C++ sides) ------ */
 

@@ -264,7 +264,10 @@ static __always_inline int gw_claim_port(const struct kvlb_flow_key* k, struct k
   if (stateless) return 1;
   if (bpf_map_update_elem(&kvlb_flow_v1, rk, rev, BPF_NOEXIST) == 0) return 1;
   old = bpf_map_lookup_elem(&kvlb_flow_v1, rk);
-  if (old && gw_tuple_eq(old, k)) {
+  /* A retired entry is an earlier connection on the same tuple (the client
+   * reused its port): the backend may hold that port in TIME_WAIT, where a new
+   * SYN is refused (PAWS). Taken: the next probe's port. */
+  if (old && gw_tuple_eq(old, k) && !(old->flags & KVLB_FLOW_F_RETIRED)) {
     /* This flow's own backend side: its client side was lost (LRU). The flow
      * is counted in flight already. */
     *old = *rev;
@@ -371,11 +374,17 @@ static __noinline int gw_new_flow_forward(struct xdp_md* ctx, struct kvlb_pkt* p
 }
 
 /* A SYN reusing the tuple of a closed flow starts a new connection: the old
- * flow's backend-side entry goes (its in-flight was released at the close). */
-static __noinline void gw_forget_partner(const struct kvlb_flow* f, __u8 family) {
+ * flow's backend-side entry is retired (its in-flight was released at the
+ * close), not deleted: it keeps its SNAT port from this client tuple until the
+ * closing timeout (longer than TIME_WAIT), and the sweep removes it then. */
+static __noinline void gw_retire_partner(const struct kvlb_flow* f, __u8 family) {
   struct kvlb_flow_key pk;
+  struct kvlb_flow* old;
   gw_partner_key(&pk, f, family);
-  bpf_map_delete_elem(&kvlb_flow_v1, &pk);
+  old = bpf_map_lookup_elem(&kvlb_flow_v1, &pk);
+  if (!old) return;
+  old->flags |= KVLB_FLOW_F_RETIRED | KVLB_FLOW_F_CLOSING;
+  old->last_seen_ns = bpf_ktime_get_coarse_ns();
 }
 
 /* The service's pick, its state in per-CPU scratch memory and its frame its
@@ -403,6 +412,12 @@ static __always_inline int gw_tcp(struct xdp_md* ctx, struct kvlb_pkt* p, __u32*
   __u64 now;
 
   f = bpf_map_lookup_elem(&kvlb_flow_v1, k);
+  if (f && (f->flags & KVLB_FLOW_F_RETIRED)) {
+    /* A late segment of the connection before the tuple's reuse: as if its
+     * entry were gone (the host resets it), never delivered into the new one. */
+    *stat = KVLB_GW_REVERSE_MISS;
+    return XDP_PASS;
+  }
   if (f && !(syn && (f->flags & KVLB_FLOW_F_CLOSING) && !(f->flags & KVLB_FLOW_F_REVERSE))) {
     if (gw_ttl_expires(p)) {
       *stat = KVLB_GW_TTL;
@@ -429,7 +444,7 @@ static __always_inline int gw_tcp(struct xdp_md* ctx, struct kvlb_pkt* p, __u32*
     *stat = KVLB_GW_TTL;
     return XDP_PASS;
   }
-  if (f) gw_forget_partner(f, k->family);
+  if (f) gw_retire_partner(f, k->family);
   if (syn) {
     id = gw_pick(svc);
     *stat = KVLB_GW_NEW_FLOW;
@@ -518,7 +533,7 @@ struct gw_sweep_ctx {
 /* One entry: a client-side entry whose flow is closed (for cfg_flow_closing_ns)
  * or idle in both directions (for cfg_flow_idle_ns) goes with its partner, its
  * in-flight released if no FIN or RST did; a backend-side entry whose partner
- * is gone goes after cfg_flow_closing_ns. */
+ * is gone, or that was retired, goes after cfg_flow_closing_ns. */
 static long gw_sweep_one(struct bpf_map* map, struct kvlb_flow_key* k, struct kvlb_flow* f,
                          struct gw_sweep_ctx* c) {
   struct kvlb_flow_key pk;
@@ -527,7 +542,9 @@ static long gw_sweep_one(struct bpf_map* map, struct kvlb_flow_key* k, struct kv
   gw_partner_key(&pk, f, k->family);
   partner = bpf_map_lookup_elem(&kvlb_flow_v1, &pk);
   if (f->flags & KVLB_FLOW_F_REVERSE) {
-    if (partner) return 0; /* the client-side entry decides */
+    /* The client-side entry decides, unless this one was retired (the tuple's
+     * client side now belongs to a newer connection). */
+    if (partner && !(f->flags & KVLB_FLOW_F_RETIRED)) return 0;
     /* A packet on another CPU may refresh an entry after the sweep read the
      * clock: last_seen ahead of now is fresh, not 2^64 ns old. */
     if (f->last_seen_ns < c->now && c->now - f->last_seen_ns > cfg_flow_closing_ns) {

@@ -952,9 +952,11 @@ TEST_F(GatewayTest, BackendFinReleasesInflightOnce) {
                               {KVLB_GW_CLOSED, 1}});
 }
 
-// A SYN on the tuple of a closed flow is a new connection: a new pick, the old
-// backend-side entry replaced, the entry no longer closing.
-TEST_F(GatewayTest, SynReusingAClosedFlowsTupleStartsANewFlow) {
+// A SYN on the tuple of a closed flow is a new connection: a new pick, a new
+// SNAT port (the backend may hold the old one in TIME_WAIT, where it refuses a
+// SYN: PAWS), the old backend-side entry kept as retired; a late segment of the
+// old connection is not delivered into the new one.
+TEST_F(GatewayTest, SynReusingAClosedFlowsTupleStartsANewFlowOnAnotherPort) {
   uint16_t sp = open4(40008);
   Pkt fin = client4(40008, kFin | kAck);
   gw().run(fin.bytes(), "cli0");
@@ -962,16 +964,39 @@ TEST_F(GatewayTest, SynReusingAClosedFlowsTupleStartsANewFlow) {
   Pkt syn = client4(40008, kSyn);
   syn.seq = 99999;
   const auto& b = backend(2);
+  uint16_t sp1 = snat_port(key_of(syn), 1);
+  ASSERT_EQ(sp, snat_port(key_of(syn), 0));
+  ASSERT_NE(sp1, sp);
   expect_translated(syn, "cli0", XDP_REDIRECT,
-                    translated(syn, kBe0Mac, b.mac, kSnat4, sp, b.addr, kBackendPort));
+                    translated(syn, kBe0Mac, b.mac, kSnat4, sp1, b.addr, kBackendPort));
   expect_counters(gw(), 2, 2, 1);
-  EXPECT_EQ(gw().flows().size(), 2u);
-  expect_flow(gw(), key_of(syn), kSnat4, sp, b.addr, kBackendPort, 2, 0);
-  expect_flow(gw(), flow_key(KVLB_AF_INET, b.addr, kBackendPort, kSnat4, sp), kVip4, kVipPort,
+  EXPECT_EQ(gw().flows().size(), 3u);
+  expect_flow(gw(), key_of(syn), kSnat4, sp1, b.addr, kBackendPort, 2, 0);
+  expect_flow(gw(), flow_key(KVLB_AF_INET, b.addr, kBackendPort, kSnat4, sp1), kVip4, kVipPort,
               kClient4, 40008, 2, KVLB_FLOW_F_REVERSE);
-  expect_stats(
-      gw().stats(),
-      {{KVLB_GW_PACKETS, 3}, {KVLB_GW_NEW_FLOW, 2}, {KVLB_GW_FORWARD, 1}, {KVLB_GW_CLOSED, 1}});
+  expect_flow(gw(), flow_key(KVLB_AF_INET, b.addr, kBackendPort, kSnat4, sp), kVip4, kVipPort,
+              kClient4, 40008, 2,
+              KVLB_FLOW_F_REVERSE | KVLB_FLOW_F_CLOSING | KVLB_FLOW_F_RETIRED);
+  // The old connection's last ACK from the backend: not translated.
+  expect_unchanged(from_backend(b, sp, kAck).bytes(), "be0", XDP_PASS);
+  // The new connection's SYN-ACK: translated back to the client.
+  Pkt synack = from_backend(b, sp1, kSyn | kAck);
+  expect_translated(synack, "be0", XDP_REDIRECT,
+                    translated(synack, kCli0Mac, kClient4Mac, kVip4, kVipPort, kClient4, 40008));
+  // The client reuses the tuple once more: probe 0 is still retired, probe 1
+  // is the live flow's (closed first): probe 2.
+  gw().run(client4(40008, kRst).bytes(), "cli0");
+  Pkt syn2 = client4(40008, kSyn);
+  uint16_t sp2 = snat_port(key_of(syn2), 2);
+  expect_translated(syn2, "cli0", XDP_REDIRECT,
+                    translated(syn2, kBe0Mac, b.mac, kSnat4, sp2, b.addr, kBackendPort));
+  expect_counters(gw(), 2, 3, 1);
+  expect_stats(gw().stats(), {{KVLB_GW_PACKETS, 7},
+                              {KVLB_GW_NEW_FLOW, 3},
+                              {KVLB_GW_FORWARD, 2},
+                              {KVLB_GW_REVERSE, 1},
+                              {KVLB_GW_REVERSE_MISS, 1},
+                              {KVLB_GW_CLOSED, 2}});
 }
 
 // A client port whose Maglev slot (in `row`'s table) holds backend `id`.
@@ -1547,6 +1572,26 @@ TEST_F(SweepTest, OrphanBackendSideEntryGoes) {
   set_last_seen(rev, mono_ns(CLOCK_MONOTONIC_COARSE) - 5'000'000'000ull);
   sgw().sweep();
   EXPECT_TRUE(sgw().flows().empty());
+  EXPECT_EQ(sgw().stats()[KVLB_GW_EXPIRED], 1u);
+}
+
+// A retired backend-side entry (its client reused the tuple) goes after the
+// closing timeout although the tuple's client side lives on (a newer flow),
+// and the newer flow stays.
+TEST_F(SweepTest, RetiredBackendSideEntryGoesAndTheNewFlowStays) {
+  auto [fwd, rev] = open(41006);
+  sgw().run(client4(41006, kFin | kAck).bytes(), "cli0");
+  sgw().run(client4(41006, kSyn).bytes(), "cli0");
+  ASSERT_EQ(sgw().flows().size(), 3u);
+  ASSERT_TRUE(sgw().flow(rev).has_value());
+  EXPECT_TRUE(sgw().flow(rev)->flags & KVLB_FLOW_F_RETIRED);
+  sgw().sweep();
+  EXPECT_TRUE(sgw().flow(rev).has_value()) << "a retired entry went before the closing timeout";
+  set_last_seen(rev, mono_ns(CLOCK_MONOTONIC_COARSE) - 5'000'000'000ull);
+  sgw().sweep();
+  EXPECT_FALSE(sgw().flow(rev).has_value());
+  EXPECT_EQ(sgw().flows().size(), 2u);
+  EXPECT_TRUE(sgw().flow(fwd).has_value());
   EXPECT_EQ(sgw().stats()[KVLB_GW_EXPIRED], 1u);
 }
 

@@ -155,10 +155,11 @@ std::vector<Setting> make_table() {
      "A flow with no packet in either direction for this long is removed and its in-flight "
      "count released.",
      [](AgentConfig& c, const SettingValue& v) { c.gateway.idle = v.duration; }},
-    {"gateway.closing_timeout", K::Duration, "120s", 100, 0, {}, "BPF programs (cfg_flow_closing_ns)",
-     "How long a flow that saw a FIN or RST is kept (its SNAT port not reused): longer than "
-     "the backends' TIME_WAIT (60 s on Linux), or a new flow on the same port meets the old "
-     "connection there and, with per-connection timestamp offsets, is refused (PAWS).",
+    {"gateway.closing_timeout", K::Duration, "65s", 100, 0, {}, "BPF programs (cfg_flow_closing_ns)",
+     "How long a flow that saw a FIN or RST is kept (its SNAT port not reused), counted from "
+     "its last packet: longer than the backends' TIME_WAIT (60 s on Linux) plus the entry's "
+     "one-second clock, or a new flow on the same port meets the old connection there and, "
+     "with per-connection timestamp offsets, is refused (PAWS).",
      [](AgentConfig& c, const SettingValue& v) { c.gateway.closing = v.duration; }},
     {"gateway.sweep_interval", K::Duration, "1s", 100, 0, {}, "agent",
      "How often the agent runs the sweep program that removes closed and idle flows.",
