@@ -87,14 +87,18 @@ KVLB_INLINE __u32 kvlb_maglev_slot(const struct kvlb_flow_key* client) {
 }
 
 /* The gateway's source port (host byte order) for a client's flow, probe
- * `probe` (0 first) in [lo, hi] (lo <= hi: the agent checks). Probes walk the
- * range from the hashed start, so every probe is a different port whatever the
- * range's size. */
+ * `probe` (0 first, below 16) in [lo, hi] (lo <= hi: the agent checks). The
+ * probes start at a hash of the tuple and step 1, 2, 3, ... (offsets 0, 1, 3,
+ * 6, 10, ...: triangular numbers), so flows whose first ports are neighbours
+ * do not queue up behind each other for the next free one (linear probing's
+ * clusters); in a range of at most 136 ports they step 1. Either way the first
+ * 16 probes are distinct ports while the range has 16. */
 KVLB_INLINE __u16 kvlb_snat_port(const struct kvlb_flow_key* client, __u32 probe, __u16 lo,
                                  __u16 hi) {
   __u32 range = (__u32)hi - lo + 1;
   __u32 start = kvlb_flow_hash(client, KVLB_HASH_SEED_SNAT) % range;
-  return (__u16)(lo + (start + probe) % range);
+  __u32 offset = range > 136 ? probe * (probe + 1) / 2 : probe;
+  return (__u16)(lo + (start + offset) % range);
 }
 
 #endif /* KVLB_FLOW_HASH_H */

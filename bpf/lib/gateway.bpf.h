@@ -46,7 +46,7 @@
 
 struct bpf_map; /* the for_each callback's first argument, opaque here */
 
-#define KVLB_SNAT_PROBES 4
+#define KVLB_SNAT_PROBES 8 /* ports a new flow tries (gw_new_flow writes them out) */
 #define KVLB_NS_PER_S 1000000000ull
 
 static __always_inline void gw_count(__u32 stat) {
@@ -328,10 +328,18 @@ static __noinline int gw_new_flow(struct xdp_md* ctx, struct kvlb_pkt* p, __u32 
   /* Written out, not a loop: clang keeps a loop here, and the verifier, which
    * does not track the counter precisely through the map calls, takes it for
    * an infinite one. */
+#define GW_PROBE(i) \
+  if (!claimed) claimed = gw_claim_port(k, rk, rev, i, stateless)
   claimed = gw_claim_port(k, rk, rev, 0, stateless);
-  if (!claimed) claimed = gw_claim_port(k, rk, rev, 1, stateless);
-  if (!claimed) claimed = gw_claim_port(k, rk, rev, 2, stateless);
-  if (!claimed) claimed = gw_claim_port(k, rk, rev, 3, stateless);
+  GW_PROBE(1);
+  GW_PROBE(2);
+  GW_PROBE(3);
+  GW_PROBE(4);
+  GW_PROBE(5);
+  GW_PROBE(6);
+  GW_PROBE(7);
+#undef GW_PROBE
+  KVLB_STATIC_ASSERT(KVLB_SNAT_PROBES == 8, "gw_new_flow writes out every probe");
   if (!claimed) {
     *stat = KVLB_GW_SNAT_BUSY;
     return XDP_DROP;

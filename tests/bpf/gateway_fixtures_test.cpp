@@ -1100,24 +1100,42 @@ TEST_F(GatewayTest, SnatPortTakenByAnotherFlowTakesTheNextProbe) {
   expect_stats(gw().stats(), {{KVLB_GW_PACKETS, 1}, {KVLB_GW_NEW_FLOW, 1}});
 }
 
+// Holds the port of SNAT probe `probe` of client key `ck` at backend `b` for
+// another client's flow.
+void take_snat_port(const Gateway& g, const kvlb_flow_key& ck, const BackendDef& b, uint32_t probe) {
+  kvlb_flow other{};
+  other.src = kVip4;
+  other.dst = A4("192.0.2.200");
+  other.sport = htons(kVipPort);
+  other.dport = htons(static_cast<uint16_t>(5000 + probe));
+  other.backend_id = 2;
+  other.flags = KVLB_FLOW_F_REVERSE;
+  g.put_flow(flow_key(KVLB_AF_INET, b.addr, kBackendPort, kSnat4, snat_port(ck, probe)), other);
+}
+
+constexpr uint32_t kSnatProbes = 8;  // bpf/lib/gateway.bpf.h KVLB_SNAT_PROBES
+
+// Every probe but the last held by other flows: the SYN gets the last one.
+TEST_F(GatewayTest, SnatLastProbeIsTried) {
+  Pkt syn = client4(40013, kSyn);
+  kvlb_flow_key ck = key_of(syn);
+  const auto& b = backend(2);
+  for (uint32_t probe = 0; probe + 1 < kSnatProbes; ++probe) take_snat_port(gw(), ck, b, probe);
+  expect_translated(syn, "cli0", XDP_REDIRECT,
+                    translated(syn, kBe0Mac, b.mac, kSnat4, snat_port(ck, kSnatProbes - 1), b.addr,
+                               kBackendPort));
+  EXPECT_EQ(gw().flows().size(), kSnatProbes + 1);
+  expect_counters(gw(), 2, 1, 1);
+}
+
 // Every probe's port held by other flows: the SYN is dropped, nothing counted.
 TEST_F(GatewayTest, SnatPortsAllTakenDropsTheSyn) {
   Pkt syn = client4(40011, kSyn);
   kvlb_flow_key ck = key_of(syn);
   const auto& b = backend(2);
-  for (uint32_t probe = 0; probe < 4; ++probe) {
-    kvlb_flow other{};
-    other.src = kVip4;
-    other.dst = A4("192.0.2.200");
-    other.sport = htons(kVipPort);
-    other.dport = htons(static_cast<uint16_t>(5000 + probe));
-    other.backend_id = 2;
-    other.flags = KVLB_FLOW_F_REVERSE;
-    gw().put_flow(flow_key(KVLB_AF_INET, b.addr, kBackendPort, kSnat4, snat_port(ck, probe)),
-                  other);
-  }
+  for (uint32_t probe = 0; probe < kSnatProbes; ++probe) take_snat_port(gw(), ck, b, probe);
   expect_unchanged(syn.bytes(), "cli0", XDP_DROP);
-  EXPECT_EQ(gw().flows().size(), 4u);
+  EXPECT_EQ(gw().flows().size(), kSnatProbes);
   EXPECT_FALSE(gw().flow(ck).has_value());
   expect_counters(gw(), 2, 0, 0);
   expect_stats(gw().stats(), {{KVLB_GW_PACKETS, 1}, {KVLB_GW_SNAT_BUSY, 1}});
