@@ -63,6 +63,30 @@ bool is_dns1123_label(std::string_view s) {
   return true;
 }
 
+bool is_dns1123_subdomain(std::string_view s) {
+  if (s.empty() || s.size() > 253) return false;
+  size_t start = 0;
+  while (true) {
+    size_t dot = s.find('.', start);
+    auto label = s.substr(start, dot == std::string_view::npos ? s.npos : dot - start);
+    if (!is_dns1123_label(label)) return false;
+    if (dot == std::string_view::npos) return true;
+    start = dot + 1;
+  }
+}
+
+std::string url_encode(std::string_view s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+        c == '.' || c == '_' || c == '~')
+      out.push_back(static_cast<char>(c));
+    else
+      out += fmt::format("%{:02X}", c);
+  }
+  return out;
+}
+
 KubeConfig kubeconfig_file(const fs::path& file, bool allow_insecure_http) {
   YAML::Node root;
   try {
@@ -164,8 +188,15 @@ struct Transfer {
   }
 };
 
+// A request's method and body; GET with no body when method is empty.
+struct Write {
+  std::string_view method;
+  const std::string* body = nullptr;
+  std::string_view content_type;
+};
+
 KubeResponse perform(const KubeConfig& cfg, const std::string& token, const std::string& path,
-                     Transfer& t, bool streaming) {
+                     Transfer& t, bool streaming, const Write& w = {}) {
   KubeResponse r;
   std::unique_ptr<CURL, EasyDeleter> c(curl_easy_init());
   if (!c) return {0, "", "curl_easy_init failed"};
@@ -174,6 +205,21 @@ KubeResponse perform(const KubeConfig& cfg, const std::string& token, const std:
       curl_slist_append(nullptr, "Accept: application/json"));
   std::string auth = "Authorization: Bearer " + token;
   h.reset(curl_slist_append(h.release(), auth.c_str()));
+  std::string ctype = fmt::format("Content-Type: {}", w.content_type);
+  if (!w.method.empty() && w.method != "GET") {
+    std::string method(w.method);
+    curl_easy_setopt(c.get(), CURLOPT_CUSTOMREQUEST, method.c_str());  // libcurl copies it
+    static const std::string none;
+    const std::string& body = w.body ? *w.body : none;
+    // Always a Content-Type: libcurl would otherwise label the body a form.
+    h.reset(curl_slist_append(h.release(), ctype.c_str()));
+    // No "Expect: 100-continue": it would stall each larger write for a second
+    // on a server that does not answer it.
+    h.reset(curl_slist_append(h.release(), "Expect:"));
+    // Always set, so an empty body goes out as Content-Length: 0.
+    curl_easy_setopt(c.get(), CURLOPT_POSTFIELDS, body.data());
+    curl_easy_setopt(c.get(), CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
+  }
   t.easy = c.get();
   curl_easy_setopt(c.get(), CURLOPT_URL, url.c_str());
   curl_easy_setopt(c.get(), CURLOPT_HTTPHEADER, h.get());
@@ -212,6 +258,18 @@ KubeResponse KubeClient::get(const std::string& path) const {
     return {0, "", e.what()};
   }
   return perform(cfg_, token, path, t, false);
+}
+
+KubeResponse KubeClient::request(std::string_view method, const std::string& path,
+                                 const std::string& body, std::string_view content_type) const {
+  Transfer t;
+  std::string token;
+  try {
+    token = bearer();
+  } catch (const std::exception& e) {
+    return {0, "", e.what()};
+  }
+  return perform(cfg_, token, path, t, false, Write{method, &body, content_type});
 }
 
 KubeResponse KubeClient::watch(const std::string& path,
