@@ -975,8 +975,7 @@ TEST_F(GatewayTest, SynReusingAClosedFlowsTupleStartsANewFlowOnAnotherPort) {
   expect_flow(gw(), flow_key(KVLB_AF_INET, b.addr, kBackendPort, kSnat4, sp1), kVip4, kVipPort,
               kClient4, 40008, 2, KVLB_FLOW_F_REVERSE);
   expect_flow(gw(), flow_key(KVLB_AF_INET, b.addr, kBackendPort, kSnat4, sp), kVip4, kVipPort,
-              kClient4, 40008, 2,
-              KVLB_FLOW_F_REVERSE | KVLB_FLOW_F_CLOSING | KVLB_FLOW_F_RETIRED);
+              kClient4, 40008, 2, KVLB_FLOW_F_REVERSE | KVLB_FLOW_F_CLOSING | KVLB_FLOW_F_RETIRED);
   // The old connection's last ACK from the backend: not translated.
   expect_unchanged(from_backend(b, sp, kAck).bytes(), "be0", XDP_PASS);
   // The new connection's SYN-ACK: translated back to the client.
@@ -1102,7 +1101,8 @@ TEST_F(GatewayTest, SnatPortTakenByAnotherFlowTakesTheNextProbe) {
 
 // Holds the port of SNAT probe `probe` of client key `ck` at backend `b` for
 // another client's flow.
-void take_snat_port(const Gateway& g, const kvlb_flow_key& ck, const BackendDef& b, uint32_t probe) {
+void take_snat_port(const Gateway& g, const kvlb_flow_key& ck, const BackendDef& b,
+                    uint32_t probe) {
   kvlb_flow other{};
   other.src = kVip4;
   other.dst = A4("192.0.2.200");

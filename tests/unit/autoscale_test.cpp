@@ -16,7 +16,9 @@ using std::chrono::milliseconds;
 
 namespace {
 
-Millis s(int64_t seconds) { return Millis{seconds * 1000}; }
+Millis s(int64_t seconds) {
+  return Millis{seconds * 1000};
+}
 
 std::vector<PodReading> ready(std::initializer_list<double> values) {
   std::vector<PodReading> v;
@@ -24,8 +26,12 @@ std::vector<PodReading> ready(std::initializer_list<double> values) {
   return v;
 }
 
-PodReading starting() { return {false, false, 0}; }
-PodReading missing() { return {true, false, 0}; }
+PodReading starting() {
+  return {false, false, 0};
+}
+PodReading missing() {
+  return {true, false, 0};
+}
 
 }  // namespace
 
@@ -304,9 +310,10 @@ TEST(Scaler, ScaleDownDrainsTheLeastLoadedAndRemovesItOnlyWhenIdle) {
   p.min_replicas = 2;
   Scaler sc(p);
   // 3 replicas at 0.2 average against 0.5: ceil(0.4 x 3 / 1) -> 2.
-  Observation o{s(0), 3,
-                {replica("r1", 0, 0.3, 2, 1), replica("r2", 0, 0.1, 1, 1),
-                 replica("r3", 0, 0.2, 1, 1)}};
+  Observation o{
+      s(0),
+      3,
+      {replica("r1", 0, 0.3, 2, 1), replica("r2", 0, 0.1, 1, 1), replica("r3", 0, 0.2, 1, 1)}};
   auto a = sc.tick(o);
   ASSERT_EQ(count(a, Action::Kind::Drain), 1);
   EXPECT_EQ(find(a, Action::Kind::Drain)->pod, "r2");  // the least loaded
@@ -356,9 +363,10 @@ TEST(Scaler, LoadReturningDuringADrainTakesTheReplicaBack) {
   Policy p = kv_policy();
   p.min_replicas = 2;
   Scaler sc(p);
-  Observation o{s(0), 3,
-                {replica("r1", 0, 0.1, 1, 1), replica("r2", 0, 0.1, 1, 1),
-                 replica("r3", 0, 0.1, 1, 1)}};
+  Observation o{
+      s(0),
+      3,
+      {replica("r1", 0, 0.1, 1, 1), replica("r2", 0, 0.1, 1, 1), replica("r3", 0, 0.1, 1, 1)}};
   auto a = sc.tick(o);
   ASSERT_GE(count(a, Action::Kind::Drain), 1);
   std::string drained = find(a, Action::Kind::Drain)->pod;
@@ -373,8 +381,7 @@ TEST(Scaler, LoadReturningDuringADrainTakesTheReplicaBack) {
 
 TEST(Scaler, StaleScoresBlockScaleDown) {
   Scaler sc(kv_policy());
-  Observation o{s(0), 3,
-                {replica("r1", 0, 0.1), replica("r2", 0, 0.1), replica("r3", 0, 0.1)}};
+  Observation o{s(0), 3, {replica("r1", 0, 0.1), replica("r2", 0, 0.1), replica("r3", 0, 0.1)}};
   o.replicas[2].score_age = s(10);  // older than max_score_age (3 s)
   auto a = sc.tick(o);
   EXPECT_EQ(count(a, Action::Kind::Drain), 0);
@@ -413,7 +420,8 @@ TEST(Scaler, AboveMaxIsBroughtToMax) {
   Policy p = kv_policy();
   p.max_replicas = 3;
   Scaler sc(p);
-  Observation o{s(0), 5,
+  Observation o{s(0),
+                5,
                 {replica("r1", 0, 0.5), replica("r2", 0, 0.5), replica("r3", 0, 0.5),
                  replica("r4", 0, 0.5), replica("r5", 0, 0.5)}};
   auto a = sc.tick(o);

@@ -17,39 +17,14 @@
 
 #include "common/endpoint.h"
 #include "common/names.h"
+#include "admin/admin_client.h"
 #include "common/printable.h"
 #include "dataplane/pinned_maps.h"
 
 namespace {
 
-struct Reply {
-  long status = 0;
-  std::string body;
-  std::string error;
-};
-
-Reply call(const std::string& socket, const std::string& method, const std::string& path) {
-  Reply r;
-  CURL* c = curl_easy_init();
-  if (!c) return {0, "", "curl_easy_init failed"};
-  std::string url = "http://kvlb-agent" + path;
-  curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, socket.c_str());
-  curl_easy_setopt(c, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method.c_str());
-  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
-  curl_easy_setopt(
-      c, CURLOPT_WRITEFUNCTION, +[](char* p, size_t s, size_t n, void* u) {
-        static_cast<std::string*>(u)->append(p, s * n);
-        return s * n;
-      });
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, &r.body);
-  CURLcode rc = curl_easy_perform(c);
-  if (rc != CURLE_OK)
-    r.error = fmt::format("cannot reach the agent at {}: {}", socket, curl_easy_strerror(rc));
-  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
-  curl_easy_cleanup(c);
-  return r;
-}
+using kvlb::admin::call;
+using kvlb::admin::Reply;
 
 // A string field for a terminal: replica-supplied text (errors, names) can hold
 // escape sequences or bytes that are not UTF-8; printed, they are escaped.
@@ -82,6 +57,28 @@ std::string gateway_table(const nlohmann::json& j) {
       out += fmt::format("{:<18} {:>14}\n", name, v.get<uint64_t>());
   out += fmt::format("(flows removed by the sweep since the agent started: {})\n",
                      j["swept"].get<uint64_t>());
+  return out;
+}
+
+// kvlb-autoscaler's status, one line per service: signal against target,
+// replicas, and why the last decision was what it was.
+std::string autoscale_table(const nlohmann::json& j) {
+  std::string out =
+      fmt::format("{:<16} {:<11} {:>7} {:>7} {:>5} {:>7} {:>6} {:>6} {:>5}  {}\n", "SERVICE",
+                  "SIGNAL", "VALUE", "TARGET", "SPEC", "DESIRED", "READY", "START", "DRAIN", "WHY");
+  for (const auto& s : j) {
+    std::string why = text(s, "why");
+    if (auto l = text(s, "limited_by"); !l.empty()) why += " (limited by " + l + ")";
+    if (s.value("panic", false)) why += " [panic]";
+    if (!s.value("leader", true)) why += " [not leader]";
+    if (s.value("dry_run", false)) why += " [dry run]";
+    if (auto e = text(s, "last_error"); !e.empty()) why += "; error: " + e;
+    out += fmt::format("{:<16} {:<11} {:>7.3f} {:>7.3f} {:>5} {:>7} {:>6} {:>6} {:>5}  {}\n",
+                       text(s, "service"), text(s, "signal"), s["value"].get<double>(),
+                       s["target"].get<double>(), s["spec"].get<int64_t>(),
+                       s["desired"].get<int64_t>(), s["ready"].get<int64_t>(),
+                       s["starting"].get<int64_t>(), s["draining"].size(), why);
+  }
   return out;
 }
 
@@ -187,6 +184,10 @@ int main(int argc, char** argv) {
   auto* undrain = app.add_subcommand("undrain", "accept new connections again");
   undrain->add_option("address", address, "backend ip:port")->required();
   auto* metrics = app.add_subcommand("metrics", "the agent's Prometheus metrics");
+  std::string autoscaler_socket = "/run/kvlb/autoscaler.sock";
+  auto* autoscale = app.add_subcommand(
+      "autoscale", "kvlb-autoscaler's status per service: signal, target, replicas, why");
+  autoscale->add_option("--autoscaler-socket", autoscaler_socket, "the autoscaler's admin socket");
   std::string pin_dir = "/sys/fs/bpf/kvlb";
   auto* maps = app.add_subcommand(
       "maps",
@@ -243,6 +244,10 @@ int main(int argc, char** argv) {
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
+  }
+  if (*autoscale) {
+    socket = autoscaler_socket;
+    return show("/v1/autoscale", autoscale_table);
   }
   if (*services) return show("/v1/services", services_table);
   if (*backends) return show("/v1/backends", backends_table);

@@ -45,7 +45,9 @@ Calculation calculate(int32_t current, const std::vector<PodReading>& pods, doub
       return c;
     }
     c.replicas = ceil_replicas(c.ratio * c.ready);
-    c.why = c.replicas > current ? "above target" : c.replicas < current ? "below target" : "at target";
+    c.why = c.replicas > current   ? "above target"
+            : c.replicas < current ? "below target"
+                                   : "at target";
     return c;
   }
   // HPA's second reading: replicas without a score at the target when the
@@ -98,14 +100,15 @@ void Behavior::record_scale(Millis now, int32_t from, int32_t to) {
 int32_t scale_up_limit(int32_t current, const ScalingRules& r, const Behavior& b, Millis now) {
   if (r.select == SelectPolicy::Disabled) return current;
   bool pick_min = r.select == SelectPolicy::Min;
-  int64_t result = pick_min ? std::numeric_limits<int32_t>::max() : std::numeric_limits<int32_t>::min();
+  int64_t result =
+      pick_min ? std::numeric_limits<int32_t>::max() : std::numeric_limits<int32_t>::min();
   for (const auto& p : r.policies) {
     int64_t start = int64_t{current} - b.changed_within(now, p.period, true) +
                     b.changed_within(now, p.period, false);
-    int64_t proposed = p.type == PolicyType::Pods
-                           ? start + p.value
-                           : static_cast<int64_t>(std::ceil(static_cast<double>(start) *
-                                                            (1.0 + p.value / 100.0)));
+    int64_t proposed =
+        p.type == PolicyType::Pods
+            ? start + p.value
+            : static_cast<int64_t>(std::ceil(static_cast<double>(start) * (1.0 + p.value / 100.0)));
     result = pick_min ? std::min(result, proposed) : std::max(result, proposed);
   }
   return static_cast<int32_t>(std::clamp<int64_t>(result, 0, std::numeric_limits<int32_t>::max()));
@@ -115,8 +118,8 @@ int32_t scale_down_limit(int32_t current, const ScalingRules& r, const Behavior&
   if (r.select == SelectPolicy::Disabled) return current;
   // Scaling down, "Min" is the smallest change: the highest limit.
   bool smallest_change = r.select == SelectPolicy::Min;
-  int64_t result = smallest_change ? std::numeric_limits<int32_t>::min()
-                                   : std::numeric_limits<int32_t>::max();
+  int64_t result =
+      smallest_change ? std::numeric_limits<int32_t>::min() : std::numeric_limits<int32_t>::max();
   for (const auto& p : r.policies) {
     int64_t start = int64_t{current} - b.changed_within(now, p.period, true) +
                     b.changed_within(now, p.period, false);

@@ -28,9 +28,9 @@ namespace kvlb::autoscale {
 
 // One replica as the calculator sees it.
 struct PodReading {
-  bool ready = false;       // serving: counted in the average
-  bool has_value = false;   // a fresh score (ready replicas only)
-  double value = 0;         // the signal, averaged over the metric window
+  bool ready = false;      // serving: counted in the average
+  bool has_value = false;  // a fresh score (ready replicas only)
+  double value = 0;        // the signal, averaged over the metric window
 };
 
 struct Calculation {
@@ -38,7 +38,7 @@ struct Calculation {
   double average = 0;    // the signal's average over ready replicas with a value
   double ratio = 0;      // average / target
   int32_t ready = 0, starting = 0, missing = 0;
-  std::string why;       // "within tolerance", "scale up", "missing data: no scale-down", ...
+  std::string why;  // "within tolerance", "scale up", "missing data: no scale-down", ...
 };
 
 // HPA's replica calculation for `current` replicas (the scale's spec).

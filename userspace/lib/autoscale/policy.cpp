@@ -53,8 +53,7 @@ Policy named_policy(std::string_view name) {
     p.target = 5.0;
     return p;
   }
-  throw std::invalid_argument(
-      fmt::format("unknown policy '{}' (kvlb, hpa-kv, hpa-waiting)", name));
+  throw std::invalid_argument(fmt::format("unknown policy '{}' (kvlb, hpa-kv, hpa-waiting)", name));
 }
 
 std::string_view signal_name(Signal s) {
@@ -87,7 +86,8 @@ std::string validate(const Policy& p) {
   if (!(p.target > 0)) return "target: must be above 0";
   if (p.signal == Signal::KvUsage && p.target > 1.0)
     return "target: a KV usage target is a fraction, at most 1";
-  if (p.signal == Signal::Saturation && !(p.queue_target > 0)) return "queue_target: must be above 0";
+  if (p.signal == Signal::Saturation && !(p.queue_target > 0))
+    return "queue_target: must be above 0";
   if (p.signal == Signal::Saturation && !(p.kv_target > 0 && p.kv_target <= 1.0))
     return "kv_target: must be in (0, 1]";
   if (p.min_replicas < 1) return "min_replicas: must be at least 1";

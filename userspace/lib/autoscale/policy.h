@@ -44,20 +44,20 @@ struct ScalingRules {
 
 struct Policy {
   Signal signal = Signal::Saturation;
-  double target = 1.0;          // per replica, in the signal's unit
-  double queue_target = 4.0;    // Saturation: waiting per replica counted as full
-  double kv_target = 0.8;       // Saturation: KV usage counted as full
+  double target = 1.0;        // per replica, in the signal's unit
+  double queue_target = 4.0;  // Saturation: waiting per replica counted as full
+  double kv_target = 0.8;     // Saturation: KV usage counted as full
   int32_t min_replicas = 1;
   int32_t max_replicas = 10;
-  double tolerance = 0.1;       // HPA: no change while |ratio - 1| <= tolerance
-  Millis sync_period{15'000};   // HPA: how often a recommendation is made
-  Millis metric_window{0};      // the signal averaged over this window (0: latest sample)
-  ScalingRules scale_up;        // HPA defaults (policy.cpp)
+  double tolerance = 0.1;      // HPA: no change while |ratio - 1| <= tolerance
+  Millis sync_period{15'000};  // HPA: how often a recommendation is made
+  Millis metric_window{0};     // the signal averaged over this window (0: latest sample)
+  ScalingRules scale_up;       // HPA defaults (policy.cpp)
   ScalingRules scale_down;
-  bool panic = false;           // KPA panic mode
-  Millis stable_window{60'000}; // KPA: panic ends after this long without a panic reading
-  Millis panic_window{6'000};   // KPA: the panic reading's averaging window (10% of stable)
-  double panic_threshold = 2.0; // KPA: panic when desired(panic window) / ready >= this
+  bool panic = false;               // KPA panic mode
+  Millis stable_window{60'000};     // KPA: panic ends after this long without a panic reading
+  Millis panic_window{6'000};       // KPA: the panic reading's averaging window (10% of stable)
+  double panic_threshold = 2.0;     // KPA: panic when desired(panic window) / ready >= this
   Millis expected_startup{30'000};  // a replica's model load: not-ready replicas count as
                                     // capacity on its way for up to 2x this long
   Millis max_score_age{3'000};      // an older score is stale: treated as missing

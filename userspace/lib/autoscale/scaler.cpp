@@ -54,6 +54,13 @@ double Scaler::window_mean(const std::string& pod, Millis now, Millis window) co
   return n ? sum / n : d.back().value;
 }
 
+std::vector<std::string> Scaler::drained_addresses() const {
+  std::vector<std::string> out;
+  for (const auto& [pod, addr] : drain_address_)
+    if (!addr.empty()) out.push_back(addr);
+  return out;
+}
+
 std::vector<Action> Scaler::tick(const Observation& o) {
   std::vector<Action> out;
   // The signal's samples: fresh scores of replicas still in service.
@@ -86,12 +93,12 @@ void Scaler::progress_drains(const Observation& o, int32_t& spec, std::vector<Ac
     bool timed_out = o.now - since >= p_.drain_timeout;
     if (r && !r->terminating && r->ready && !idle(*r) && !timed_out) continue;
     if (r && !r->terminating && r->ready && !idle(*r)) {
-      out.push_back({Action::Kind::Event, pod, r->address, 0, "DrainTimeout",
-                     fmt::format("pod {} removed after its drain timeout ({} s) with {} running, "
-                                 "{} waiting, {} in flight",
-                                 pod, p_.drain_timeout.count() / 1000, r->running, r->waiting,
-                                 r->inflight),
-                     true});
+      out.push_back(
+          {Action::Kind::Event, pod, r->address, 0, "DrainTimeout",
+           fmt::format("pod {} removed after its drain timeout ({} s) with {} running, "
+                       "{} waiting, {} in flight",
+                       pod, p_.drain_timeout.count() / 1000, r->running, r->waiting, r->inflight),
+           true});
     }
     if (r && !r->terminating)
       out.push_back({Action::Kind::DeletionCost, pod, r->address, kVictimDeletionCost, "", ""});
@@ -173,10 +180,11 @@ void Scaler::decide(const Observation& o, int32_t spec, std::vector<Action>& out
   status_.draining = leaving;
   status_.panic = pr.panicking;
   if (pr.entered)
-    out.push_back({Action::Kind::Event, "", "", panic_floor, "PanicStarted",
-                   fmt::format("panic mode: the last {} s need {} replicas, {} ready (threshold {}x)",
-                               p_.panic_window.count() / 1000.0, panic_wanted, ready_with_value,
-                               p_.panic_threshold)});
+    out.push_back(
+        {Action::Kind::Event, "", "", panic_floor, "PanicStarted",
+         fmt::format("panic mode: the last {} s need {} replicas, {} ready (threshold {}x)",
+                     p_.panic_window.count() / 1000.0, panic_wanted, ready_with_value,
+                     p_.panic_threshold)});
   if (pr.left)
     out.push_back({Action::Kind::Event, "", "", 0, "PanicEnded",
                    fmt::format("panic mode over: no panic reading for {} s",
@@ -221,11 +229,11 @@ void Scaler::decide(const Observation& o, int32_t spec, std::vector<Action>& out
   status_.decided_at = o.now;
   if (desired == current) return;
 
-  std::string numbers = fmt::format(
-      "{} {:.3f} per ready replica (target {}), {} ready, {} starting, {} draining{}{}",
-      signal_name(p_.signal), calc.average, p_.target, calc.ready, calc.starting, leaving,
-      pr.panicking ? fmt::format(", panic: {} needed", panic_wanted) : "",
-      limited.empty() ? "" : ", limited by " + limited);
+  std::string numbers =
+      fmt::format("{} {:.3f} per ready replica (target {}), {} ready, {} starting, {} draining{}{}",
+                  signal_name(p_.signal), calc.average, p_.target, calc.ready, calc.starting,
+                  leaving, pr.panicking ? fmt::format(", panic: {} needed", panic_wanted) : "",
+                  limited.empty() ? "" : ", limited by " + limited);
 
   if (desired > current) {
     int32_t need = desired - current;

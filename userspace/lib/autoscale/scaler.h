@@ -40,7 +40,7 @@ struct ReplicaView {
   std::string address;  // ip:port in the data plane; "" while it has none
   bool ready = false;   // serving (Ready, in the EndpointSlice as ready)
   bool terminating = false;
-  Millis age{0};        // since the pod was created
+  Millis age{0};  // since the pod was created
   bool has_score = false;
   double waiting = 0, running = 0, kv = 0;  // from the balancer's scores
   double inflight = 0;                      // the kernel's in-flight count
@@ -69,8 +69,8 @@ struct ScalerStatus {
   double target = 0;
   int32_t current = 0, desired = 0, ready = 0, starting = 0, draining = 0;
   bool panic = false;
-  std::string why;          // the last decision's reason
-  std::string limited_by;   // what bounded it, if anything
+  std::string why;         // the last decision's reason
+  std::string limited_by;  // what bounded it, if anything
   Millis decided_at{-1};
   std::map<std::string, uint64_t> decisions;  // "up/above target", "down/below target", ...
 };
@@ -84,6 +84,9 @@ class Scaler {
   const ScalerStatus& status() const { return status_; }
   const Policy& policy() const { return p_; }
   const std::map<std::string, Millis>& draining() const { return draining_; }
+  // The data-plane addresses this scaler drained and has not given back
+  // (draining victims, and removed ones the ReplicaSet has not deleted yet).
+  std::vector<std::string> drained_addresses() const;
 
   // The signal of one replica (public for tests and the simulator).
   double signal_of(const ReplicaView& r) const;
