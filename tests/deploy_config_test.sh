@@ -13,4 +13,9 @@ awk '/^  agent.yaml: \|/ {on = 1; next} on && /^---/ {on = 0} on {sub(/^    /, "
 "$AGENT" --check-config -c "$tmp/agent.yaml"
 "$AGENT" --check-config -c "$ROOT/deploy/agent.example.yaml"
 "$AGENT" --check-config -c "$ROOT/deploy/gateway.example.yaml"
-echo "deploy configs: 3 passed, 0 failed"
+# The autoscaler's ConfigMap, checked by the autoscaler it ships with.
+awk '/^  autoscaler.yaml: \|/ {on = 1; next} on && /^---/ {on = 0} on {sub(/^    /, ""); print}' \
+  "$ROOT/deploy/kubernetes/autoscaler.yaml" >"$tmp/autoscaler.yaml"
+[ -s "$tmp/autoscaler.yaml" ] || { echo "no autoscaler.yaml in the ConfigMap" >&2; exit 1; }
+"$BUILD/userspace/kvlb-autoscaler" --check --config "$tmp/autoscaler.yaml"
+echo "deploy configs: 4 passed, 0 failed"
