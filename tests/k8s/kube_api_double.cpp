@@ -42,6 +42,8 @@
 //   DELETE /_test/{deployments,statefulsets,pods,leases}/<ns>/<name>
 //   POST   /_test/touch/<resource>/<ns>/<name>  a write behind the client's back:
 //                            the object's resourceVersion advances (to provoke 409)
+//   PUT    /_test/status/<resource>/<ns>/<name>  body: the object's new .status
+//                            (a controller's status write; nothing else changes)
 //   GET    /_test/events     every Event created through the API, in order
 //   POST   /_test/deny?verb=<get|list|watch|patch|create|update>&resource=<r>
 //                            (r as RBAC spells it: deployments/scale, pods, leases,
@@ -917,6 +919,25 @@ class Session : public std::enable_shared_from_this<Session> {
       if (!cur) return reply(404, status(404, "NotFound", key));
       *cur = st_.write(key.substr(0, s1), "MODIFIED", *cur);
       return reply(200, {{"resourceVersion", st_.rv}});
+    }
+    // A controller's status write (as the Deployment controller's UpdateStatus):
+    // only .status changes, so it cannot undo a concurrent scale patch.
+    static const std::string status_route = "/_test/status/";
+    if (path.rfind(status_route, 0) == 0 && req_.method() == http::verb::put) {
+      auto key = path.substr(status_route.size());
+      auto s1 = key.find('/');
+      if (s1 == std::string::npos) return reply(400, status(400, "BadRequest", "resource/ns/name"));
+      auto body = json::parse(req_.body(), nullptr, false);
+      if (body.is_discarded() || !body.is_object())
+        return reply(400, status(400, "BadRequest", "body is not a status object"));
+      json* cur = st_.find(key.substr(0, s1), key.substr(s1 + 1));
+      if (!cur) return reply(404, status(404, "NotFound", key));
+      if ((*cur).value("status", json()) != body) {
+        json next = *cur;
+        next["status"] = body;
+        *cur = st_.write(key.substr(0, s1), "MODIFIED", next);
+      }
+      return reply(200, {{"resourceVersion", (*cur)["metadata"]["resourceVersion"]}});
     }
     static const std::string services = "/_test/services/";
     if (path.rfind(services, 0) == 0 && req_.method() == http::verb::put) {

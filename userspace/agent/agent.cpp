@@ -198,6 +198,11 @@ void Agent::apply_config() {
     dp_->put_score(id, s);
   }
 
+  // A drain set through the admin API belongs to that backend: once it is gone
+  // (its pod deleted), a new backend at the same address (a new pod given the
+  // freed IP) starts undrained.
+  std::erase_if(drained_, [&](const auto& kv) { return !index.count(kv.first); });
+
   in_maps_->clear();
   for (const auto& b : next) in_maps_->emplace(b.address.to_string(), b.id);
   backends_ = std::move(next);

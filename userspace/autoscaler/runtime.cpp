@@ -1,5 +1,7 @@
 #include "autoscaler/runtime.h"
 
+#include <cctype>
+
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -14,6 +16,26 @@ namespace kvlb::autoscaler {
 
 using autoscale::Action;
 using nlohmann::json;
+
+namespace {
+
+// An API error's kind as kvlb_autoscaler_errors_total spells it, in the
+// Kubernetes StatusReason style: "not found" -> "NotFound", "forbidden" -> "Forbidden".
+std::string error_kind(k8s::ApiErrc c) {
+  std::string out;
+  bool up = true;
+  for (char ch : k8s::errc_name(c)) {
+    if (ch == ' ') {
+      up = true;
+      continue;
+    }
+    out.push_back(up ? static_cast<char>(std::toupper(static_cast<unsigned char>(ch))) : ch);
+    up = false;
+  }
+  return out;
+}
+
+}  // namespace
 
 Runtime::Runtime(AutoscalerConfig cfg, k8s::KubeClient client, bool dry_run,
                  std::function<bool()> is_leader)
@@ -97,7 +119,7 @@ bool Runtime::act(Service& s, const std::vector<Action>& actions) {
         if (dry_run_) break;
         auto r = k8s::set_deletion_cost(client_, c.ns, a.pod, a.replicas);
         if (!r) {
-          ++s.errors[std::string(k8s::errc_name(r.error().code))];
+          ++s.errors[error_kind(r.error().code)];
           spdlog::error("{}: {}", c.workload, r.error().text());
           return false;  // never scale down without the right victim marked
         }
@@ -116,7 +138,7 @@ bool Runtime::act(Service& s, const std::vector<Action>& actions) {
                                  return want;
                                });
         if (!r) {
-          ++s.errors[std::string(k8s::errc_name(r.error().code))];
+          ++s.errors[error_kind(r.error().code)];
           spdlog::error("{}: {}", c.workload, r.error().text());
           return false;
         }
@@ -154,13 +176,13 @@ void Runtime::round(autoscale::Millis now) {
     }
     auto scale = k8s::get_scale(client_, c.ns, c.kind, c.workload);
     if (!scale) {
-      ++s.errors[std::string(k8s::errc_name(scale.error().code))];
+      ++s.errors[error_kind(scale.error().code)];
       s.last_error = scale.error().text();
       continue;
     }
     auto pods = k8s::list_pods(client_, c.ns, scale.value().selector);
     if (!pods) {
-      ++s.errors[std::string(k8s::errc_name(pods.error().code))];
+      ++s.errors[error_kind(pods.error().code)];
       s.last_error = pods.error().text();
       continue;
     }
