@@ -145,7 +145,7 @@ int run_autoscale(const sim::SimConfig& base, const AutoscaleArgs& a) {
   const char* keys[] = {"slo_attainment", "ttft_p99_s", "replica_seconds",
                         "mean_replicas",  "recovery_s", "reversals",
                         "peak_replicas",  "failed",     "cut_by_scale_down"};
-  fmt::print("{:<44}{:>8}{:>9}{:>10}{:>8}{:>9}{:>9}{:>6}{:>6}{:>7}{:>8}\n", "policy", "SLO att",
+  fmt::print("{:<44}{:>8}{:>9}{:>10}{:>8}{:>10}{:>9}{:>6}{:>6}{:>7}{:>8}\n", "policy", "SLO att",
              "p99 s", "replica-s", "mean", "vs static", "att pts", "recov", "rev", "peak",
              "failed");
   for (auto& r : runs) {
@@ -173,7 +173,7 @@ int run_autoscale(const sim::SimConfig& base, const AutoscaleArgs& a) {
       return med[k].is_null() ? std::numeric_limits<double>::infinity() : med[k].get<double>();
     };
     fmt::print(
-        "{:<44}{:>7.1f}%{:>9.2f}{:>10.0f}{:>8.2f}{:>9.2f}{:>+9.1f}{:>6}{:>6.0f}{:>7.0f}{:>8.0f}\n",
+        "{:<44}{:>7.1f}%{:>9.2f}{:>10.0f}{:>8.2f}{:>10.2f}{:>+9.1f}{:>6}{:>6.0f}{:>7.0f}{:>8.0f}\n",
         r["policy"].get<std::string>(), 100 * num("slo_attainment"), num("ttft_p99_s"),
         num("replica_seconds"), num("mean_replicas"), med.value("replica_seconds_vs_static", 0.0),
         med.value("attainment_vs_static_points", 0.0),
