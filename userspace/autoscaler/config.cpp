@@ -10,6 +10,7 @@
 #include <stdexcept>
 
 #include "common/duration.h"
+#include "common/printable.h"
 #include "k8s/kube_client.h"
 
 namespace kvlb::autoscaler {
@@ -23,8 +24,13 @@ namespace {
 void only_keys(const YAML::Node& n, const std::string& where, std::set<std::string> keys) {
   if (!n.IsMap()) fail(where.empty() ? "(top level)" : where, "must be a mapping");
   for (const auto& kv : n) {
+    if (!kv.first.IsScalar())
+      fail(where.empty() ? "(top level)" : where, "a key that is not a name");
     auto k = kv.first.as<std::string>();
-    if (!keys.count(k)) fail(where.empty() ? k : where + "." + k, "unknown field");
+    // The key goes into the message as the file had it, made printable (a
+    // NUL or an escape sequence would cut or garble the error).
+    if (!keys.count(k))
+      fail(where.empty() ? printable(k) : where + "." + printable(k), "unknown field");
   }
 }
 
@@ -188,7 +194,21 @@ ServiceConfig service(const YAML::Node& n, const std::string& w) {
 
 }  // namespace
 
+namespace {
+AutoscalerConfig parse_document(const std::string& yaml_text);
+}
+
 AutoscalerConfig parse_config(const std::string& yaml_text) {
+  try {
+    return parse_document(yaml_text);
+  } catch (const YAML::Exception& e) {
+    // A conversion yaml-cpp refuses somewhere not checked above.
+    fail("(file)", std::string("not a valid configuration: ") + e.what());
+  }
+}
+
+namespace {
+AutoscalerConfig parse_document(const std::string& yaml_text) {
   YAML::Node root;
   try {
     root = YAML::Load(yaml_text);
@@ -237,6 +257,7 @@ AutoscalerConfig parse_config(const std::string& yaml_text) {
   }
   return c;
 }
+}  // namespace
 
 AutoscalerConfig load_config(const std::filesystem::path& file) {
   std::ifstream in(file);

@@ -45,6 +45,10 @@ std::optional<WallTime> parse_time(std::string_view s) {
       s[13] != ':' || !digits(s, 14, 2, mi) || s[16] != ':' || !digits(s, 17, 2, sec))
     return std::nullopt;
   if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60) return std::nullopt;
+  // system_clock counts nanoseconds in 64 bits: about 1678..2261. A time the
+  // API server writes is well inside; anything outside is malformed input (and
+  // would overflow the conversion).
+  if (y < 1970 || y > 2200) return std::nullopt;
   size_t pos = 19;
   std::chrono::nanoseconds frac{0};
   if (pos < s.size() && s[pos] == '.') {

@@ -47,9 +47,24 @@ std::optional<std::string> scale_path(std::string_view ns, WorkloadKind kind,
   return fmt::format("/apis/apps/v1/namespaces/{}/{}/{}/scale", ns, resource(kind), name);
 }
 
+namespace {
+ApiResult<Scale> parse_scale_object(const json& j);
+}
+
 ApiResult<Scale> parse_scale(std::string_view body) {
   auto j = json::parse(body, nullptr, false);
-  if (!j.is_object() || j.value("kind", "") != "Scale")
+  // json::value() throws when a field has another type than asked ("kind":
+  // {}): an answer is never allowed to throw past here.
+  try {
+    return parse_scale_object(j);
+  } catch (const std::exception& e) {
+    return bad_response("scale", e.what());
+  }
+}
+
+namespace {
+ApiResult<Scale> parse_scale_object(const json& j) {
+  if (!j.is_object() || !j.contains("kind") || j["kind"] != "Scale")
     return bad_response("scale", "not a Scale object");
   Scale s;
   const auto& md = j.value("metadata", json::object());
@@ -76,6 +91,7 @@ ApiResult<Scale> parse_scale(std::string_view body) {
   }
   return s;
 }
+}  // namespace
 
 ApiResult<Scale> get_scale(const KubeClient& c, std::string_view ns, WorkloadKind kind,
                            std::string_view name) {
