@@ -137,6 +137,8 @@ services:
     workload: {kind: Deployment, name: llm}
     port: $PORT
     policy: kvlb
+    signal: saturation          # scales at a queue of 2 a replica: quick in a test
+    target: 1.0
     queue_target: 2
     min_replicas: 1
     max_replicas: $MAX

@@ -47,10 +47,15 @@ const sim::ReplicaLife& life_of(const sim::SimResult& r, const std::string& name
 }  // namespace
 
 TEST(AutoscaleSim, ScalesUpAfterAStepAndServesEveryRequest) {
-  auto r = run("kvlb", "2@60,12@90", 2);
+  auto r = run("kvlb:min=2", "2@60,12@90", 2);
   ASSERT_FALSE(r.autoscale.scales.empty());
-  EXPECT_GT(r.autoscale.scales.front().t, 60);  // nothing to do at 2 req/s on 2 replicas
-  EXPECT_GT(r.autoscale.scales.front().to, 2);
+  // 2 req/s needs 2 replicas (a Poisson burst may ask for a third): the big
+  // scale-up comes with the step.
+  for (const auto& sc : r.autoscale.scales) {
+    if (sc.t < 60) {
+      EXPECT_LE(sc.to, 3) << "at " << sc.t << " s";
+    }
+  }
   EXPECT_GE(max_existing(r), 7);  // 12 req/s needs ~7.5 replicas of ~1.6 req/s
   for (const auto& q : r.requests) EXPECT_TRUE(q.ok()) << q.error;
 }

@@ -379,6 +379,44 @@ TEST(Scaler, LoadReturningDuringADrainTakesTheReplicaBack) {
   EXPECT_TRUE(sc.draining().empty());
 }
 
+// A victim chosen while it was still starting, ready at the next tick (with a
+// request already on it): drained then, removed only once idle.
+TEST(Scaler, AStartingVictimThatBecomesReadyIsDrained) {
+  Policy p = kv_policy();
+  p.min_replicas = 2;
+  Scaler sc(p);
+  ReplicaView loading = replica("r3", 0, 0);
+  loading.ready = false;
+  loading.has_score = false;
+  loading.age = s(5);
+  // 2 ready at 0.2 against 0.5: 1 needed (min 2): one victim, the starting one.
+  Observation o{s(0), 3, {replica("r1", 0, 0.2), replica("r2", 0, 0.2), loading}};
+  auto a = sc.tick(o);
+  EXPECT_EQ(count(a, Action::Kind::Drain), 0) << "a starting replica is not in the data plane";
+  ASSERT_EQ(sc.draining().count("r3"), 1u);
+  o.now = s(1);
+  o.replicas[2] = replica("r3", 0, 0.1, 1, 1);  // ready now, serving a request
+  a = sc.tick(o);
+  ASSERT_EQ(count(a, Action::Kind::Drain), 1);
+  EXPECT_EQ(find(a, Action::Kind::Drain)->pod, "r3");
+  EXPECT_EQ(count(a, Action::Kind::Scale), 0) << "removed with a request in flight";
+  o.now = s(2);
+  o.replicas[2] = replica("r3", 0, 0, 0, 0);
+  a = sc.tick(o);
+  EXPECT_EQ(count(a, Action::Kind::Drain), 0);
+  ASSERT_EQ(count(a, Action::Kind::Scale), 1);
+  EXPECT_EQ(find(a, Action::Kind::Scale)->replicas, 2);
+}
+
+TEST(Scaler, ConcurrencyIsRunningPlusWaiting) {
+  Policy p = kv_policy();
+  p.signal = Signal::Concurrency;
+  Scaler sc(p);
+  EXPECT_DOUBLE_EQ(sc.signal_of(replica("r1", 3, 0.9, 7, 5)), 8.0);
+  EXPECT_EQ(parse_signal("concurrency"), Signal::Concurrency);
+  EXPECT_FALSE(parse_signal("rps").has_value());
+}
+
 TEST(Scaler, StaleScoresBlockScaleDown) {
   Scaler sc(kv_policy());
   Observation o{s(0), 3, {replica("r1", 0, 0.1), replica("r2", 0, 0.1), replica("r3", 0, 0.1)}};
@@ -389,7 +427,9 @@ TEST(Scaler, StaleScoresBlockScaleDown) {
 }
 
 TEST(Scaler, PanicActsBetweenSyncsAndNeverScalesDown) {
-  Policy p = named_policy("kvlb");  // saturation, sync 5 s, panic on
+  Policy p = named_policy("kvlb");  // sync 5 s, panic on
+  p.signal = Signal::Saturation;    // queue_target 4, kv_target 0.8
+  p.target = 1.0;
   p.max_replicas = 20;
   Scaler sc(p);
   // Quiet: 2 replicas at saturation 0.5 -> ceil(0.5 x 2 / 1) = 1, within

@@ -147,17 +147,9 @@ ServiceConfig service(const YAML::Node& n, const std::string& w) {
   }
   auto& p = s.policy;
   if (n["signal"]) {
-    auto v = text(n["signal"], w + ".signal");
-    if (v == "kv_usage")
-      p.signal = autoscale::Signal::KvUsage;
-    else if (v == "waiting")
-      p.signal = autoscale::Signal::Waiting;
-    else if (v == "inflight")
-      p.signal = autoscale::Signal::Inflight;
-    else if (v == "saturation")
-      p.signal = autoscale::Signal::Saturation;
-    else
-      fail(w + ".signal", "must be kv_usage, waiting, inflight or saturation");
+    auto sig = autoscale::parse_signal(text(n["signal"], w + ".signal"));
+    if (!sig) fail(w + ".signal", fmt::format("must be one of {}", autoscale::kSignalNames));
+    p.signal = *sig;
   }
   if (n["target"]) p.target = number(n["target"], w + ".target");
   if (n["queue_target"]) p.queue_target = number(n["queue_target"], w + ".queue_target");

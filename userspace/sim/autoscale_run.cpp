@@ -154,16 +154,10 @@ std::optional<autoscale::Policy> parse_policy_choice(const std::string& text, in
     std::string k = parts[i].substr(0, eq), v = parts[i].substr(eq + 1);
     std::string what = fmt::format("policy {}: {}", parts[0], k);
     if (k == "signal") {
-      if (v == "kv_usage")
-        p.signal = autoscale::Signal::KvUsage;
-      else if (v == "waiting")
-        p.signal = autoscale::Signal::Waiting;
-      else if (v == "inflight")
-        p.signal = autoscale::Signal::Inflight;
-      else if (v == "saturation")
-        p.signal = autoscale::Signal::Saturation;
-      else
-        throw std::invalid_argument(what + ": one of kv_usage, waiting, inflight, saturation");
+      auto sig = autoscale::parse_signal(v);
+      if (!sig)
+        throw std::invalid_argument(fmt::format("{}: one of {}", what, autoscale::kSignalNames));
+      p.signal = *sig;
     } else if (k == "target") {
       p.target = number(what, v);
     } else if (k == "queue_target") {

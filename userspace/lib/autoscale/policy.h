@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -19,10 +20,11 @@ using Millis = std::chrono::milliseconds;
 
 // What the autoscaler measures per ready replica, and compares with `target`.
 enum class Signal {
-  KvUsage,     // KV-cache usage, 0..1 (target e.g. 0.8)
-  Waiting,     // requests waiting in the replica's queue
-  Inflight,    // connections in flight to the replica (the kernel's count)
-  Saturation,  // max(waiting / queue_target, kv / kv_target): target 1.0
+  KvUsage,      // KV-cache usage, 0..1 (target e.g. 0.8)
+  Waiting,      // requests waiting in the replica's queue
+  Inflight,     // connections in flight to the replica (the kernel's count: this node's)
+  Concurrency,  // running + waiting, as the replica reports them (every node's requests)
+  Saturation,   // max(waiting / queue_target, kv / kv_target): target 1.0
 };
 
 // HPA's scaling policy: at most `value` pods (or percent) per `period`.
@@ -73,6 +75,10 @@ Policy named_policy(std::string_view name);
 Policy default_policy();  // HPA's behaviour defaults, the Saturation signal
 
 std::string_view signal_name(Signal s);
+// "kv_usage", "waiting", "inflight", "concurrency", "saturation"; nullopt otherwise.
+std::optional<Signal> parse_signal(std::string_view name);
+inline constexpr std::string_view kSignalNames =
+    "kv_usage, waiting, inflight, concurrency, saturation";
 std::string_view select_name(SelectPolicy s);
 
 // Checks a policy's consistency; returns "" or "<field>: <why>".

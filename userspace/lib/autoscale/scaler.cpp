@@ -26,6 +26,8 @@ double Scaler::signal_of(const ReplicaView& r) const {
       return r.waiting;
     case Signal::Inflight:
       return r.inflight;
+    case Signal::Concurrency:
+      return r.running + r.waiting;
     case Signal::Saturation:
       return std::max(r.waiting / p_.queue_target, r.kv / p_.kv_target);
   }
@@ -91,6 +93,13 @@ void Scaler::progress_drains(const Observation& o, int32_t& spec, std::vector<Ac
     auto it = by_pod.find(pod);
     const ReplicaView* r = it == by_pod.end() ? nullptr : it->second;
     bool timed_out = o.now - since >= p_.drain_timeout;
+    // A victim chosen while still starting that has become ready since (its
+    // model loaded between two ticks) was never drained: drain it now, or it
+    // takes new connections until it is removed.
+    if (r && !r->terminating && r->ready && !r->address.empty() && drain_address_[pod].empty()) {
+      drain_address_[pod] = r->address;
+      out.push_back({Action::Kind::Drain, pod, r->address, 0, "", ""});
+    }
     if (r && !r->terminating && r->ready && !idle(*r) && !timed_out) continue;
     if (r && !r->terminating && r->ready && !idle(*r)) {
       out.push_back(
@@ -278,7 +287,9 @@ void Scaler::decide(const Observation& o, int32_t spec, std::vector<Action>& out
     for (int32_t i = 0; i < n; ++i) {
       const auto* r = cand[static_cast<size_t>(i)];
       draining_[r->pod] = o.now;
-      drain_address_[r->pod] = r->address;
+      // Only a ready victim is in the data plane: a starting one has nothing
+      // to drain (until it becomes ready: progress_drains).
+      drain_address_[r->pod] = r->ready ? r->address : "";
       if (r->ready && !r->address.empty())
         out.push_back({Action::Kind::Drain, r->pod, r->address, 0, "", ""});
       victims += (victims.empty() ? "" : ", ") + r->pod;
