@@ -249,27 +249,28 @@ KubeResponse perform(const KubeConfig& cfg, const std::string& token, const std:
 
 }  // namespace
 
-KubeResponse KubeClient::get(const std::string& path) const {
-  Transfer t;
+KubeResponse KubeClient::authorized(
+    const std::function<KubeResponse(const std::string& token)>& run) const {
   std::string token;
   try {
     token = bearer();
   } catch (const std::exception& e) {
     return {0, "", e.what()};
   }
-  return perform(cfg_, token, path, t, false);
+  return run(token);
+}
+
+KubeResponse KubeClient::get(const std::string& path) const {
+  Transfer t;
+  return authorized([&](const std::string& token) { return perform(cfg_, token, path, t, false); });
 }
 
 KubeResponse KubeClient::request(std::string_view method, const std::string& path,
                                  const std::string& body, std::string_view content_type) const {
   Transfer t;
-  std::string token;
-  try {
-    token = bearer();
-  } catch (const std::exception& e) {
-    return {0, "", e.what()};
-  }
-  return perform(cfg_, token, path, t, false, Write{method, &body, content_type});
+  return authorized([&](const std::string& token) {
+    return perform(cfg_, token, path, t, false, Write{method, &body, content_type});
+  });
 }
 
 KubeResponse KubeClient::watch(const std::string& path,
@@ -278,13 +279,7 @@ KubeResponse KubeClient::watch(const std::string& path,
   Transfer t;
   t.on_line = &on_line;
   t.stop = &stop;
-  std::string token;
-  try {
-    token = bearer();
-  } catch (const std::exception& e) {
-    return {0, "", e.what()};
-  }
-  return perform(cfg_, token, path, t, true);
+  return authorized([&](const std::string& token) { return perform(cfg_, token, path, t, true); });
 }
 
 }  // namespace kvlb::k8s

@@ -88,6 +88,8 @@ class KubeClient {
 
  private:
   std::string bearer() const;
+  // Runs `run` with the bearer token, or answers the token file's error.
+  KubeResponse authorized(const std::function<KubeResponse(const std::string& token)>& run) const;
   KubeConfig cfg_;
 };
 
