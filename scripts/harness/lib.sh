@@ -218,6 +218,36 @@ harness_run_in_cgroup() {
     "$ns" "$HARNESS_CGROUP" _ "$@"
 }
 
+# harness_kube_api NS BUILD [API double arguments...]: the strict Kubernetes API
+# test double on 127.0.0.1:6443 in namespace NS, over TLS: a CA made for this run
+# ($HARNESS_DIR/ca.crt) and a server certificate for 127.0.0.1; the double's
+# valid token in $HARNESS_DIR/api-token, a client's token file in
+# $HARNESS_DIR/token (both "token-one"; rotate by rewriting them). Then
+# `harness_api METHOD PATH [BODY]` is its test control and `harness_kget PATH`
+# an authenticated read, as a client would do it.
+harness_kube_api() {
+  local ns=$1 build=$2 d=$HARNESS_DIR
+  shift 2
+  HARNESS_API_NS=$ns
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$d/ca.key" -out "$d/ca.crt" -subj /CN=kvlb-test-ca -days 1 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -keyout "$d/srv.key" -out "$d/srv.csr" -subj /CN=kube-apiserver 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1\n' >"$d/san.ext"
+  openssl x509 -req -in "$d/srv.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial -out "$d/srv.crt" \
+    -days 1 -extfile "$d/san.ext" 2>/dev/null
+  echo "token-one" >"$d/api-token"
+  echo "token-one" >"$d/token"
+  harness_spawn "$ns" "$d/api.log" "$build/tests/k8s/kube-api-double" --port 6443 --cert "$d/srv.crt" \
+    --key "$d/srv.key" --token-file "$d/api-token" "$@" >/dev/null
+}
+harness_api() {  # METHOD PATH [BODY]
+  nsenter --net="/run/netns/$HARNESS_API_NS" curl -sf --cacert "$HARNESS_DIR/ca.crt" -X "$1" \
+    -H "X-Kvlb-Test-Control: yes" "https://127.0.0.1:6443$2" ${3:+-d "$3"}
+}
+harness_kget() {  # PATH
+  nsenter --net="/run/netns/$HARNESS_API_NS" curl -sf --cacert "$HARNESS_DIR/ca.crt" \
+    -H "Authorization: Bearer $(cat "$HARNESS_DIR/token")" "https://127.0.0.1:6443$1"
+}
+
 # harness_wait_for DESCRIPTION TIMEOUT_S CMD...: polls CMD until it succeeds.
 harness_wait_for() {
   local what=$1 timeout=$2 start

@@ -46,22 +46,9 @@ harness_topology autoscale "$SLOTS"
 C=$(harness_ns c)
 VIP=$(harness_vip 0)
 D=$HARNESS_DIR
-openssl req -x509 -newkey rsa:2048 -nodes -keyout "$D/ca.key" -out "$D/ca.crt" -subj /CN=kvlb-test-ca -days 1 2>/dev/null
-openssl req -newkey rsa:2048 -nodes -keyout "$D/srv.key" -out "$D/srv.csr" -subj /CN=kube-apiserver 2>/dev/null
-printf 'subjectAltName=IP:127.0.0.1\n' >"$D/san.ext"
-openssl x509 -req -in "$D/srv.csr" -CA "$D/ca.crt" -CAkey "$D/ca.key" -CAcreateserial -out "$D/srv.crt" -days 1 -extfile "$D/san.ext" 2>/dev/null
-echo "token-one" >"$D/api-token"
-echo "token-one" >"$D/token"
-harness_spawn "$C" "$D/api.log" "$BUILD/tests/k8s/kube-api-double" --port 6443 --cert "$D/srv.crt" --key "$D/srv.key" \
-  --token-file "$D/api-token" --bookmark-ms 500 >/dev/null
-api() {  # METHOD PATH [BODY]: the double's test control
-  nsenter --net="/run/netns/$C" curl -sf --cacert "$D/ca.crt" -X "$1" -H "X-Kvlb-Test-Control: yes" \
-    "https://$API$2" ${3:+-d "$3"}
-}
-kget() {  # PATH: an authenticated read through the API, as a client would
-  nsenter --net="/run/netns/$C" curl -sf --cacert "$D/ca.crt" -H "Authorization: Bearer $(cat "$D/token")" \
-    "https://$API$1"
-}
+harness_kube_api "$C" "$BUILD" --bookmark-ms 500
+api() { harness_api "$@"; }  # METHOD PATH [BODY]: the double's test control
+kget() { harness_kget "$@"; }  # PATH: an authenticated read, as a client would
 harness_wait_for "API double" 20 api GET /_test/requests || fail "the API double did not start"
 api PUT /_test/deployments/default/llm '{"spec":{"replicas":1,"selector":{"matchLabels":{"app":"llm"}},"template":{"metadata":{"labels":{"app":"llm"}}}}}' >/dev/null
 api PUT /_test/services/default/llm "{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{\"name\":\"llm\",\"namespace\":\"default\"},\"spec\":{\"clusterIP\":\"$VIP\",\"ports\":[{\"name\":\"http\",\"port\":$PORT,\"protocol\":\"TCP\"}]}}" >/dev/null
