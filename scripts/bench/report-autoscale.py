@@ -8,8 +8,9 @@ controller's pod lifecycle). Prints a Markdown table and writes results.json:
   p99_ttft   99th percentile TTFT of the answered requests, s
   replica_s  replica-seconds: each pod from its creation to its deletion,
              clipped to the policy's run (from its first arrival to its last answer)
-  recovery   from the step (segment 2's start) to the first request after which
-             every request sent in the next 10 s meets the SLO, s
+  recovery   from the step (segment 2's start) to the SLO restored after its
+             first breach: the first request after that breach from which every
+             request sent in the next 10 s meets the SLO, s (0: never breached)
   reversals  direction changes of the Deployment's spec.replicas during the run
   failed     requests with an error or cut
 Standard library only.
@@ -85,8 +86,14 @@ def reversals(events, t0, t1):
 
 
 def recovery(reqs, step):
+    """From the step to the SLO restored after its first breach: 0 when no
+    request after the step missed it; nan when it never held again."""
     after = [(t, ttft) for t, ttft in reqs if t >= step]
-    for i, (t, _) in enumerate(after):
+    miss = next((i for i, (_, tt) in enumerate(after) if tt is None or tt >= SLO_S), None)
+    if miss is None:
+        return 0.0
+    for i in range(miss + 1, len(after)):
+        t = after[i][0]
         window = [x for x in after[i:] if x[0] < t + RECOVERY_HOLD_S]
         if window and all(tt is not None and tt < SLO_S for _, tt in window):
             return t - step
