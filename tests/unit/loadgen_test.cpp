@@ -135,6 +135,16 @@ TEST(Report, MetricsFromTimestampsAndWarmupAndErrors) {
   EXPECT_EQ(s["per_replica"]["r3"], 1);
 }
 
+TEST(Client, ClientsTakeRequestsInTurn) {
+  auto parts = split_round_robin(7, 3);
+  ASSERT_EQ(parts.size(), 3u);
+  EXPECT_EQ(parts[0], (std::vector<size_t>{0, 3, 6}));
+  EXPECT_EQ(parts[1], (std::vector<size_t>{1, 4}));
+  EXPECT_EQ(parts[2], (std::vector<size_t>{2, 5}));
+  EXPECT_EQ(split_round_robin(2, 4)[3].size(), 0u);
+  EXPECT_THROW(split_round_robin(3, 0), std::invalid_argument);
+}
+
 TEST(Client, RequestBodyFixesTheOutputLength) {
   ClientConfig c;
   RequestSpec s{7, 42, std::nullopt};

@@ -6,6 +6,8 @@
 #include <deque>
 #include <memory>
 #include <stdexcept>
+#include <thread>
+#include <vector>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -158,7 +160,7 @@ std::vector<RequestResult> LoadClient::run_impl(const std::vector<RequestSpec>& 
 
   std::vector<RequestResult> results(specs.size());
   std::vector<std::unique_ptr<Transfer>> live;
-  const auto t0 = Clock::now();
+  const auto t0 = cfg_.start.value_or(Clock::now());
   auto now = [&] { return std::chrono::duration<double>(Clock::now() - t0).count(); };
   size_t next = 0, done = 0, errors = 0, inflight = 0;
   double next_progress = progress_every_;
@@ -300,6 +302,52 @@ std::vector<RequestResult> LoadClient::run_impl(const std::vector<RequestSpec>& 
   }
   if (progress_) progress_(Progress{now(), next, done, inflight, errors});
   return results;
+}
+
+std::vector<std::vector<size_t>> split_round_robin(size_t n, uint32_t k) {
+  if (k == 0) throw std::invalid_argument("at least one client");
+  std::vector<std::vector<size_t>> out(k);
+  for (size_t i = 0; i < n; ++i) out[i % k].push_back(i);
+  return out;
+}
+
+std::vector<RequestResult> run_clients(ClientConfig c, uint32_t k,
+                                       const std::vector<RequestSpec>& specs,
+                                       const std::vector<double>& offsets) {
+  if (offsets.size() != specs.size()) throw std::invalid_argument("one offset per request");
+  const auto parts = split_round_robin(specs.size(), k);
+  c.start = Clock::now();
+  std::vector<std::vector<RequestResult>> per(k);
+  std::vector<std::string> errors(k);
+  {
+    std::vector<std::jthread> threads;
+    for (uint32_t j = 0; j < k; ++j) {
+      threads.emplace_back([&, j] {
+        try {
+          std::vector<RequestSpec> s;
+          std::vector<double> o;
+          for (size_t i : parts[j]) {
+            s.push_back(specs[i]);
+            o.push_back(offsets[i]);
+          }
+          LoadClient client(c);
+          per[j] = client.run(s, o);
+        } catch (const std::exception& e) {
+          errors[j] = e.what();
+        }
+      });
+    }
+  }
+  for (const auto& e : errors)
+    if (!e.empty()) throw std::runtime_error(e);
+  std::vector<RequestResult> out(specs.size());
+  for (uint32_t j = 0; j < k; ++j) {
+    for (size_t n = 0; n < parts[j].size(); ++n) {
+      out[parts[j][n]] = std::move(per[j][n]);
+      out[parts[j][n]].index = parts[j][n];
+    }
+  }
+  return out;
 }
 
 }  // namespace kvlb::loadgen

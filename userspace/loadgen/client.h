@@ -12,6 +12,7 @@
 // tpot = e2e / output.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -38,6 +39,9 @@ struct ClientConfig {
   // Open loop: after the last arrival, wait at most this long, then cut what is
   // still running (< 0: wait for everything).
   double drain_s = -1;
+  // Time 0 of the run (default: when run() starts). Clients that share one
+  // schedule (kvlb-loadgen --clients) share their start.
+  std::optional<std::chrono::steady_clock::time_point> start;
 };
 
 struct RequestResult {
@@ -93,6 +97,16 @@ class LoadClient {
   std::function<void(const Progress&)> progress_;
   double progress_every_ = 2.0;
 };
+
+// Request i of n goes to client i % k: each client's requests, in order.
+std::vector<std::vector<size_t>> split_round_robin(size_t n, uint32_t k);
+
+// Open loop over k independent clients, each with its own connection pool of
+// c.pool_size (as k SDK users, or k processes of one, run): request i is sent by
+// client i % k at offsets[i] on one shared clock. Results in request order.
+std::vector<RequestResult> run_clients(ClientConfig c, uint32_t k,
+                                       const std::vector<RequestSpec>& specs,
+                                       const std::vector<double>& offsets);
 
 // The request body for one spec.
 std::string request_body(const ClientConfig& c, const RequestSpec& s);

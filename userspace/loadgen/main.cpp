@@ -31,7 +31,7 @@ int main(int argc, char** argv) {
                    targets, model, base_path = "/v1";
   std::string api_key = getenv("OPENAI_API_KEY") ? getenv("OPENAI_API_KEY") : "";
   double rps = 1, burstiness = 1, duration = 0, warmup = 0, timeout = 900, drain = -1;
-  uint32_t concurrency = 0, pool = 100;
+  uint32_t concurrency = 0, pool = 100, clients = 1;
   size_t requests = 0;
   uint64_t seed = 1;
   bool no_stream = false, quiet = false, series = false;
@@ -59,7 +59,11 @@ int main(int argc, char** argv) {
   app.add_option("--seed", seed, "seed for the dataset and the arrivals");
   app.add_option("--connections", connections, "new (a connection per request) or keepalive")
       ->check(CLI::IsMember({"new", "keepalive"}));
-  app.add_option("--pool-size", pool, "keep-alive connections at most");
+  app.add_option("--pool-size", pool, "keep-alive connections at most (per client)");
+  app.add_option("--clients", clients,
+                 "keepalive, open loop: independent clients, each with its own pool, "
+                 "sending requests in turn (as several SDK users do)")
+      ->check(CLI::Range(1u, 1024u));
   app.add_option("--timeout", timeout, "seconds before a request is abandoned");
   app.add_option("--drain", drain,
                  "open loop: after the last arrival wait at most this long, then cut the rest");
@@ -83,6 +87,9 @@ int main(int argc, char** argv) {
   if ((!url.empty()) + (!oracle.empty()) + (!targets.empty()) != 1)
     return fail("give exactly one of --url, --targets and --oracle");
   if (requests == 0 && duration <= 0) return fail("give --requests or --duration");
+  if (clients > 1 &&
+      (connections != "keepalive" || concurrency || !oracle.empty() || !targets.empty()))
+    return fail("--clients needs --connections keepalive, open-loop arrivals and --url");
   if (requests == 0) {
     if (concurrency)
       return fail("--duration needs --rps arrivals; use --requests with --concurrency");
@@ -169,6 +176,8 @@ int main(int argc, char** argv) {
   std::vector<RequestResult> results;
   if (concurrency)
     results = client.run_closed(specs, concurrency);
+  else if (clients > 1)
+    results = run_clients(cc, clients, specs, schedule(ac, specs.size()));
   else
     results = client.run(specs, schedule(ac, specs.size()));
   mon.stop();
@@ -198,6 +207,7 @@ int main(int argc, char** argv) {
                            {"seed", seed},
                            {"connections", connections},
                            {"pool_size", pool},
+                           {"clients", clients},
                            {"drain_s", drain}};
   fmt::print("{}{}", label.empty() ? "" : "== " + label + "\n", summary_table(summary));
   if (!monitor_urls.empty()) {
