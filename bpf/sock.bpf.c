@@ -8,12 +8,16 @@
  *   cgroup/getpeername4, 6      report the VIP as the peer                 peer.bpf.h
  *   sockops                     a balanced connect reached ESTABLISHED     lifecycle.bpf.h
  *   cgroup/sock_release         a balanced socket goes away                lifecycle.bpf.h
+ *   cgroup_skb/ingress          a chunked HTTP response ends on a balanced  response_end.bpf.h
+ *                               socket (keep-alive rebalancing)
  *
  * sockops serves passive health only: with it off, the agent does not load it
- * (autoload off) and nothing attaches there.
+ * (autoload off) and nothing attaches there. The same for the response-end hook
+ * when no service rebalances keep-alive connections.
  */
 #include "lib/lifecycle.bpf.h"
 #include "lib/peer.bpf.h"
+#include "lib/response_end.bpf.h"
 #include "lib/sock_lb.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -50,4 +54,10 @@ SEC("cgroup/sock_release")
 int kvlb_sock_release(struct bpf_sock* ctx) {
   sock_released(ctx);
   return 1;
+}
+
+SEC("cgroup_skb/ingress")
+int kvlb_response_end(struct __sk_buff* skb) {
+  response_end_seen(skb);
+  return 1; /* every packet passes: the hook only watches */
 }

@@ -74,6 +74,9 @@
 #define KVLB_MAP_MAGLEV "kvlb_maglev_v1"
 #define KVLB_MAP_VIPS "kvlb_vip_v1"
 #define KVLB_MAP_GW_STATS "kvlb_gwstat_v1"
+/* Keep-alive rebalancing (bpf/response_end.bpf.c, bpf/rebalance.bpf.c). */
+#define KVLB_MAP_RESPONSE_ENDS "kvlb_resp_v1"
+#define KVLB_MAP_SHED "kvlb_shed_v1"
 #define KVLB_RETIRED_MAPS \
   { "kvlb_svc_v1", "kvlb_slots_v1" }
 /* Links live in a subdirectory of the pin directory, one file per attach point. */
@@ -84,6 +87,7 @@
 #define KVLB_LINK_CONNECT6 "connect6"
 #define KVLB_LINK_GETPEERNAME6 "getpeername6"
 #define KVLB_LINK_SOCKOPS "sockops"
+#define KVLB_LINK_RESPONSE_END "response_end"
 /* The gateway's XDP links: one per interface, "xdp_<ifname>". */
 #define KVLB_LINK_XDP_PREFIX "xdp_"
 
@@ -237,6 +241,38 @@ struct kvlb_sock_state {
  * re-connected without it was a failed connect to its backend. */
 #define KVLB_SOCK_F_ESTABLISHED 1u
 
+/* Keep-alive rebalancing: where the last complete HTTP/1.1 response of a
+ * balanced socket ended, written by the response-end hook when the segment that
+ * ends it arrives, keyed by the socket cookie. The socket is between requests
+ * while nothing was received after rcv_end and nothing sent after snd_nxt. */
+struct kvlb_response_end {
+  __u32 rcv_end; /* sequence number just after the response's last byte */
+  __u32 snd_nxt; /* the socket's snd_nxt when that segment arrived */
+  __u64 at_ns;   /* bpf_ktime_get_ns() then */
+};
+#define KVLB_MAX_RESPONSE_ENDS KVLB_MAX_SOCKETS
+
+/* Why a backend's idle pooled connections are closed (the shed map's value,
+ * per backend id, written by the agent; 0: keep them). */
+enum kvlb_shed_reason {
+  KVLB_SHED_NONE = 0,
+  KVLB_SHED_POOR_CHOICE = 1, /* the service's best backend beats it by the margin */
+  KVLB_SHED_DRAINING = 2,    /* draining: it takes no new connections */
+  KVLB_SHED_REASON_COUNT = 3,
+};
+
+/* What the rebalancing iterator did with one balanced, established socket. */
+enum kvlb_rebalance_verdict {
+  KVLB_RB_CLOSED = 0,          /* idle, to a shed backend: destroyed */
+  KVLB_RB_BACKEND_OK = 1,      /* its backend is still a good choice */
+  KVLB_RB_IN_FLIGHT = 2,       /* bytes unsent, unacknowledged or unread */
+  KVLB_RB_NO_RESPONSE_END = 3, /* no complete response since the last bytes sent */
+  KVLB_RB_TOO_RECENT = 4,      /* the last response ended less than the idle time ago */
+  KVLB_RB_BUDGET = 5,          /* idle, but the run's close budget was spent */
+  KVLB_RB_DESTROY_FAILED = 6,  /* bpf_sock_destroy() refused */
+  KVLB_RB_VERDICT_COUNT = 8,
+};
+
 /* Gateway flow table key: a TCP packet's addresses and ports as they arrive. One
  * flow has two entries: the client's side (client -> VIP) and the backend's
  * (backend -> the gateway's SNAT address and port). */
@@ -288,6 +324,7 @@ KVLB_STATIC_ASSERT(sizeof(struct kvlb_counters) == 40, "kvlb_counters layout");
 KVLB_STATIC_ASSERT(sizeof(struct kvlb_sock_state) == 24, "kvlb_sock_state layout");
 KVLB_STATIC_ASSERT(sizeof(struct kvlb_flow_key) == 40, "kvlb_flow_key layout");
 KVLB_STATIC_ASSERT(sizeof(struct kvlb_flow) == 56, "kvlb_flow layout");
+KVLB_STATIC_ASSERT(sizeof(struct kvlb_response_end) == 16, "kvlb_response_end layout");
 KVLB_STATIC_ASSERT(KVLB_MAGLEV_SIZE >= 64 * KVLB_MAX_SLOTS, "Maglev table per service");
 KVLB_STATIC_ASSERT(KVLB_MAX_CHOICES >= 2, "at least two choices");
 KVLB_STATIC_ASSERT((KVLB_MAX_SLOTS & (KVLB_MAX_SLOTS - 1)) == 0, "slots a power of two");

@@ -25,6 +25,7 @@
 #include "maps.bpf.h"
 #include "counters.bpf.h"
 #include "legacy.bpf.h"
+#include "keepalive_maps.bpf.h"
 
 static __always_inline void sock_established(struct bpf_sock_ops* skops) {
   struct kvlb_sock_state* st;
@@ -52,6 +53,7 @@ static __always_inline void sock_released(struct bpf_sock* ctx) {
   }
   kvlb_account_end(st);
   bpf_map_delete_elem(&kvlb_sock_v2, &cookie);
+  if (cfg_response_ends) bpf_map_delete_elem(&kvlb_resp_v1, &cookie);
 }
 
 #endif /* KVLB_LIFECYCLE_BPF_H */

@@ -52,7 +52,7 @@ nlohmann::json backends_json(const Agent& agent) {
   return arr;
 }
 
-std::string metrics_text(const Agent& agent, const GatewayView* gw) {
+std::string metrics_text(const Agent& agent, const GatewayView* gw, const KeepaliveStats* ka) {
   const auto& cfg_ = agent.config();
   const auto& backends_ = agent.backends();
   const auto& dp_ = agent.maps();
@@ -154,6 +154,39 @@ std::string metrics_text(const Agent& agent, const GatewayView* gw) {
     for (const auto& [ifname, mode] : gw->attachments)
       w.sample("kvlb_gateway_attached", {{"interface", ifname}, {"mode", mode}}, 1.0);
   }
+  if (ka) {
+    w.family("kvlb_keepalive_available",
+             "1 when keep-alive rebalancing runs (0: this kernel cannot close sockets from "
+             "an iterator, see the log).",
+             ExpositionType::Gauge);
+    w.sample("kvlb_keepalive_available", {}, ka->available ? 1.0 : 0.0);
+    w.family("kvlb_keepalive_closed_total",
+             "Idle pooled connections closed, by why their backend was shed.",
+             ExpositionType::Counter);
+    for (size_t i = 1; i < kShedReasonNames.size(); ++i)
+      w.sample("kvlb_keepalive_closed_total", {{"reason", std::string(kShedReasonNames[i])}},
+               static_cast<double>(ka->closed[i]));
+    w.family("kvlb_keepalive_sockets_total",
+             "Balanced connections the rebalancing rounds looked at, by verdict "
+             "(closed, backend_ok, in_flight, no_response_end, too_recent, budget, "
+             "destroy_failed).",
+             ExpositionType::Counter);
+    for (size_t i = 0; i < kRebalanceVerdictNames.size(); ++i)
+      if (!kRebalanceVerdictNames[i].empty())
+        w.sample("kvlb_keepalive_sockets_total",
+                 {{"verdict", std::string(kRebalanceVerdictNames[i])}},
+                 static_cast<double>(ka->verdicts[i]));
+    w.family("kvlb_keepalive_shed_backends",
+             "Backends whose idle pooled connections are being closed (last round).",
+             ExpositionType::Gauge);
+    w.sample("kvlb_keepalive_shed_backends", {}, static_cast<double>(ka->shed_backends));
+    w.family("kvlb_keepalive_rounds_total", "Rebalancing rounds run.", ExpositionType::Counter);
+    w.sample("kvlb_keepalive_rounds_total", {}, static_cast<double>(ka->rounds));
+    w.family("kvlb_keepalive_errors_total",
+             "Network namespaces a round could not walk, and failed rounds.",
+             ExpositionType::Counter);
+    w.sample("kvlb_keepalive_errors_total", {}, static_cast<double>(ka->errors));
+  }
   return w.take();
 }
 
@@ -201,14 +234,15 @@ nlohmann::json gateway_json(const Agent& agent, const GatewayView& gw) {
 }
 
 // The admin API's routes.
-AdminResponse admin_route(Agent& agent, const AdminRequest& r, const GatewayView* gw) {
+AdminResponse admin_route(Agent& agent, const AdminRequest& r, const GatewayView* gw,
+                          const KeepaliveStats* ka) {
   const std::string prefix = "/v1/backends/";
   if (r.method == "GET" && r.target == "/v1/services")
     return {200, "application/json", json_body(services_json(agent))};
   if (r.method == "GET" && r.target == "/v1/backends")
     return {200, "application/json", json_body(backends_json(agent))};
   if (r.method == "GET" && r.target == "/metrics")
-    return {200, "text/plain; version=0.0.4; charset=utf-8", metrics_text(agent, gw)};
+    return {200, "text/plain; version=0.0.4; charset=utf-8", metrics_text(agent, gw, ka)};
   if (r.method == "GET" && r.target == "/v1/gateway") {
     if (!gw)
       return {404, "application/json", json_body({{"error", "the agent is not in gateway mode"}})};

@@ -14,6 +14,7 @@
 
 #include "agent/admin_server.h"
 #include "agent/agent.h"
+#include "agent/keepalive.h"
 
 namespace kvlb::agent {
 
@@ -29,12 +30,15 @@ nlohmann::json gateway_json(const Agent& agent, const GatewayView& gw);
 
 nlohmann::json services_json(const Agent& agent);
 nlohmann::json backends_json(const Agent& agent);
-std::string metrics_text(const Agent& agent, const GatewayView* gw = nullptr);
+// `ka`: keep-alive rebalancing's counters when some service has it on.
+std::string metrics_text(const Agent& agent, const GatewayView* gw = nullptr,
+                         const KeepaliveStats* ka = nullptr);
 // One log line per backend (scores and kernel counters), and the stale count.
 void log_scores(const Agent& agent);
 
 // Serves one request (GET routes render; POST drain/undrain change the agent).
 // `gw`: the gateway's snapshot in gateway mode (GET /v1/gateway), else null.
-AdminResponse admin_route(Agent& agent, const AdminRequest& r, const GatewayView* gw = nullptr);
+AdminResponse admin_route(Agent& agent, const AdminRequest& r, const GatewayView* gw = nullptr,
+                          const KeepaliveStats* ka = nullptr);
 
 }  // namespace kvlb::agent

@@ -76,6 +76,13 @@ T integer(const YAML::Node& n, const std::string& field, T lo, T hi) {
   return static_cast<T>(v);
 }
 
+bool boolean(const YAML::Node& n, const std::string& field) {
+  auto s = scalar(n, field);
+  if (s != "true" && s != "false")
+    throw ConfigError(field, "'" + printable(s, 64) + "' is not true or false");
+  return s == "true";
+}
+
 std::string required_string(const YAML::Node& parent, const std::string& key,
                             const std::string& path) {
   if (!parent[key]) throw ConfigError(join(path, key), "is required");
@@ -120,7 +127,8 @@ BackendConfig parse_backend(const YAML::Node& n, const std::string& path) {
 }
 
 ServiceConfig parse_service(const YAML::Node& n, const std::string& path) {
-  check_keys(n, path, {"name", "vip", "policy", "choices", "backends", "kubernetes"});
+  check_keys(n, path,
+             {"name", "vip", "policy", "choices", "backends", "kubernetes", "keepalive_rebalance"});
   ServiceConfig s;
   s.name = required_string(n, "name", path);
   if (n["vip"] || !n["kubernetes"]) {  // with kubernetes, the Service's ClusterIP by default
@@ -133,6 +141,8 @@ ServiceConfig parse_service(const YAML::Node& n, const std::string& path) {
     s.policy = parse_policy(scalar(n["policy"], join(path, "policy")), join(path, "policy"));
   if (n["choices"])
     s.choices = integer<uint8_t>(n["choices"], join(path, "choices"), 2, KVLB_MAX_CHOICES);
+  if (n["keepalive_rebalance"])
+    s.keepalive_rebalance = boolean(n["keepalive_rebalance"], join(path, "keepalive_rebalance"));
   if (const auto& k = n["kubernetes"]) {
     auto kpath = join(path, "kubernetes");
     check_keys(k, kpath, {"namespace", "service", "port"});

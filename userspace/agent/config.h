@@ -57,6 +57,9 @@ struct ServiceConfig {
   // in the simulator sweep (docs/benchmarks.md); bounded by the backend count.
   uint8_t choices = KVLB_DEFAULT_CHOICES;
   std::vector<BackendConfig> backends;
+  // Keep-alive rebalancing (docs/keepalive.md): close idle pooled connections
+  // to backends that are no longer a good choice. Off until turned on.
+  bool keepalive_rebalance = false;
   // Discovered endpoints left out because the service has more than
   // KVLB_MAX_SLOTS (set by discovery; see backends_from_endpoints).
   size_t dropped_backends = 0;
@@ -72,6 +75,14 @@ struct GatewayConfig {
   uint32_t flows = 0;
   std::chrono::milliseconds idle{}, closing{}, sweep_every{};
   std::vector<std::string> interface_list() const;
+};
+
+// Keep-alive rebalancing's agent-wide settings (the keepalive.* rows of settings.h).
+struct KeepaliveSettings {
+  std::chrono::milliseconds interval{};  // how often a round runs
+  std::chrono::milliseconds idle{};      // a response ended at least this long ago
+  uint32_t margin_milli = 0;             // best backend beats this one by (milli-requests)
+  uint32_t max_closes_per_second = 0;
 };
 
 // The scalar settings' defaults, bounds and meaning are in one table
@@ -101,7 +112,13 @@ struct AgentConfig {
   bool kubernetes_in_cluster = false;
   bool kubernetes_allow_insecure_http = false;
   std::filesystem::path kubeconfig;
+  KeepaliveSettings keepalive;
   std::vector<ServiceConfig> services;
+  bool uses_keepalive_rebalance() const {
+    for (const auto& s : services)
+      if (s.keepalive_rebalance) return true;
+    return false;
+  }
   bool uses_kubernetes() const {
     for (const auto& s : services)
       if (s.kubernetes) return true;

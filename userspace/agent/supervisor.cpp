@@ -14,6 +14,7 @@
 #include "agent/settings.h"
 #include "common/failpoint.h"
 #include "common/fs_mounts.h"
+#include "dataplane/kernel_socket_closer.h"
 
 namespace kvlb::agent {
 namespace {
@@ -153,11 +154,11 @@ int Supervisor::loop() {
   dp_->attach();
   serving_ = true;
   if (!cfg_.admin_socket.empty() || !cfg_.admin_listen.empty()) {
-    admin_ = std::make_unique<AdminServer>(cfg_.admin_socket, cfg_.admin_listen,
-                                           [this](const AdminRequest& r) {
-                                             std::lock_guard lock(mu_);
-                                             return admin_route(*agent_, r, gateway_.get());
-                                           });
+    admin_ = std::make_unique<AdminServer>(
+        cfg_.admin_socket, cfg_.admin_listen, [this](const AdminRequest& r) {
+          std::lock_guard lock(mu_);
+          return admin_route(*agent_, r, gateway_.get(), keepalive_stats());
+        });
     spdlog::info("admin API on {}{}", cfg_.admin_socket.string(),
                  cfg_.admin_listen.empty() ? "" : " and " + cfg_.admin_listen);
   }
@@ -175,6 +176,7 @@ int Supervisor::loop() {
   auto next_log = std::chrono::steady_clock::now() + opts_.log_scores_every;
   auto next_watch = std::chrono::steady_clock::now() + opts_.watch_config_every;
   auto next_sweep = std::chrono::steady_clock::now();
+  auto next_keepalive = std::chrono::steady_clock::now();
   if (cfg_.gateway_mode) gateway_round();
   for (;;) {
     const auto round_start = std::chrono::steady_clock::now();
@@ -184,6 +186,10 @@ int Supervisor::loop() {
     if (cfg_.gateway_mode && now >= next_sweep) {
       next_sweep = now + cfg_.gateway.sweep_every;
       gateway_round();
+    }
+    if (!cfg_.gateway_mode && cfg_.uses_keepalive_rebalance() && now >= next_keepalive) {
+      next_keepalive = now + cfg_.keepalive.interval;
+      keepalive_round();
     }
     if (opts_.log_scores_every.count() > 0 && now >= next_log) {
       std::lock_guard lock(mu_);
@@ -258,6 +264,36 @@ void Supervisor::gateway_round() {
     gateway_ = std::move(view);
   } catch (const std::exception& e) {
     spdlog::error("gateway sweep: {}", e.what());
+  }
+}
+
+void Supervisor::keepalive_round() {
+  std::lock_guard lock(mu_);
+  if (!keepalive_tried_) {
+    keepalive_tried_ = true;
+    try {
+      closer_ = KernelSocketCloser::open(cfg_.pin_dir, dp_->options().cgroup);
+      keepalive_ =
+          std::make_unique<KeepaliveRebalancer>(*closer_, cfg_.keepalive.max_closes_per_second);
+      spdlog::info(
+          "keepalive rebalancing on (every {} ms, idle {} ms, margin {}, at most {} closes/s)",
+          cfg_.keepalive.interval.count(), cfg_.keepalive.idle.count(), cfg_.keepalive.margin_milli,
+          cfg_.keepalive.max_closes_per_second);
+    } catch (const std::exception& e) {
+      keepalive_unavailable_.unavailable_reason = e.what();
+      spdlog::error(
+          "keepalive rebalancing is not available: {}; pooled connections stay where they "
+          "were placed",
+          e.what());
+    }
+  }
+  if (!keepalive_) return;
+  try {
+    keepalive_->round(agent_->config(), *dp_, monotonic_ns(), std::chrono::steady_clock::now());
+  } catch (const std::exception& e) {
+    ++keepalive_->stats().errors;
+    keepalive_->stats().last_error = e.what();
+    spdlog::error("keepalive rebalancing: {}", e.what());
   }
 }
 

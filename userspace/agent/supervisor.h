@@ -19,7 +19,9 @@
 #include "agent/agent.h"
 #include "agent/config.h"
 #include "agent/discovery.h"
+#include "agent/keepalive.h"
 #include "dataplane/dataplane.h"
+#include "dataplane/socket_closer.h"
 
 namespace kvlb::agent {
 
@@ -49,6 +51,13 @@ class Supervisor {
   void scrape_round();
   // Gateway mode: the sweep program, then a fresh snapshot for the admin API.
   void gateway_round();
+  // Keep-alive rebalancing: one round (opens the iterator on first use).
+  void keepalive_round();
+  // For the admin API (under mu_): null while no service rebalances.
+  const KeepaliveStats* keepalive_stats() const {
+    if (keepalive_) return &keepalive_->stats();
+    return keepalive_tried_ ? &keepalive_unavailable_ : nullptr;
+  }
   // Transactional reload; `why` names the trigger in the log.
   void reload(const char* why);
   // Why a new configuration cannot be applied while running ("" when it can).
@@ -64,6 +73,13 @@ class Supervisor {
   std::unique_ptr<AdminServer> admin_;
   std::mutex mu_;  // the Agent: the loop and the admin thread take turns
   bool serving_ = false;
+  // Keep-alive rebalancing (some service has it on): the kernel's closer and
+  // the rounds' logic; its stats are shown with keepalive_tried_ even when the
+  // kernel cannot run it.
+  std::unique_ptr<SocketCloser> closer_;
+  std::unique_ptr<KeepaliveRebalancer> keepalive_;
+  KeepaliveStats keepalive_unavailable_;
+  bool keepalive_tried_ = false;
   std::unique_ptr<GatewayView>
       gateway_;  // gateway mode: the admin API's snapshot (under mu_)  // the data plane balances
                  // (ours, or adopted from a previous agent)

@@ -47,6 +47,7 @@
 #include "common/unique_fd.h"
 #include "dataplane/dataplane.h"
 #include "dataplane/kernel_features.h"
+#include "dataplane/kernel_socket_closer.h"
 
 using namespace kvlb;
 namespace fs = std::filesystem;
@@ -82,6 +83,7 @@ ProgramSettings all_options_on() {
   s.bypass_mark = 1;
   s.host_netns_cookie = 1;
   s.select.fail_threshold = 3;
+  s.response_ends = true;  // keep-alive rebalancing's response-end hook
   // The gateway translates both families: every path of its program is live.
   s.gateway.snat4 = htonl(0xc6336401);  // 198.51.100.1
   s.gateway.snat6 = {htonl(0x20010db8), 0, 0, htonl(1)};
@@ -97,6 +99,9 @@ std::map<std::string, ProgramStats> verify_all() {
         auto& w = worst[p.name];
         if (p.verified_insns >= w.verified_insns) w = p;
       }
+  // Keep-alive rebalancing's iterator: its own object, on kernels that have
+  // bpf_sock_destroy() (the caller reports the others as unsupported).
+  if (socket_closer_unsupported().empty()) worst["kvlb_rebalance"] = KernelSocketCloser::verify();
   return worst;
 }
 
@@ -315,15 +320,23 @@ void smoke(int bench_connections) {
 int main(int argc, char** argv) {
   CLI::App app{"kvlb-bpf-check: load kvlb's BPF programs and report the verifier's work"};
   std::string budget_file, log_level = "warn";
-  bool run_smoke = false;
+  bool run_smoke = false, probe_closer = false;
   int bench_connections = 0;
   app.add_option("--budget", budget_file, "fail when a program needs more than its budget");
   app.add_flag("--smoke", run_smoke, "attach in a private cgroup and balance one connection");
   app.add_option("--bench", bench_connections,
                  "with --smoke: N more connections with BPF statistics on; ns per program run");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error");
+  app.add_flag("--probe-socket-closer", probe_closer,
+               "only say whether this kernel can run keep-alive rebalancing (exit 0) or why "
+               "not (exit 1)");
   CLI11_PARSE(app, argc, argv);
   setup_logging(log_level, "text");
+  if (probe_closer) {
+    const std::string why = socket_closer_unsupported();
+    fmt::print("{}\n", why.empty() ? "keep-alive rebalancing: supported" : why);
+    return why.empty() ? 0 : 1;
+  }
 
   // Signals wait until cleanup is done (nothing here blocks for long).
   sigset_t sigs;
@@ -358,8 +371,11 @@ int main(int argc, char** argv) {
       fmt::print("{:<20} {:>9} {:>8} {:>7.2f} {:>8}  {}\n", name, p.verified_insns, b,
                  100.0 * p.verified_insns / kVerifierLimit, p.insns, verdict);
     }
+    const std::string closer_unsupported = socket_closer_unsupported();
     for (const auto& [name, b] : budget)
-      if (!stats.count(name)) {
+      if (name == "kvlb_rebalance" && !closer_unsupported.empty()) {
+        fmt::print("{:<20} {:>9} {:>8}  not loaded: {}\n", name, "-", b, closer_unsupported);
+      } else if (!stats.count(name)) {
         fmt::print("{:<20} {:>9} {:>8}  NOT LOADED (budgeted, but no such program)\n", name, "-",
                    b);
         ok = false;

@@ -29,6 +29,15 @@ inline constexpr std::array<std::string_view, KVLB_GW_STAT_COUNT> kGatewayStatNa
     "reverse_miss", "snat_busy", "flow_table_full", "closed",
     "expired"};
 
+// Keep-alive rebalancing: why a backend's idle pooled connections are closed
+// (enum kvlb_shed_reason) and what the iterator did with each balanced socket
+// to a shed backend (enum kvlb_rebalance_verdict); "" for unused slots.
+inline constexpr std::array<std::string_view, KVLB_SHED_REASON_COUNT> kShedReasonNames = {
+    "none", "poor_choice", "draining"};
+inline constexpr std::array<std::string_view, KVLB_RB_VERDICT_COUNT> kRebalanceVerdictNames = {
+    "closed",     "backend_ok", "in_flight",     "no_response_end",
+    "too_recent", "budget",     "destroy_failed"};
+
 inline std::string_view policy_name(kvlb_policy p) {
   return p < KVLB_POLICY_COUNT ? kPolicyNames[p] : "unknown";
 }

@@ -145,6 +145,7 @@ struct DataPlane::Impl {
 #undef KVLB_RODATA_
     r->cfg_bypass_mark = settings().bypass_mark;
     r->cfg_host_netns_cookie = settings().host_netns_cookie;
+    r->cfg_response_ends = settings().response_ends ? 1 : 0;
   }
 
   void set_gateway_rodata() {
@@ -297,6 +298,8 @@ struct DataPlane::Impl {
   void check_socket_table_size() {
     check_table_size(KVLB_MAP_SOCKETS, settings().max_sockets, "max_sockets",
                      "the state of every open balanced socket");
+    check_table_size(KVLB_MAP_RESPONSE_ENDS, settings().max_sockets, "max_sockets",
+                     "where the last response of every balanced socket ended");
   }
   void check_table_size(const char* name, uint32_t want, const char* setting, const char* holds) {
     const fs::path pin = opts.pin_dir / name;
@@ -351,6 +354,8 @@ struct DataPlane::Impl {
     }
     if (int err = bpf_map__set_max_entries(skel->maps.kvlb_sock_v2, settings().max_sockets))
       throw_errno(err, "size the socket table");
+    if (int err = bpf_map__set_max_entries(skel->maps.kvlb_resp_v1, settings().max_sockets))
+      throw_errno(err, "size the response-end table");
     if (legacy_sockets)
       if (int err = bpf_map__reuse_fd(skel->maps.kvlb_sock_v1, legacy_sockets.get()))
         throw_errno(err, fmt::format("reuse {}", KVLB_MAP_LEGACY_SOCKETS));
@@ -358,6 +363,9 @@ struct DataPlane::Impl {
     // sockops only feeds passive health: with it off, it is not even loaded,
     // and TCP sockets of the cgroup skip five program runs per connection.
     bpf_program__set_autoload(skel->progs.kvlb_sockops, passive_health());
+    // The response-end hook reads every packet the cgroup receives: only for
+    // keep-alive rebalancing.
+    bpf_program__set_autoload(skel->progs.kvlb_response_end, settings().response_ends);
     if (int err = kvlb_sock__load(skel.get())) throw_libbpf(err, "load the socket LB's programs");
 
     auto& m = skel->maps;
@@ -370,6 +378,8 @@ struct DataPlane::Impl {
     hooks.push_back({KVLB_LINK_GETPEERNAME6, p.kvlb_getpeername6, nullptr, 0, {}});
     hooks.push_back({KVLB_LINK_SOCK_RELEASE, p.kvlb_sock_release, nullptr, 0, {}});
     if (passive_health()) hooks.push_back({KVLB_LINK_SOCKOPS, p.kvlb_sockops, nullptr, 0, {}});
+    if (settings().response_ends)
+      hooks.push_back({KVLB_LINK_RESPONSE_END, p.kvlb_response_end, nullptr, 0, {}});
   }
 
   std::vector<ProgramStats> program_stats() const {
@@ -570,6 +580,7 @@ struct DataPlane::Impl {
     // Past the point of no return: what follows only tidies up.
     if (opts.gateway()) return;
     if (!passive_health()) drop_link(KVLB_LINK_SOCKOPS);
+    if (!settings().response_ends) drop_link(KVLB_LINK_RESPONSE_END);
     retire_old_pins();
   }
 

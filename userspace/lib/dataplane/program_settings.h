@@ -32,7 +32,9 @@ struct ProgramSettings {
   uint32_t bypass_mark = 0;        // sockets with this SO_MARK are never balanced (0: none)
   uint64_t host_netns_cookie = 0;  // balance only this network namespace (0: all)
   uint32_t max_sockets = KVLB_MAX_SOCKETS;  // entries of the socket table
-  GatewaySettings gateway;                  // used by the gateway's programs only
+  // The response-end hook (keep-alive rebalancing on for some service).
+  bool response_ends = false;
+  GatewaySettings gateway;  // used by the gateway's programs only
   bool operator==(const ProgramSettings&) const = default;
 };
 
