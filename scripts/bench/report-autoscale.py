@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""report-autoscale.py OUT_DIR: scripts/bench/autoscale's results, per policy.
+"""report-autoscale.py OUT_DIR [--series DIR]: scripts/bench/autoscale's results, per policy.
 
 Reads OUT_DIR/<policy>/run.json (the segments' wall-clock starts and their
 kvlb-loadgen reports) and OUT_DIR/controller-events.jsonl (the deployment
@@ -13,6 +13,10 @@ controller's pod lifecycle). Prints a Markdown table and writes results.json:
              request sent in the next 10 s meets the SLO, s (0: never breached)
   reversals  direction changes of the Deployment's spec.replicas during the run
   failed     requests with an error or cut
+With --series DIR, also one CSV per policy in DIR, second by second, in the
+columns kvlb-sim autoscale writes (t,rate,spec,existing,starting,ready,serving,
+p99_ttft; p99 TTFT over the last 30 s of requests sent, a failed request
+counting as 60 s), for scripts/bench/autoscale-plot.
 Standard library only.
 """
 import json
@@ -100,8 +104,54 @@ def recovery(reqs, step):
     return float("nan")
 
 
+P99_WINDOW_S = 30.0
+FAILED_TTFT_S = 60.0
+
+
+def series(run, reqs, events, t0, t1):
+    """Rows (t, rate, spec, existing, starting, ready, serving, p99) per second
+    of the run, t from its start."""
+    rows = []
+    segs = run["segments"]
+    for k in range(int(t1 - t0) + 1):
+        t = t0 + k
+        rate = 0.0
+        for seg in segs:
+            if seg["start"] <= t < seg["start"] + seg["seconds"]:
+                rate = seg["rate"]
+        spec, created, ready, gone, terminating = None, set(), set(), set(), set()
+        for e in events:
+            if e["t"] > t:
+                break
+            a, pod = e["action"], e.get("pod")
+            if a == "spec":
+                spec = e["replicas"]
+            elif a == "create":
+                created.add(pod)
+            elif a == "ready":
+                ready.add(pod)
+            elif a == "terminate":
+                terminating.add(pod)
+            elif a in ("delete", "failed"):
+                gone.add(pod)
+        existing = created - gone
+        ready_now = (ready & existing) - terminating
+        starting = existing - ready - terminating
+        window = [tt if tt is not None else FAILED_TTFT_S
+                  for ts, tt in reqs if t - P99_WINDOW_S <= ts <= t]
+        rows.append((k, rate, spec if spec is not None else "", len(existing), len(starting),
+                     len(ready_now), len(ready_now), pct(window, 0.99) if window else ""))
+    return rows
+
+
 def main():
-    out = sys.argv[1]
+    args = sys.argv[1:]
+    series_dir = None
+    if "--series" in args:
+        i = args.index("--series")
+        series_dir = args[i + 1]
+        del args[i:i + 2]
+    out = args[0]
     events = []
     path = os.path.join(out, "controller-events.jsonl")
     if os.path.exists(path):
@@ -134,6 +184,12 @@ def main():
             "failed": sum(1 for _, t in reqs if t is None),
             "duration_s": t1 - t0,
         })
+        if series_dir:
+            os.makedirs(series_dir, exist_ok=True)
+            with open(os.path.join(series_dir, run["policy"] + ".csv"), "w") as f:
+                f.write("t,rate,spec,existing,starting,ready,serving,p99_ttft\n")
+                for row in series(run, reqs, events, t0, t1):
+                    f.write(",".join(str(x) for x in row) + "\n")
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(rows, f, indent=2)
     print("| policy | requests | SLO (TTFT < 2 s) | p99 TTFT s | replica-s | recovery s | reversals | failed |")
