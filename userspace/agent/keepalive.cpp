@@ -104,8 +104,10 @@ void KeepaliveRebalancer::round(const AgentConfig& cfg, const MapStore& maps, ui
   stats_.namespaces = r.namespaces;
   for (const auto& e : r.errors) {
     ++stats_.errors;
+    // Once per distinct error, not once per round (a missing capability
+    // would otherwise fill the log twice a second); the metric counts all.
+    if (e != stats_.last_error) spdlog::warn("keepalive rebalancing: {}", e);
     stats_.last_error = e;
-    spdlog::warn("keepalive rebalancing: {}", e);
   }
   if (r.closed_total())
     spdlog::info(
