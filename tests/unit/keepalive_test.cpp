@@ -203,12 +203,13 @@ TEST(KeepaliveAgent, ConfigTurnsItOnPerServiceWithDefaults) {
   EXPECT_EQ(c.keepalive.idle, std::chrono::milliseconds(250));
   EXPECT_TRUE(program_settings(c, 0).response_ends);
   EXPECT_FALSE(program_settings(config("services: [{name: a, vip: 10.96.0.1:80, backends: "
-                                      "[{address: 10.1.0.1:8000}]}]\n"),
-                               0)
+                                       "[{address: 10.1.0.1:8000}]}]\n"),
+                                0)
                    .response_ends);
   try {
-    config("services: [{name: a, vip: 10.96.0.1:80, keepalive_rebalance: sometimes, backends: "
-           "[{address: 10.1.0.1:8000}]}]\n");
+    config(
+        "services: [{name: a, vip: 10.96.0.1:80, keepalive_rebalance: sometimes, backends: "
+        "[{address: 10.1.0.1:8000}]}]\n");
     ADD_FAILURE() << "accepted";
   } catch (const ConfigError& e) {
     EXPECT_EQ(e.field(), "services[0].keepalive_rebalance");
@@ -243,7 +244,8 @@ TEST(KeepaliveAgent, ABackendSharedWithAServiceThatKeepsItIsNotShed) {
   // with both rebalanced, b keeps it (the iterator sees backends, not services).
   InMemoryMapStore maps;
   std::string both = kServices;
-  both.replace(both.find("vip: 10.96.0.2:80"), 17, "vip: 10.96.0.2:80\n    keepalive_rebalance: true");
+  both.replace(both.find("vip: 10.96.0.2:80"), 17,
+               "vip: 10.96.0.2:80\n    keepalive_rebalance: true");
   Agent a(config(both), maps);
   a.apply_config();
   const uint32_t b1 = id_of(a, "10.1.0.1:8000"), b2 = id_of(a, "10.1.0.2:8000"),

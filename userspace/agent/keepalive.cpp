@@ -18,8 +18,8 @@ extern "C" {
 namespace kvlb::agent {
 
 std::vector<std::pair<uint32_t, uint32_t>> shed_decisions(
-    const MapStore& maps, const std::vector<kvlb_service_key>& services,
-    const kvlb_select_cfg& cfg, uint64_t margin_milli, uint64_t now_ns) {
+    const MapStore& maps, const std::vector<kvlb_service_key>& services, const kvlb_select_cfg& cfg,
+    uint64_t margin_milli, uint64_t now_ns) {
   // A backend listed by several rebalanced services is shed only when every one
   // of them sheds it (the iterator sees the backend, not the service).
   std::map<uint32_t, uint32_t> reason;
@@ -89,8 +89,8 @@ void KeepaliveRebalancer::round(const AgentConfig& cfg, const MapStore& maps, ui
                                 std::chrono::steady_clock::time_point now) {
   budget_.set_rate(cfg.keepalive.max_closes_per_second);
   const auto select = program_settings(cfg, 0).select;
-  const auto shed = shed_decisions(maps, rebalanced_services(cfg), select,
-                                   cfg.keepalive.margin_milli, now_ns);
+  const auto shed =
+      shed_decisions(maps, rebalanced_services(cfg), select, cfg.keepalive.margin_milli, now_ns);
   closer_.set_shed(shed);
   stats_.shed_backends = shed.size();
   ++stats_.rounds;

@@ -28,18 +28,18 @@ struct AgentConfig;
 // (keys in the services map): per service, each backend is compared with the
 // service's best eligible backend, as the kernel would see both now.
 std::vector<std::pair<uint32_t, uint32_t>> shed_decisions(
-    const MapStore& maps, const std::vector<kvlb_service_key>& services,
-    const kvlb_select_cfg& cfg, uint64_t margin_milli, uint64_t now_ns);
+    const MapStore& maps, const std::vector<kvlb_service_key>& services, const kvlb_select_cfg& cfg,
+    uint64_t margin_milli, uint64_t now_ns);
 
 // What rebalancing did since the agent started (the admin API renders it).
 struct KeepaliveStats {
   bool available = false;
   std::string unavailable_reason;  // when not available
   uint64_t rounds = 0;
-  std::array<uint64_t, KVLB_SHED_REASON_COUNT> closed{};       // by reason
-  std::array<uint64_t, KVLB_RB_VERDICT_COUNT> verdicts{};      // sockets seen, by verdict
-  size_t shed_backends = 0;                                    // in the last round
-  size_t namespaces = 0;                                       // visited in the last round
+  std::array<uint64_t, KVLB_SHED_REASON_COUNT> closed{};   // by reason
+  std::array<uint64_t, KVLB_RB_VERDICT_COUNT> verdicts{};  // sockets seen, by verdict
+  size_t shed_backends = 0;                                // in the last round
+  size_t namespaces = 0;                                   // visited in the last round
   uint64_t errors = 0;
   std::string last_error;
 };

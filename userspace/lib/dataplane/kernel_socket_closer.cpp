@@ -77,8 +77,8 @@ std::vector<std::string> cgroup_network_namespaces(const fs::path& cgroup, size_
     }
   };
   visit(cgroup);
-  for (fs::recursive_directory_iterator it(cgroup, fs::directory_options::skip_permission_denied,
-                                           ec),
+  for (fs::recursive_directory_iterator
+           it(cgroup, fs::directory_options::skip_permission_denied, ec),
        end;
        !ec && it != end && out.size() < max; it.increment(ec))
     if (it->is_directory(ec)) visit(it->path());
@@ -145,8 +145,8 @@ ProgramStats KernelSocketCloser::verify() {
   impl.load(nullptr);
   bpf_prog_info info{};
   uint32_t len = sizeof(info);
-  if (int err = bpf_obj_get_info_by_fd(bpf_program__fd(impl.skel->progs.kvlb_rebalance), &info,
-                                       &len))
+  if (int err =
+          bpf_obj_get_info_by_fd(bpf_program__fd(impl.skel->progs.kvlb_rebalance), &info, &len))
     fail(err, "inspect kvlb_rebalance");
   return {"kvlb_rebalance", info.verified_insns,
           info.xlated_prog_len / static_cast<uint32_t>(sizeof(bpf_insn)), info.run_time_ns,
