@@ -2,8 +2,10 @@
 # Balancers of the experiments, each started and stopped the same way, in front
 # of the replicas that lib.sh created (harness_replica 0..N-1):
 #
-#   kvlb-<policy>[:<k>]     kvlb socket LB (connect4 in the client's cgroup), VIP 0,
-#                           comparing k backends (default: the agent's)
+#   kvlb-<policy>[:<k>][+rebalance]
+#                           kvlb socket LB (connect4 in the client's cgroup), VIP 0,
+#                           comparing k backends (default: the agent's); +rebalance:
+#                           keep-alive rebalancing on (docs/keepalive.md)
 #   kvlb-xdp[-<policy>][:<k>][+accept-local][+gso-mtu]
 #                           kvlb's XDP gateway (the agent in gateway mode on the
 #                           gateway host, generic XDP on its veths), VIP 0; the
@@ -48,12 +50,13 @@ _bal_proxy_ns() { harness_ns "$HARNESS_UPSTREAM"; }
 _bal_proxy_addr() { [ "$HARNESS_UPSTREAM" = g ] && harness_gateway_ip || echo 127.0.0.1; }
 
 # kvlb's one service, the replicas as backends (the configuration's tail).
-_bal_kvlb_services() {  # VIP PORT N POLICY CHOICES
+_bal_kvlb_services() {  # VIP PORT N POLICY CHOICES [REBALANCE]
   echo "services:"
   echo "  - name: llm"
   echo "    vip: $1:$2"
   [ -n "$4" ] && echo "    policy: $4"
   [ -n "$5" ] && echo "    choices: $5"
+  [ -n "${6:-}" ] && echo "    keepalive_rebalance: true"
   echo "    backends:"
   _bal_backends "$3" "$2" | sed 's/^/      - address: /'
 }
@@ -127,8 +130,12 @@ balancer_start() {
       BAL_CGROUP=0
       ;;
     kvlb-*)
-      # kvlb-<policy>[:<choices>]
-      local policy=${name#kvlb-} choices=${KVLB_CHOICES:-}
+      # kvlb-<policy>[:<choices>][+rebalance]
+      local policy=${name#kvlb-} choices=${KVLB_CHOICES:-} rebalance=""
+      if [[ $policy == *+rebalance ]]; then
+        rebalance=1
+        policy=${policy%+rebalance}
+      fi
       if [[ $policy == *:* ]]; then
         choices=${policy#*:}
         policy=${policy%%:*}
@@ -139,7 +146,7 @@ balancer_start() {
         echo "pin_dir: $HARNESS_BPFFS/kvlb"
         echo "scrape_interval: ${KVLB_SCRAPE_INTERVAL:-50ms}"
         echo "admin: {socket: $HARNESS_DIR/kvlb.sock}"
-        _bal_kvlb_services "$(harness_vip 0)" "$port" "$n" "$policy" "$choices"
+        _bal_kvlb_services "$(harness_vip 0)" "$port" "$n" "$policy" "$choices" "$rebalance"
       } >"$HARNESS_DIR/kvlb.yaml"
       _bal_kvlb_spawn "$c" kvlb "kvlb-$policy" || return 1
       sleep 0.3  # a few scrape rounds: scores in place
@@ -287,6 +294,6 @@ balancer_virtual() {
       policy=${spec#-}
       echo "kvlb-${policy:-p2c-queue-kv}$choices"
       ;;
-    *) echo "$name" ;;
+    *) echo "${name%+rebalance}" ;;  # kvlb-sim opens a connection per request
   esac
 }
