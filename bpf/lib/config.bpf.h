@@ -21,9 +21,6 @@ const volatile __u32 cfg_bypass_mark = 0;
 /* When non-zero, only sockets of this network namespace (the host's) are
  * balanced: pods in their own namespaces connect to VIPs unchanged. */
 const volatile __u64 cfg_host_netns_cookie = 0;
-/* The response-end hook is attached (keep-alive rebalancing on for some
- * service): sock_release also removes the socket's response-end entry. */
-const volatile __u32 cfg_response_ends = 0;
 /* errno returned by connect() to a VIP with no eligible backend. */
 const volatile __u32 cfg_no_backend_errno = 111; /* ECONNREFUSED, as kube-proxy's REJECT */
 

@@ -45,13 +45,28 @@ KVLB_INLINE enum kvlb_rebalance_verdict kvlb_idle_verdict(const struct kvlb_sock
 
 /* The last bytes of a chunked HTTP/1.1 message: the CRLF that ends the last
  * data chunk (or the headers), the zero-size last chunk, the empty trailer. A
- * segment whose payload ends with them completes a response. */
-#define KVLB_CHUNKED_END "\r\n0\r\n\r\n"
+ * segment whose payload ends with them completes a response; so does a segment
+ * that is the last chunk alone (uvicorn, under vLLM and SGLang, writes it on
+ * its own after the data, and with TCP_NODELAY it travels alone). */
 #define KVLB_CHUNKED_END_LEN 7
+#define KVLB_LAST_CHUNK_LEN 5
 
 KVLB_INLINE int kvlb_is_chunked_end(const unsigned char* tail) {
   return tail[0] == '\r' && tail[1] == '\n' && tail[2] == '0' && tail[3] == '\r' &&
          tail[4] == '\n' && tail[5] == '\r' && tail[6] == '\n';
+}
+
+KVLB_INLINE int kvlb_is_last_chunk(const unsigned char* p) {
+  return p[0] == '0' && p[1] == '\r' && p[2] == '\n' && p[3] == '\r' && p[4] == '\n';
+}
+
+/* The segment ending at sequence number `end` brings bytes the socket has not
+ * received yet (rcv_nxt: the next one it expects). A retransmitted or
+ * duplicated last segment does not: recording it again would stamp the
+ * response end with a snd_nxt taken after the next request went out, and that
+ * request would look finished. */
+KVLB_INLINE int kvlb_brings_new_data(__u32 end, __u32 rcv_nxt) {
+  return (__s32)(end - rcv_nxt) > 0;
 }
 
 #endif /* KVLB_IDLE_H */

@@ -53,7 +53,9 @@ static __always_inline void sock_released(struct bpf_sock* ctx) {
   }
   kvlb_account_end(st);
   bpf_map_delete_elem(&kvlb_sock_v2, &cookie);
-  if (cfg_response_ends) bpf_map_delete_elem(&kvlb_resp_v1, &cookie);
+  /* Unconditionally: entries written while the response-end hook was on must
+   * go with their sockets after a reload turned it off. */
+  bpf_map_delete_elem(&kvlb_resp_v1, &cookie);
 }
 
 #endif /* KVLB_LIFECYCLE_BPF_H */

@@ -48,8 +48,17 @@ static __always_inline int response_end_tcp(struct __sk_buff* skb, __u32* seq) {
   return (int)(l4 + (tcp[12] >> 4) * 4);
 }
 
-static __always_inline void response_end_seen(struct __sk_buff* skb) {
+/* The payload (from `off` to `len`) ends a chunked response. */
+static __always_inline int response_end_payload(struct __sk_buff* skb, __u32 off, __u32 len) {
   unsigned char tail[KVLB_CHUNKED_END_LEN];
+  if (len == off + KVLB_LAST_CHUNK_LEN)
+    return !bpf_skb_load_bytes(skb, off, tail, KVLB_LAST_CHUNK_LEN) && kvlb_is_last_chunk(tail);
+  if (len < off + KVLB_CHUNKED_END_LEN) return 0;
+  return !bpf_skb_load_bytes(skb, len - KVLB_CHUNKED_END_LEN, tail, sizeof(tail)) &&
+         kvlb_is_chunked_end(tail);
+}
+
+static __always_inline void response_end_seen(struct __sk_buff* skb) {
   struct kvlb_response_end end = {};
   struct bpf_tcp_sock* tp;
   struct bpf_sock* sk;
@@ -57,9 +66,7 @@ static __always_inline void response_end_seen(struct __sk_buff* skb) {
   __u32 seq = 0, len = skb->len;
   int off = response_end_tcp(skb, &seq);
 
-  if (off < 0 || len < (__u32)off + KVLB_CHUNKED_END_LEN) return;
-  if (bpf_skb_load_bytes(skb, len - KVLB_CHUNKED_END_LEN, tail, sizeof(tail))) return;
-  if (!kvlb_is_chunked_end(tail)) return;
+  if (off < 0 || !response_end_payload(skb, (__u32)off, len)) return;
   sk = skb->sk;
   if (!sk) return;
   sk = bpf_sk_fullsock(sk);
@@ -69,6 +76,9 @@ static __always_inline void response_end_seen(struct __sk_buff* skb) {
   tp = bpf_tcp_sock(sk);
   if (!tp) return;
   end.rcv_end = seq + (len - (__u32)off);
+  /* The hook runs before TCP has looked at the segment: a duplicate must not
+   * refresh the record. */
+  if (!kvlb_brings_new_data(end.rcv_end, tp->rcv_nxt)) return;
   end.snd_nxt = tp->snd_nxt;
   end.at_ns = bpf_ktime_get_ns();
   bpf_map_update_elem(&kvlb_resp_v1, &cookie, &end, BPF_ANY);

@@ -39,15 +39,22 @@ KVLB_INLINE __u32 kvlb_shed_reason(__u8 policy, const struct kvlb_view* b,
                                    const struct kvlb_view* best, __u32 draining,
                                    __u64 margin_milli) {
   int on_inflight;
+  __u64 need;
+  /* Nowhere better to go: closing would only make the client reconnect to b,
+   * or be refused (a draining backend that is the last one standing). */
+  if (!best || !best->eligible || best->backend_id == b->backend_id) return KVLB_SHED_NONE;
   if (draining) return KVLB_SHED_DRAINING;
   /* Random balances nothing to re-balance towards; a backend that is down or
    * cooling has its own handling (its connections fail or are refused). */
-  if (policy == KVLB_POLICY_RANDOM || !b->eligible || b->cooling || !best || !best->eligible ||
-      best->backend_id == b->backend_id)
-    return KVLB_SHED_NONE;
-  on_inflight = b->stale || best->stale;
+  if (policy == KVLB_POLICY_RANDOM || !b->eligible || b->cooling) return KVLB_SHED_NONE;
+  on_inflight = policy == KVLB_POLICY_LEAST_INFLIGHT || b->stale || best->stale;
+  need = margin_milli;
+  /* On in-flight counts the move itself changes the loads: b loses the
+   * connection and the best gains it (1,000 each). Without this, two backends
+   * at 2 and 1 pooled connections would trade one back and forth forever. */
+  if (on_inflight) need += 2000;
   if (kvlb_policy_load(policy, b, on_inflight) >=
-      kvlb_policy_load(policy, best, on_inflight) + margin_milli)
+      kvlb_policy_load(policy, best, on_inflight) + need)
     return KVLB_SHED_POOR_CHOICE;
   return KVLB_SHED_NONE;
 }

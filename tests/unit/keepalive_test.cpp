@@ -73,12 +73,24 @@ TEST(IdleRule, BytesAfterTheResponseEndOrNoEndSeen) {
 }
 
 TEST(IdleRule, SequenceNumbersWrap) {
+  // The request crossed 2^32 on the sending side, the response on the receiving.
   Idle c;
-  c.s = {5, 5, 5, 7, 7, 1500 * kMs, &c.end};
-  c.end = {7, 5, 1000 * kMs};
+  c.end = {0x10, 0x5, 1000 * kMs};
+  c.s = {0x5, 0x5, 0x5, 0x10, 0x10, 1500 * kMs, &c.end};
   EXPECT_EQ(kvlb_idle_verdict(&c.s, 0), KVLB_RB_CLOSED);
-  c.s.rcv_nxt = c.s.copied_seq = 0xfffffff0u;  // not the end's sequence
+  c.s.write_seq = c.s.snd_nxt = c.s.snd_una = 0x30;  // the next request, acknowledged
   EXPECT_EQ(kvlb_idle_verdict(&c.s, 0), KVLB_RB_NO_RESPONSE_END);
+}
+
+TEST(IdleRule, OnlyASegmentWithNewBytesRecordsAResponseEnd) {
+  // A retransmitted last segment arrives after the next request went out: it
+  // must not stamp the old end with the new snd_nxt (the hook runs before TCP
+  // discards the duplicate).
+  EXPECT_TRUE(kvlb_brings_new_data(2000, 1990));
+  EXPECT_FALSE(kvlb_brings_new_data(2000, 2000));        // a duplicate of the last bytes
+  EXPECT_FALSE(kvlb_brings_new_data(1500, 2000));        // an old segment
+  EXPECT_TRUE(kvlb_brings_new_data(0x10, 0xfffffff0u));  // across the wrap
+  EXPECT_FALSE(kvlb_brings_new_data(0xfffffff0u, 0x10));
 }
 
 TEST(IdleRule, AResponseEndFromTheFutureIsRecent) {
@@ -88,9 +100,13 @@ TEST(IdleRule, AResponseEndFromTheFutureIsRecent) {
 }
 
 TEST(IdleRule, ChunkedTerminator) {
-  EXPECT_TRUE(kvlb_is_chunked_end(reinterpret_cast<const unsigned char*>("\r\n0\r\n\r\n")));
-  EXPECT_FALSE(kvlb_is_chunked_end(reinterpret_cast<const unsigned char*>("\n\n0\r\n\r\n")));
-  EXPECT_FALSE(kvlb_is_chunked_end(reinterpret_cast<const unsigned char*>("\r\n10\r\n\r")));
+  auto u = [](const char* p) { return reinterpret_cast<const unsigned char*>(p); };
+  EXPECT_TRUE(kvlb_is_chunked_end(u("\r\n0\r\n\r\n")));
+  EXPECT_FALSE(kvlb_is_chunked_end(u("\n\n0\r\n\r\n")));
+  EXPECT_FALSE(kvlb_is_chunked_end(u("\r\n10\r\n\r")));
+  // uvicorn's last chunk, written on its own.
+  EXPECT_TRUE(kvlb_is_last_chunk(u("0\r\n\r\n")));
+  EXPECT_FALSE(kvlb_is_last_chunk(u("a\r\n\r\n")));
 }
 
 namespace {
@@ -118,18 +134,33 @@ TEST(ShedRule, ByTheMarginOnThePolicysLoad) {
   EXPECT_EQ(kvlb_shed_reason(KVLB_POLICY_P2C_KV, &kv_hi, &best, 0, 1000), KVLB_SHED_POOR_CHOICE);
   auto kv_mid = view(2, 0, 700);
   EXPECT_EQ(kvlb_shed_reason(KVLB_POLICY_P2C_KV, &kv_mid, &best, 0, 1000), KVLB_SHED_NONE);
-  // least-inflight, or a stale score: connections in flight.
-  auto busy = view(2, 0, 0, 3), calm = view(1, 5, 900, 1);
-  EXPECT_EQ(kvlb_shed_reason(KVLB_POLICY_LEAST_INFLIGHT, &busy, &calm, 0, 2000),
+  // least-inflight, or a stale score: connections in flight, and a move
+  // changes both counts, so b must lead by the margin plus two.
+  auto busy = view(2, 0, 0, 4), calm = view(1, 5, 900, 1);
+  EXPECT_EQ(kvlb_shed_reason(KVLB_POLICY_LEAST_INFLIGHT, &busy, &calm, 0, 1000),
             KVLB_SHED_POOR_CHOICE);
+  busy.inflight = 3;  // 3 against 1: moving one makes it 2 against 2 - no gain worth a close
+  EXPECT_EQ(kvlb_shed_reason(KVLB_POLICY_LEAST_INFLIGHT, &busy, &calm, 0, 1000), KVLB_SHED_NONE);
+  auto two = view(2, 0, 0, 2), one = view(1, 0, 0, 1);  // the best split of 3: never churned
+  EXPECT_EQ(kvlb_shed_reason(KVLB_POLICY_LEAST_INFLIGHT, &two, &one, 0, 100), KVLB_SHED_NONE);
+  busy.inflight = 4;
   busy.stale = 1;
-  EXPECT_EQ(kvlb_shed_reason(KVLB_POLICY_P2C_QUEUE_KV, &busy, &calm, 0, 2000),
+  EXPECT_EQ(kvlb_shed_reason(KVLB_POLICY_P2C_QUEUE_KV, &busy, &calm, 0, 1000),
             KVLB_SHED_POOR_CHOICE);
 }
 
-TEST(ShedRule, DrainingAlwaysNeverTheBestRandomOrIneligible) {
+TEST(ShedRule, DrainingWhenThereIsBetterNeverTheBestRandomOrIneligible) {
   auto best = view(1, 0, 0), b = view(2, 9, 900);
-  EXPECT_EQ(kvlb_shed_reason(KVLB_POLICY_P2C_QUEUE_KV, &best, &best, 1, 1000), KVLB_SHED_DRAINING);
+  auto drained = view(2, 0, 0);
+  drained.eligible = 0;  // draining: no new connections
+  EXPECT_EQ(kvlb_shed_reason(KVLB_POLICY_P2C_QUEUE_KV, &drained, &best, 1, 1000),
+            KVLB_SHED_DRAINING);
+  // The last one standing: closing would only get the client refused.
+  auto none = view(1, 0, 0);
+  none.eligible = 0;
+  EXPECT_EQ(kvlb_shed_reason(KVLB_POLICY_P2C_QUEUE_KV, &drained, &none, 1, 1000), KVLB_SHED_NONE);
+  EXPECT_EQ(kvlb_shed_reason(KVLB_POLICY_P2C_QUEUE_KV, &drained, &drained, 1, 1000),
+            KVLB_SHED_NONE);
   EXPECT_EQ(kvlb_shed_reason(KVLB_POLICY_P2C_QUEUE_KV, &best, &best, 0, 0), KVLB_SHED_NONE);
   EXPECT_EQ(kvlb_shed_reason(KVLB_POLICY_RANDOM, &b, &best, 0, 1000), KVLB_SHED_NONE);
   b.eligible = 0;  // down: its connections fail on their own
@@ -258,6 +289,41 @@ TEST(KeepaliveAgent, ABackendSharedWithAServiceThatKeepsItIsNotShed) {
   auto shed = shed_decisions(maps, rebalanced_services(cfg), program_settings(cfg, 0).select,
                              cfg.keepalive.margin_milli, kNow);
   EXPECT_EQ(shed, (std::vector<std::pair<uint32_t, uint32_t>>{{b4, KVLB_SHED_POOR_CHOICE}}));
+}
+
+TEST(KeepaliveAgent, AServiceWithoutRebalancingKeepsTheBackendsItShares) {
+  // 10.1.0.3 is the worst of service a (rebalanced) and also in service b (not):
+  // its connections through b's VIP are not ours to close, and the iterator
+  // sees the backend only, so it is not shed at all.
+  InMemoryMapStore maps;
+  Agent a(config(kServices), maps);
+  a.apply_config();
+  const uint32_t b1 = id_of(a, "10.1.0.1:8000"), b2 = id_of(a, "10.1.0.2:8000"),
+                 b3 = id_of(a, "10.1.0.3:8000");
+  score(maps, b1, 0, 0, kNow);
+  score(maps, b2, 0, 0, kNow);
+  score(maps, b3, 5, 0, kNow);
+  const auto cfg = a.config();
+  EXPECT_TRUE(shed_decisions(maps, rebalanced_services(cfg), program_settings(cfg, 0).select,
+                             cfg.keepalive.margin_milli, kNow)
+                  .empty());
+}
+
+TEST(KeepaliveAgent, ConfigRejectsItInGatewayModeAndAMarginOfZero) {
+  try {
+    parse_config(
+        "mode: gateway\ngateway: {interfaces: eth0, snat_ipv4: 192.0.2.1}\nservices: [{name: a, "
+        "vip: 10.96.0.1:80, keepalive_rebalance: true, backends: [{address: 10.1.0.1:8000}]}]\n");
+    ADD_FAILURE() << "accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.field(), "services[0].keepalive_rebalance");
+  }
+  try {
+    config(kServices + std::string("keepalive: {margin: 0}\n"));
+    ADD_FAILURE() << "accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.field(), "keepalive.margin");
+  }
 }
 
 TEST(KeepaliveAgent, BudgetIsATokenBucketOfOneSecond) {

@@ -166,20 +166,24 @@ std::string metrics_text(const Agent& agent, const GatewayView* gw, const Keepal
     for (size_t i = 1; i < kShedReasonNames.size(); ++i)
       w.sample("kvlb_keepalive_closed_total", {{"reason", std::string(kShedReasonNames[i])}},
                static_cast<double>(ka->closed[i]));
-    w.family("kvlb_keepalive_sockets_total",
-             "Balanced connections the rebalancing rounds looked at, by verdict "
-             "(closed, backend_ok, in_flight, no_response_end, too_recent, budget, "
-             "destroy_failed).",
+    w.family("kvlb_keepalive_socket_visits_total",
+             "Balanced connections the rebalancing rounds looked at, one count per round "
+             "and connection, by verdict (closed, backend_ok, in_flight, no_response_end, "
+             "too_recent, budget, destroy_failed).",
              ExpositionType::Counter);
     for (size_t i = 0; i < kRebalanceVerdictNames.size(); ++i)
       if (!kRebalanceVerdictNames[i].empty())
-        w.sample("kvlb_keepalive_sockets_total",
+        w.sample("kvlb_keepalive_socket_visits_total",
                  {{"verdict", std::string(kRebalanceVerdictNames[i])}},
                  static_cast<double>(ka->verdicts[i]));
     w.family("kvlb_keepalive_shed_backends",
              "Backends whose idle pooled connections are being closed (last round).",
              ExpositionType::Gauge);
     w.sample("kvlb_keepalive_shed_backends", {}, static_cast<double>(ka->shed_backends));
+    w.family("kvlb_keepalive_namespaces",
+             "Network namespaces with balanced clients the last walking round visited.",
+             ExpositionType::Gauge);
+    w.sample("kvlb_keepalive_namespaces", {}, static_cast<double>(ka->namespaces));
     w.family("kvlb_keepalive_rounds_total", "Rebalancing rounds run.", ExpositionType::Counter);
     w.sample("kvlb_keepalive_rounds_total", {}, static_cast<double>(ka->rounds));
     w.family("kvlb_keepalive_errors_total",

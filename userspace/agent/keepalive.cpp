@@ -1,7 +1,9 @@
 #include "agent/keepalive.h"
 
 #include <algorithm>
+#include <cstring>
 #include <map>
+#include <set>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -20,31 +22,39 @@ namespace kvlb::agent {
 std::vector<std::pair<uint32_t, uint32_t>> shed_decisions(
     const MapStore& maps, const std::vector<kvlb_service_key>& services, const kvlb_select_cfg& cfg,
     uint64_t margin_milli, uint64_t now_ns) {
-  // A backend listed by several rebalanced services is shed only when every one
-  // of them sheds it (the iterator sees the backend, not the service).
+  // The iterator sees backends, not services: a backend is shed only when every
+  // service that lists it sheds it, and a service without rebalancing keeps all
+  // of its backends (its pooled connections are not ours to close).
+  auto rebalanced = [&](const kvlb_service_key& k) {
+    return std::any_of(services.begin(), services.end(), [&](const kvlb_service_key& s) {
+      return std::memcmp(&s, &k, sizeof(k)) == 0;
+    });
+  };
   std::map<uint32_t, uint32_t> reason;
-  std::map<uint32_t, bool> kept;
-  for (const auto& key : services) {
-    auto svc = maps.service(key);
-    if (!svc) continue;
-    const uint32_t n = std::min<uint32_t>(svc->backend_count, KVLB_MAX_SLOTS);
+  std::set<uint32_t> kept;
+  for (const auto& [key, svc] : maps.services()) {
+    const uint32_t n = std::min<uint32_t>(svc.backend_count, KVLB_MAX_SLOTS);
+    if (!rebalanced(key)) {
+      kept.insert(svc.slots, svc.slots + n);
+      continue;
+    }
     std::vector<kvlb_view> views(n);
     std::vector<uint8_t> draining(n, 0);
     const kvlb_view* best = nullptr;
     for (uint32_t i = 0; i < n; ++i) {
       auto& v = views[i];
-      v.backend_id = svc->slots[i];
+      v.backend_id = svc.slots[i];
       const kvlb_score s = maps.score(v.backend_id);
       const kvlb_counters c = maps.counters(v.backend_id);
       kvlb_view_make(&v, &s, &c, &cfg, now_ns);
       draining[i] = s.state == KVLB_STATE_DRAINING;
-      if (!best || kvlb_prefer(svc->policy, &v, best)) best = &v;
+      if (!best || kvlb_prefer(svc.policy, &v, best)) best = &v;
     }
     for (uint32_t i = 0; i < n; ++i) {
-      const uint32_t r = kvlb_shed_reason(svc->policy, &views[i], best, draining[i], margin_milli);
+      const uint32_t r = kvlb_shed_reason(svc.policy, &views[i], best, draining[i], margin_milli);
       const uint32_t id = views[i].backend_id;
       if (r == KVLB_SHED_NONE)
-        kept[id] = true;
+        kept.insert(id);
       else
         reason[id] = std::max(reason[id], r);
     }
@@ -85,8 +95,9 @@ std::vector<kvlb_service_key> rebalanced_services(const AgentConfig& cfg) {
   return out;
 }
 
-void KeepaliveRebalancer::round(const AgentConfig& cfg, const MapStore& maps, uint64_t now_ns,
-                                std::chrono::steady_clock::time_point now) {
+KeepaliveRebalancer::Plan KeepaliveRebalancer::plan(const AgentConfig& cfg, const MapStore& maps,
+                                                    uint64_t now_ns,
+                                                    std::chrono::steady_clock::time_point now) {
   budget_.set_rate(cfg.keepalive.max_closes_per_second);
   const auto select = program_settings(cfg, 0).select;
   const auto shed =
@@ -94,28 +105,57 @@ void KeepaliveRebalancer::round(const AgentConfig& cfg, const MapStore& maps, ui
   closer_.set_shed(shed);
   stats_.shed_backends = shed.size();
   ++stats_.rounds;
-  if (shed.empty()) return;  // nothing to close: no socket walk
-  const uint32_t budget = budget_.available(now);
-  const auto idle_ns = static_cast<uint64_t>(cfg.keepalive.idle.count()) * 1'000'000ull;
-  const CloseRound r = closer_.close_idle(idle_ns, budget);
+  Plan p;
+  p.shed = shed.size();
+  p.idle_ns = static_cast<uint64_t>(cfg.keepalive.idle.count()) * 1'000'000ull;
+  // Nothing shed, or no budget: no socket walk at all.
+  p.budget = shed.empty() ? 0 : budget_.available(now);
+  p.walk = p.budget > 0;
+  return p;
+}
+
+CloseRound KeepaliveRebalancer::walk(const Plan& p) {
+  return closer_.close_idle(p.idle_ns, p.budget);
+}
+
+namespace {
+// An error's kind: its text without numbers (pids, paths), for logging once.
+std::string error_kind(const std::string& e) {
+  std::string k;
+  for (char c : e)
+    if (c < '0' || c > '9') k += c;
+  return k;
+}
+}  // namespace
+
+void KeepaliveRebalancer::finish(const Plan& p, const CloseRound& r) {
   budget_.spend(r.closed_total());
   for (size_t i = 0; i < r.closed.size(); ++i) stats_.closed[i] += r.closed[i];
   for (size_t i = 0; i < r.verdicts.size(); ++i) stats_.verdicts[i] += r.verdicts[i];
   stats_.namespaces = r.namespaces;
   for (const auto& e : r.errors) {
     ++stats_.errors;
-    // Once per distinct error, not once per round (a missing capability
-    // would otherwise fill the log twice a second); the metric counts all.
-    if (e != stats_.last_error) spdlog::warn("keepalive rebalancing: {}", e);
     stats_.last_error = e;
+  }
+  // Once per kind of error, not once per round and namespace (a missing
+  // capability would otherwise fill the log); the metric counts every one.
+  if (!r.errors.empty() && error_kind(r.errors.front()) != stats_.last_logged) {
+    stats_.last_logged = error_kind(r.errors.front());
+    spdlog::warn("keepalive rebalancing: {} namespace(s) not walked: {}", r.errors.size(),
+                 r.errors.front());
   }
   if (r.closed_total())
     spdlog::info(
         "keepalive rebalancing: closed {} idle pooled connections ({} poor choice, {} draining) "
         "to {} shed backends; {} in flight, {} too recent, {} over the budget",
-        r.closed_total(), r.closed[KVLB_SHED_POOR_CHOICE], r.closed[KVLB_SHED_DRAINING],
-        shed.size(), r.verdicts[KVLB_RB_IN_FLIGHT], r.verdicts[KVLB_RB_TOO_RECENT],
-        r.verdicts[KVLB_RB_BUDGET]);
+        r.closed_total(), r.closed[KVLB_SHED_POOR_CHOICE], r.closed[KVLB_SHED_DRAINING], p.shed,
+        r.verdicts[KVLB_RB_IN_FLIGHT], r.verdicts[KVLB_RB_TOO_RECENT], r.verdicts[KVLB_RB_BUDGET]);
+}
+
+void KeepaliveRebalancer::round(const AgentConfig& cfg, const MapStore& maps, uint64_t now_ns,
+                                std::chrono::steady_clock::time_point now) {
+  const Plan p = plan(cfg, maps, now_ns, now);
+  if (p.walk) finish(p, walk(p));
 }
 
 }  // namespace kvlb::agent

@@ -42,6 +42,7 @@ struct KeepaliveStats {
   size_t namespaces = 0;                                   // visited in the last round
   uint64_t errors = 0;
   std::string last_error;
+  std::string last_logged;  // the last logged error's kind (numbers dropped)
 };
 
 // Closes at most max_per_second a second on average (a token bucket holding
@@ -63,8 +64,21 @@ class CloseBudget {
 class KeepaliveRebalancer {
  public:
   explicit KeepaliveRebalancer(SocketCloser& closer, uint32_t max_closes_per_second);
-  // One round: decide the shed set for the services with rebalancing on, mark
-  // it, close idle connections within the budget. Throws on a map error.
+
+  // A round in three steps, so that the socket walk runs without the agent's
+  // lock: plan() (decide the shed set, mark it, take the budget) and finish()
+  // (count) read and write the agent's state; walk() touches only the kernel.
+  struct Plan {
+    size_t shed = 0;      // backends shed
+    uint32_t budget = 0;  // closes allowed
+    uint64_t idle_ns = 0;
+    bool walk = false;  // something to close and budget for it
+  };
+  Plan plan(const AgentConfig& cfg, const MapStore& maps, uint64_t now_ns,
+            std::chrono::steady_clock::time_point now);
+  CloseRound walk(const Plan& p);
+  void finish(const Plan& p, const CloseRound& r);
+  // All three (tests). Throws on a map error.
   void round(const AgentConfig& cfg, const MapStore& maps, uint64_t now_ns,
              std::chrono::steady_clock::time_point now);
   KeepaliveStats& stats() { return stats_; }

@@ -174,10 +174,11 @@ std::vector<Setting> make_table() {
      "(and nothing was sent or received since: docs/keepalive.md). Longer spares connections "
      "a client reuses at once; shorter rebalances sooner.",
      [](AgentConfig& c, const SettingValue& v) { c.keepalive.idle = v.duration; }},
-    {"keepalive.margin", K::Integer, "1000", 0, 100000, {}, "agent (bpf/lib/shed.h)",
+    {"keepalive.margin", K::Integer, "1000", 100, 100000, {}, "agent (bpf/lib/shed.h)",
      "A backend is shed when its service's best backend beats it by this much, in "
      "milli-requests of the policy's load: 1000 is one waiting request under p2c-queue-kv "
-     "(or a KV-usage gap of 50% under p2c-kv; one connection in flight under least-inflight).",
+     "(or a KV-usage gap of 50% under p2c-kv; one connection in flight under least-inflight, "
+     "on top of the two a moved connection changes).",
      [](AgentConfig& c, const SettingValue& v) {
        c.keepalive.margin_milli = static_cast<uint32_t>(v.number);
      }},

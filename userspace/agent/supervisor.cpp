@@ -268,7 +268,7 @@ void Supervisor::gateway_round() {
 }
 
 void Supervisor::keepalive_round() {
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
   if (!keepalive_tried_) {
     keepalive_tried_ = true;
     try {
@@ -288,13 +288,31 @@ void Supervisor::keepalive_round() {
     }
   }
   if (!keepalive_) return;
-  try {
-    keepalive_->round(agent_->config(), *dp_, monotonic_ns(), std::chrono::steady_clock::now());
-  } catch (const std::exception& e) {
+  auto failed = [this](const std::exception& e) {
     ++keepalive_->stats().errors;
     keepalive_->stats().last_error = e.what();
     spdlog::error("keepalive rebalancing: {}", e.what());
+  };
+  KeepaliveRebalancer::Plan plan;
+  try {
+    plan =
+        keepalive_->plan(agent_->config(), *dp_, monotonic_ns(), std::chrono::steady_clock::now());
+  } catch (const std::exception& e) {
+    return failed(e);
   }
+  if (!plan.walk) return;
+  // The walk (every TCP socket of every client namespace) without the lock:
+  // the admin API and the next scrape round do not wait for it.
+  lock.unlock();
+  CloseRound r;
+  try {
+    r = keepalive_->walk(plan);
+  } catch (const std::exception& e) {
+    lock.lock();
+    return failed(e);
+  }
+  lock.lock();
+  keepalive_->finish(plan, r);
 }
 
 std::string Supervisor::immutable_change(const AgentConfig& next) const {

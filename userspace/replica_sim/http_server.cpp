@@ -58,7 +58,9 @@ class Session : public std::enable_shared_from_this<Session> {
         if (gen_->include_usage)
           out_ += chunk(stream_usage_chunk(*gen_, resp_id_, created_, ev.generated));
         out_ += chunk(kStreamDone);
-        out_ += "0\r\n\r\n";
+        // The last chunk goes out in a write of its own, after the data: as
+        // uvicorn (vLLM, SGLang) ends a StreamingResponse.
+        end_pending_ = true;
       }
     } else if (last) {
       respond(200, "application/json", full_response(*gen_, resp_id_, created_, ev.generated));
@@ -238,6 +240,10 @@ class Session : public std::enable_shared_from_this<Session> {
                          self->gen_.reset();
                          return self->close();
                        }
+                       if (self->out_.empty() && self->end_pending_) {
+                         self->end_pending_ = false;
+                         self->out_ = "0\r\n\r\n";
+                       }
                        if (!self->out_.empty()) return self->flush();
                        if (self->response_done_ && !self->gen_) {
                          self->response_done_ = false;
@@ -258,7 +264,8 @@ class Session : public std::enable_shared_from_this<Session> {
   beast::flat_buffer buf_;
   std::optional<http::request_parser<http::string_body>> parser_;
   std::string out_, wbuf_;
-  bool writing_ = false, watching_ = false, keep_alive_ = true, response_done_ = false;
+  bool writing_ = false, watching_ = false, keep_alive_ = true, response_done_ = false,
+       end_pending_ = false;
   std::optional<ApiRequest> gen_;
   uint64_t gen_id_ = 0;
   std::string resp_id_;

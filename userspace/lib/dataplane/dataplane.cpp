@@ -145,7 +145,6 @@ struct DataPlane::Impl {
 #undef KVLB_RODATA_
     r->cfg_bypass_mark = settings().bypass_mark;
     r->cfg_host_netns_cookie = settings().host_netns_cookie;
-    r->cfg_response_ends = settings().response_ends ? 1 : 0;
   }
 
   void set_gateway_rodata() {

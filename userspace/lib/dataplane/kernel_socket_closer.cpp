@@ -10,6 +10,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <exception>
 #include <fstream>
 #include <set>
 #include <stdexcept>
@@ -61,18 +62,33 @@ std::string socket_closer_unsupported() {
   return "";
 }
 
-std::vector<std::string> cgroup_network_namespaces(const fs::path& cgroup, size_t max) {
+std::vector<std::string> cgroup_network_namespaces(const fs::path& cgroup,
+                                                   std::vector<std::string>* errors, size_t max) {
   std::vector<std::string> out;
   std::set<std::pair<dev_t, ino_t>> seen;
+  bool hidden = false, denied = false;
   std::error_code ec;
   auto visit = [&](const fs::path& dir) {
     std::ifstream procs(dir / "cgroup.procs");
     std::string pid;
     // Bounded: at most 65,536 processes read per cgroup directory.
     for (int n = 0; n < 65536 && out.size() < max && std::getline(procs, pid); ++n) {
+      if (pid == "0") {  // a process outside our pid namespace
+        if (!hidden && errors)
+          errors->push_back(
+              fmt::format("{}: processes outside the agent's pid namespace (run it with hostPID)",
+                          dir.string()));
+        hidden = true;
+        continue;
+      }
       std::string path = "/proc/" + pid + "/ns/net";
       struct stat st {};
-      if (::stat(path.c_str(), &st) != 0) continue;  // exited meanwhile
+      if (::stat(path.c_str(), &st) != 0) {
+        if ((errno == EACCES || errno == EPERM) && !denied && errors)
+          errors->push_back(fmt::format("{}: {} (CAP_SYS_PTRACE)", path, std::strerror(errno)));
+        denied = denied || errno == EACCES || errno == EPERM;
+        continue;  // else: exited meanwhile
+      }
       if (seen.insert({st.st_dev, st.st_ino}).second) out.push_back(path);
     }
   };
@@ -123,6 +139,14 @@ struct KernelSocketCloser::Impl {
       fail(err, "load the rebalancing iterator (bpf/rebalance.bpf.c)");
     fd_shed = bpf_map__fd(skel->maps.kvlb_shed_v1);
   }
+
+  // A pinned shed map outlives the agent: marks a previous agent left must not
+  // keep closing connections to backends nobody sheds any more.
+  void clear_shed() {
+    const uint32_t keep = KVLB_SHED_NONE;
+    for (uint32_t id = 0; id < KVLB_MAX_BACKENDS; ++id)
+      if (bpf_map_update_elem(fd_shed, &id, &keep, BPF_ANY) != 0) fail(errno, "clear the shed map");
+  }
 };
 
 KernelSocketCloser::KernelSocketCloser(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -134,6 +158,7 @@ std::unique_ptr<KernelSocketCloser> KernelSocketCloser::open(const fs::path& pin
   auto impl = std::make_unique<Impl>();
   impl->cgroup = cgroup;
   impl->load(&pin_dir);
+  impl->clear_shed();
   impl->iter.reset(bpf_program__attach_iter(impl->skel->progs.kvlb_rebalance, nullptr));
   if (!impl->iter) fail(errno, "create the TCP socket iterator");
   return std::unique_ptr<KernelSocketCloser>(new KernelSocketCloser(std::move(impl)));
@@ -157,9 +182,10 @@ void KernelSocketCloser::set_shed(const std::vector<std::pair<uint32_t, uint32_t
   std::set<uint32_t> now;
   for (auto [id, reason] : shed) {
     if (id == KVLB_BACKEND_NONE || id >= KVLB_MAX_BACKENDS) continue;
+    now.insert(id);  // before the write: a failure part-way still clears it next time
+    impl_->shed_ids.push_back(id);
     if (bpf_map_update_elem(impl_->fd_shed, &id, &reason, BPF_ANY) != 0)
       fail(errno, fmt::format("mark backend {} shed", id));
-    now.insert(id);
   }
   const uint32_t keep = KVLB_SHED_NONE;
   for (uint32_t id : impl_->shed_ids)
@@ -175,11 +201,28 @@ CloseRound KernelSocketCloser::close_idle(uint64_t idle_ns, uint32_t budget) {
   bss->budget = budget;
   std::memset(bss->verdicts, 0, sizeof(bss->verdicts));
   std::memset(bss->closed_by_reason, 0, sizeof(bss->closed_by_reason));
-  const auto namespaces = cgroup_network_namespaces(impl_->cgroup);
+  const auto namespaces = cgroup_network_namespaces(impl_->cgroup, &r.errors);
   const int link_fd = bpf_link__fd(impl_->iter.get());
   // setns() changes the calling thread's namespace only: a thread of its own,
   // which ends with the round, so no other thread ever runs in a client's.
+  std::exception_ptr failed;
   std::thread worker([&] {
+    try {
+      walk_namespaces(namespaces, link_fd, r);
+    } catch (...) {
+      failed = std::current_exception();
+    }
+  });
+  worker.join();
+  if (failed) std::rethrow_exception(failed);
+  for (size_t i = 0; i < r.verdicts.size(); ++i) r.verdicts[i] = bss->verdicts[i];
+  for (size_t i = 0; i < r.closed.size(); ++i) r.closed[i] = bss->closed_by_reason[i];
+  return r;
+}
+
+void KernelSocketCloser::walk_namespaces(const std::vector<std::string>& namespaces, int link_fd,
+                                         CloseRound& r) {
+  {
     for (const auto& path : namespaces) {
       UniqueFd ns(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
       if (!ns) {
@@ -196,18 +239,16 @@ CloseRound KernelSocketCloser::close_idle(uint64_t idle_ns, uint32_t budget) {
         r.errors.push_back(fmt::format("iterate in {}: {}", path, std::strerror(errno)));
         continue;
       }
+      // The program prints nothing: a read returns 0 at the end, or EAGAIN
+      // when the kernel pauses a long walk (every million objects) to resume.
       char buf[64];
       ssize_t n;
-      while ((n = ::read(it.get(), buf, sizeof(buf))) > 0) {
+      while ((n = ::read(it.get(), buf, sizeof(buf))) > 0 || (n < 0 && errno == EAGAIN)) {
       }
       if (n < 0) r.errors.push_back(fmt::format("read in {}: {}", path, std::strerror(errno)));
       ++r.namespaces;
     }
-  });
-  worker.join();
-  for (size_t i = 0; i < r.verdicts.size(); ++i) r.verdicts[i] = bss->verdicts[i];
-  for (size_t i = 0; i < r.closed.size(); ++i) r.closed[i] = bss->closed_by_reason[i];
-  return r;
+  }
 }
 
 }  // namespace kvlb

@@ -25,8 +25,11 @@ std::string socket_closer_unsupported();
 
 // The network namespaces of the processes in `cgroup` and its descendants, one
 // /proc/<pid>/ns/net path per namespace (the first process found in it); at
-// most `max` namespaces.
+// most `max` namespaces. What could not be looked at goes to `errors`: a
+// process listed as pid 0 (it is outside the agent's pid namespace: the agent
+// needs hostPID) or whose namespace cannot be read (CAP_SYS_PTRACE).
 std::vector<std::string> cgroup_network_namespaces(const std::filesystem::path& cgroup,
+                                                   std::vector<std::string>* errors = nullptr,
                                                    size_t max = 4096);
 
 class KernelSocketCloser : public SocketCloser {
@@ -49,6 +52,9 @@ class KernelSocketCloser : public SocketCloser {
  private:
   struct Impl;
   explicit KernelSocketCloser(std::unique_ptr<Impl> impl);
+  // On the round's worker thread: enter each namespace, read one iterator there.
+  static void walk_namespaces(const std::vector<std::string>& namespaces, int link_fd,
+                              CloseRound& r);
   std::unique_ptr<Impl> impl_;
 };
 
