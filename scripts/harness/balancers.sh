@@ -34,7 +34,9 @@
 # balancer_virtual NAME prints the name kvlb-sim models NAME by (kvlb-xdp runs the
 # socket LB's policy and selection code: kvlb-xdp[-P][:k] -> kvlb-P[:k]).
 # Needs KVLB_BUILD (the build directory); KVLB_CHOICES overrides kvlb's choices
-# (the agent's default otherwise); KVLB_GATEWAY_SETTINGS, lines "key: value",
+# (the agent's default otherwise); KVLB_KEEPALIVE_SETTINGS, "key: value, ...",
+# sets kvlb's keepalive.* settings (e.g. "interval: 100ms, idle: 0ms");
+# KVLB_GATEWAY_SETTINGS, lines "key: value",
 # are added to kvlb-xdp's gateway settings (e.g. "closing_timeout: 5s").
 
 BAL_PROXY_PORT=18080
@@ -146,6 +148,7 @@ balancer_start() {
         echo "pin_dir: $HARNESS_BPFFS/kvlb"
         echo "scrape_interval: ${KVLB_SCRAPE_INTERVAL:-50ms}"
         echo "admin: {socket: $HARNESS_DIR/kvlb.sock}"
+        [ -n "${KVLB_KEEPALIVE_SETTINGS:-}" ] && echo "keepalive: {$KVLB_KEEPALIVE_SETTINGS}"
         _bal_kvlb_services "$(harness_vip 0)" "$port" "$n" "$policy" "$choices" "$rebalance"
       } >"$HARNESS_DIR/kvlb.yaml"
       _bal_kvlb_spawn "$c" kvlb "kvlb-$policy" || return 1

@@ -66,6 +66,24 @@ struct Transfer {
   bool stream = true;
   Clock::time_point t0;
   double added = 0;
+  double request_at = -1;  // the request about to go out on its connection (prereq)
+
+  // libcurl calls this when the transfer has its connection (new or reused)
+  // and sends the request next: after any wait in the pool's queue, which
+  // CURLINFO_PRETRANSFER_TIME does not tell apart from the transfer's start.
+  static int on_prereq(void* user, char*, char*, int, int) {
+    auto* t = static_cast<Transfer*>(user);
+    t->request_at = t->now();
+    return CURL_PREREQFUNC_OK;
+  }
+
+  // When the request's bytes started to go out.
+  double sent_at(CURL* e) const {
+    if (request_at >= 0) return request_at;
+    curl_off_t pre = 0;  // never connected: the attempt's end
+    curl_easy_getinfo(e, CURLINFO_PRETRANSFER_TIME_T, &pre);
+    return added + static_cast<double>(pre) / 1e6;
+  }
 
   double now() const { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
@@ -193,6 +211,8 @@ std::vector<RequestResult> LoadClient::run_impl(const std::vector<RequestSpec>& 
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, &Transfer::on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, t.get());
     curl_easy_setopt(e, CURLOPT_PRIVATE, t.get());
+    curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, &Transfer::on_prereq);
+    curl_easy_setopt(e, CURLOPT_PREREQDATA, t.get());
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, static_cast<long>(cfg_.timeout_s * 1000));
@@ -213,9 +233,7 @@ std::vector<RequestResult> LoadClient::run_impl(const std::vector<RequestSpec>& 
     curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, reinterpret_cast<char**>(&t));
     auto& r = *t->result;
     r.end = now();
-    curl_off_t pre = 0;
-    curl_easy_getinfo(msg->easy_handle, CURLINFO_PRETRANSFER_TIME_T, &pre);
-    r.sent = t->added + static_cast<double>(pre) / 1e6;
+    r.sent = t->sent_at(msg->easy_handle);
     long code = 0;
     curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &code);
     CURLcode rc = msg->data.result;
@@ -259,9 +277,7 @@ std::vector<RequestResult> LoadClient::run_impl(const std::vector<RequestSpec>& 
       for (auto& t : live) {
         t->result->cut = true;
         t->result->end = now();
-        curl_off_t pre = 0;
-        curl_easy_getinfo(t->easy.get(), CURLINFO_PRETRANSFER_TIME_T, &pre);
-        t->result->sent = t->added + static_cast<double>(pre) / 1e6;
+        t->result->sent = t->sent_at(t->easy.get());
         curl_multi_remove_handle(multi.get(), t->easy.get());
         ++done;
       }
