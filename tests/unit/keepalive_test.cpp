@@ -229,9 +229,11 @@ TEST(KeepaliveAgent, ConfigTurnsItOnPerServiceWithDefaults) {
   EXPECT_TRUE(c.services[0].keepalive_rebalance);
   EXPECT_FALSE(c.services[1].keepalive_rebalance);
   EXPECT_TRUE(c.uses_keepalive_rebalance());
-  EXPECT_EQ(c.keepalive.margin_milli, 1000u);
-  EXPECT_EQ(c.keepalive.max_closes_per_second, 20u);
-  EXPECT_EQ(c.keepalive.idle, std::chrono::milliseconds(250));
+  // The measured set (docs/benchmarks.md section 10).
+  EXPECT_EQ(c.keepalive.margin_milli, 500u);
+  EXPECT_EQ(c.keepalive.max_closes_per_second, 200u);
+  EXPECT_EQ(c.keepalive.idle, std::chrono::milliseconds(0));
+  EXPECT_EQ(c.keepalive.interval, std::chrono::milliseconds(100));
   EXPECT_TRUE(program_settings(c, 0).response_ends);
   EXPECT_FALSE(program_settings(config("services: [{name: a, vip: 10.96.0.1:80, backends: "
                                        "[{address: 10.1.0.1:8000}]}]\n"),
@@ -263,11 +265,16 @@ TEST(KeepaliveAgent, ShedsTheBackendsTheBestBeatsByTheMarginInRebalancedServices
   ASSERT_EQ(shed.size(), 1u);
   EXPECT_EQ(shed[0], (std::pair<uint32_t, uint32_t>{b2, KVLB_SHED_POOR_CHOICE}));
   // Draining the best: shed whatever its load; and it no longer counts as the
-  // best, so b2 is compared with b3 (1,200 against 500: within the margin).
+  // best, so b2 is compared with b3 (1,200 against 500: within a margin of 1,000,
+  // not of the default 500).
   ASSERT_TRUE(a.set_drained("10.1.0.1:8000", true));
+  shed =
+      shed_decisions(maps, rebalanced_services(cfg), program_settings(cfg, 0).select, 1000, kNow);
+  EXPECT_EQ(shed, (std::vector<std::pair<uint32_t, uint32_t>>{{b1, KVLB_SHED_DRAINING}}));
   shed = shed_decisions(maps, rebalanced_services(cfg), program_settings(cfg, 0).select,
                         cfg.keepalive.margin_milli, kNow);
-  EXPECT_EQ(shed, (std::vector<std::pair<uint32_t, uint32_t>>{{b1, KVLB_SHED_DRAINING}}));
+  EXPECT_EQ(shed, (std::vector<std::pair<uint32_t, uint32_t>>{{b1, KVLB_SHED_DRAINING},
+                                                              {b2, KVLB_SHED_POOR_CHOICE}}));
 }
 
 TEST(KeepaliveAgent, ABackendSharedWithAServiceThatKeepsItIsNotShed) {

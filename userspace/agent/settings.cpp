@@ -164,17 +164,17 @@ std::vector<Setting> make_table() {
     {"gateway.sweep_interval", K::Duration, "1s", 100, 0, {}, "agent",
      "How often the agent runs the sweep program that removes closed and idle flows.",
      [](AgentConfig& c, const SettingValue& v) { c.gateway.sweep_every = v.duration; }},
-    {"keepalive.interval", K::Duration, "500ms", 100, 0, {}, "agent",
+    {"keepalive.interval", K::Duration, "100ms", 100, 0, {}, "agent",
      "How often keep-alive rebalancing runs (for the services with keepalive_rebalance: true): "
      "the shed backends are marked and the pooled connections of the balanced cgroup's "
      "network namespaces walked once.",
      [](AgentConfig& c, const SettingValue& v) { c.keepalive.interval = v.duration; }},
-    {"keepalive.idle", K::Duration, "250ms", 0, 0, {}, "BPF iterator (idle_ns)",
+    {"keepalive.idle", K::Duration, "0ms", 0, 0, {}, "BPF iterator (idle_ns)",
      "A pooled connection is closed only if its last response ended at least this long ago "
      "(and nothing was sent or received since: docs/keepalive.md). Longer spares connections "
      "a client reuses at once; shorter rebalances sooner.",
      [](AgentConfig& c, const SettingValue& v) { c.keepalive.idle = v.duration; }},
-    {"keepalive.margin", K::Integer, "1000", 100, 100000, {}, "agent (bpf/lib/shed.h)",
+    {"keepalive.margin", K::Integer, "500", 100, 100000, {}, "agent (bpf/lib/shed.h)",
      "A backend is shed when its service's best backend beats it by this much, in "
      "milli-requests of the policy's load: 1000 is one waiting request under p2c-queue-kv "
      "(or a KV-usage gap of 50% under p2c-kv; one connection in flight under least-inflight, "
@@ -182,7 +182,7 @@ std::vector<Setting> make_table() {
      [](AgentConfig& c, const SettingValue& v) {
        c.keepalive.margin_milli = static_cast<uint32_t>(v.number);
      }},
-    {"keepalive.max_closes_per_second", K::Integer, "20", 1, 100000, {}, "agent",
+    {"keepalive.max_closes_per_second", K::Integer, "200", 1, 100000, {}, "agent",
      "Connections closed at most, per second on average (a token bucket of one second's).",
      [](AgentConfig& c, const SettingValue& v) {
        c.keepalive.max_closes_per_second = static_cast<uint32_t>(v.number);
