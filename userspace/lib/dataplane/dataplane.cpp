@@ -45,13 +45,6 @@ namespace {
   throw std::system_error(err < 0 ? -err : err, std::generic_category(), what);
 }
 
-// A libbpf call failed: the error, with what libbpf itself reported (the
-// verifier's summary when the kernel refused a program), on one line.
-[[noreturn]] void throw_libbpf(int err, const std::string& what) {
-  std::string detail = take_libbpf_error();
-  throw_errno(err, detail.empty() ? what : fmt::format("{} ({})", what, detail));
-}
-
 // The cgroup id of a cgroup v2 directory is its inode number.
 uint64_t cgroup_id(const fs::path& cg) {
   struct stat st {};

@@ -35,12 +35,6 @@ using bpf::SkelPtr;
 
 namespace {
 
-[[noreturn]] void fail(int err, const std::string& what) {
-  std::string detail = take_libbpf_error();
-  throw std::system_error(err < 0 ? -err : err, std::generic_category(),
-                          detail.empty() ? what : fmt::format("{} ({})", what, detail));
-}
-
 // The maps the iterator reads or writes; the object's other maps (maps.bpf.h
 // defines every shared map) are never created by it.
 constexpr std::string_view kUsedMaps[] = {KVLB_MAP_SOCKETS, KVLB_MAP_RESPONSE_ENDS, KVLB_MAP_SHED};
@@ -115,7 +109,7 @@ struct KernelSocketCloser::Impl {
     route_libbpf_logs();
     take_libbpf_error();
     skel.reset(kvlb_rebalance__open());
-    if (!skel) fail(errno, "open the rebalancing iterator's BPF object");
+    if (!skel) throw_libbpf(errno, "open the rebalancing iterator's BPF object");
     bpf_map* m;
     bpf_object__for_each_map(m, skel->obj) {
       if (!used(m)) {
@@ -129,14 +123,14 @@ struct KernelSocketCloser::Impl {
       std::error_code ec;
       if (fs::exists(pin, ec)) {
         UniqueFd fd(bpf_obj_get(pin.c_str()));
-        if (!fd) fail(errno, "open " + pin.string());
-        if (int err = bpf_map__reuse_fd(m, fd.get())) fail(err, "reuse " + pin.string());
+        if (!fd) throw_libbpf(errno, "open " + pin.string());
+        if (int err = bpf_map__reuse_fd(m, fd.get())) throw_libbpf(err, "reuse " + pin.string());
       } else if (int err = bpf_map__set_pin_path(m, pin.c_str())) {
-        fail(err, "pin path " + pin.string());
+        throw_libbpf(err, "pin path " + pin.string());
       }
     }
     if (int err = kvlb_rebalance__load(skel.get()))
-      fail(err, "load the rebalancing iterator (bpf/rebalance.bpf.c)");
+      throw_libbpf(err, "load the rebalancing iterator (bpf/rebalance.bpf.c)");
     fd_shed = bpf_map__fd(skel->maps.kvlb_shed_v1);
   }
 
@@ -145,7 +139,8 @@ struct KernelSocketCloser::Impl {
   void clear_shed() {
     const uint32_t keep = KVLB_SHED_NONE;
     for (uint32_t id = 0; id < KVLB_MAX_BACKENDS; ++id)
-      if (bpf_map_update_elem(fd_shed, &id, &keep, BPF_ANY) != 0) fail(errno, "clear the shed map");
+      if (bpf_map_update_elem(fd_shed, &id, &keep, BPF_ANY) != 0)
+        throw_libbpf(errno, "clear the shed map");
   }
 };
 
@@ -160,7 +155,7 @@ std::unique_ptr<KernelSocketCloser> KernelSocketCloser::open(const fs::path& pin
   impl->load(&pin_dir);
   impl->clear_shed();
   impl->iter.reset(bpf_program__attach_iter(impl->skel->progs.kvlb_rebalance, nullptr));
-  if (!impl->iter) fail(errno, "create the TCP socket iterator");
+  if (!impl->iter) throw_libbpf(errno, "create the TCP socket iterator");
   return std::unique_ptr<KernelSocketCloser>(new KernelSocketCloser(std::move(impl)));
 }
 
@@ -172,7 +167,7 @@ ProgramStats KernelSocketCloser::verify() {
   uint32_t len = sizeof(info);
   if (int err =
           bpf_obj_get_info_by_fd(bpf_program__fd(impl.skel->progs.kvlb_rebalance), &info, &len))
-    fail(err, "inspect kvlb_rebalance");
+    throw_libbpf(err, "inspect kvlb_rebalance");
   return {"kvlb_rebalance", info.verified_insns,
           info.xlated_prog_len / static_cast<uint32_t>(sizeof(bpf_insn)), info.run_time_ns,
           info.run_cnt};
@@ -185,12 +180,12 @@ void KernelSocketCloser::set_shed(const std::vector<std::pair<uint32_t, uint32_t
     now.insert(id);  // before the write: a failure part-way still clears it next time
     impl_->shed_ids.push_back(id);
     if (bpf_map_update_elem(impl_->fd_shed, &id, &reason, BPF_ANY) != 0)
-      fail(errno, fmt::format("mark backend {} shed", id));
+      throw_libbpf(errno, fmt::format("mark backend {} shed", id));
   }
   const uint32_t keep = KVLB_SHED_NONE;
   for (uint32_t id : impl_->shed_ids)
     if (!now.count(id) && bpf_map_update_elem(impl_->fd_shed, &id, &keep, BPF_ANY) != 0)
-      fail(errno, fmt::format("unmark backend {}", id));
+      throw_libbpf(errno, fmt::format("unmark backend {}", id));
   impl_->shed_ids.assign(now.begin(), now.end());
 }
 

@@ -7,6 +7,7 @@
 #include <deque>
 #include <mutex>
 #include <string_view>
+#include <system_error>
 
 #include <spdlog/spdlog.h>
 
@@ -99,6 +100,12 @@ std::string take_libbpf_error() {
   s.verifier_tail.clear();
   s.in_verifier_log = false;
   return out;
+}
+
+[[noreturn]] void throw_libbpf(int err, const std::string& what) {
+  std::string detail = take_libbpf_error();
+  throw std::system_error(err < 0 ? -err : err, std::generic_category(),
+                          detail.empty() ? what : what + " (" + detail + ")");
 }
 
 }  // namespace kvlb

@@ -25,4 +25,8 @@ void libbpf_log_message(bool warning, std::string_view text);
 // warning. Clears it.
 std::string take_libbpf_error();
 
+// A libbpf call failed: throws std::system_error with the error and what libbpf
+// itself reported (the verifier's summary when the kernel refused a program).
+[[noreturn]] void throw_libbpf(int err, const std::string& what);
+
 }  // namespace kvlb
