@@ -21,6 +21,8 @@ PACKAGES=(
   python3-httpx python3-aiohttp
   # the kernel matrix (scripts/kernel-matrix): Debian's kernels booted under qemu
   qemu-system-x86 busybox-static cpio
+  # score sharing between agents (issue 13): the NATS C client and real servers for tests
+  nats-server libnats-dev
 )
 
 missing=()
@@ -65,7 +67,7 @@ apt-get update -q
 apt-get install -y -q --no-install-recommends "${missing[@]}"
 # The packaged haproxy/nginx/prometheus units must not run on their own: the
 # harness starts private instances on its own ports inside network namespaces.
-for svc in haproxy nginx prometheus; do
+for svc in haproxy nginx prometheus nats-server; do
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
     systemctl stop "$svc" || true
     systemctl disable "$svc" >/dev/null 2>&1 || true

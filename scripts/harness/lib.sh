@@ -295,7 +295,15 @@ harness_cleanup() {
     harness_stop_pid $(tac "$HARNESS_DIR/pids")
   fi
   if [ -n "$HARNESS_CGROUP" ] && [ -d "$HARNESS_CGROUP" ]; then
-    for pid in $(cat "$HARNESS_CGROUP/cgroup.procs" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
+    # Child cgroups (one per emulated node in the cluster tests) first, deepest first.
+    for pid in $(find "$HARNESS_CGROUP" -name cgroup.procs -exec cat {} + 2>/dev/null); do
+      kill -KILL "$pid" 2>/dev/null
+    done
+    for _ in $(seq 1 50); do
+      find "$HARNESS_CGROUP" -mindepth 1 -depth -type d -exec rmdir {} + 2>/dev/null
+      [ -z "$(find "$HARNESS_CGROUP" -mindepth 1 -type d 2>/dev/null)" ] && break
+      sleep 0.1
+    done
     for _ in $(seq 1 50); do rmdir "$HARNESS_CGROUP" 2>/dev/null && break; sleep 0.1; done
     [ -d "$HARNESS_CGROUP" ] && harness_log "could not remove cgroup $HARNESS_CGROUP"
   fi

@@ -52,7 +52,10 @@ nlohmann::json backends_json(const Agent& agent) {
   return arr;
 }
 
-std::string metrics_text(const Agent& agent, const GatewayView* gw, const KeepaliveStats* ka) {
+std::string metrics_text(const Agent& agent, const AdminViews& views) {
+  const GatewayView* gw = views.gateway;
+  const KeepaliveStats* ka = views.keepalive;
+  const ClusterStats* cl = views.cluster;
   const auto& cfg_ = agent.config();
   const auto& backends_ = agent.backends();
   const auto& dp_ = agent.maps();
@@ -191,7 +194,78 @@ std::string metrics_text(const Agent& agent, const GatewayView* gw, const Keepal
              ExpositionType::Counter);
     w.sample("kvlb_keepalive_errors_total", {}, static_cast<double>(ka->errors));
   }
+  if (cl) {
+    auto gauge = [&](const char* name, const char* help, double v) {
+      w.family(name, help, ExpositionType::Gauge);
+      w.sample(name, {}, v);
+    };
+    auto counter = [&](const char* name, const char* help, uint64_t v) {
+      w.family(name, help, ExpositionType::Counter);
+      w.sample(name, {}, static_cast<double>(v));
+    };
+    gauge("kvlb_cluster_connected", "1 while the agent is connected to NATS.",
+          cl->connected ? 1.0 : 0.0);
+    gauge("kvlb_cluster_agents", "Live agents on the score bus, this one included.",
+          static_cast<double>(cl->peers));
+    gauge("kvlb_cluster_owned_replicas", "Replicas this agent scrapes for everyone.",
+          static_cast<double>(cl->owned));
+    gauge("kvlb_cluster_fallback_replicas",
+          "Replicas scraped here because their shared score is late (owner silent, or this "
+          "agent off the bus).",
+          static_cast<double>(cl->falling_back));
+    counter("kvlb_cluster_fallback_scrapes_total", "Scrapes made here while falling back.",
+            cl->fallback_scrapes);
+    w.family("kvlb_cluster_published_total", "Messages this agent published, by kind.",
+             ExpositionType::Counter);
+    w.sample("kvlb_cluster_published_total", {{"kind", "scores"}},
+             static_cast<double>(cl->published_batches));
+    w.sample("kvlb_cluster_published_total", {{"kind", "heartbeat"}},
+             static_cast<double>(cl->heartbeats));
+    counter("kvlb_cluster_published_reports_total", "Replica reports this agent published.",
+            cl->published_reports);
+    counter("kvlb_cluster_applied_reports_total",
+            "Reports from other agents written into this node's maps.", cl->applied_reports);
+    w.family("kvlb_cluster_rejected_total",
+             "Messages (or reports within them) refused, by reason: malformed, "
+             "subject_mismatch, unknown_publisher, unknown_service, unknown_replica, too_old, "
+             "too_many_peers.",
+             ExpositionType::Counter);
+    for (const auto& [reason, n] : cl->rejected)
+      w.sample("kvlb_cluster_rejected_total", {{"reason", reason}}, static_cast<double>(n));
+    counter("kvlb_cluster_received_total", "Messages received from the bus.", cl->bus.received);
+    counter("kvlb_cluster_received_bytes_total", "Their payload bytes.", cl->bus.received_bytes);
+    counter("kvlb_cluster_published_bytes_total", "Payload bytes published.",
+            cl->bus.publish_bytes);
+    counter("kvlb_cluster_publish_errors_total", "Publishes the bus refused.",
+            cl->bus.publish_errors);
+    counter("kvlb_cluster_dropped_total",
+            "Messages dropped because the agent fell behind (inbox full, slow consumer).",
+            cl->bus.dropped);
+    counter("kvlb_cluster_disconnects_total", "Connections to NATS lost.", cl->bus.disconnects);
+    w.family("kvlb_cluster_propagation_seconds",
+             "From the owner's scrape to this agent's map write, for shared scores.",
+             ExpositionType::Histogram);
+    cl->propagation.write(w, "kvlb_cluster_propagation_seconds", {});
+  }
   return w.take();
+}
+
+nlohmann::json cluster_json(const Agent& agent, const ClusterStats& cs) {
+  nlohmann::json replicas = nlohmann::json::array();
+  const uint64_t now = monotonic_ns();
+  for (const auto& b : agent.backends()) {
+    const int64_t age_ms = b.last.updated_ns == 0 ? -1
+                           : now > b.last.updated_ns
+                               ? static_cast<int64_t>((now - b.last.updated_ns) / 1'000'000)
+                               : 0;
+    replicas.push_back({{"backend", b.address.to_string()},
+                        {"node", b.node},
+                        {"scraped_here", b.scraped},
+                        {"source", b.source},
+                        {"age_ms", age_ms}});
+  }
+  return {{"agent", cs.agent_id}, {"connected", cs.connected},       {"agents", cs.peers},
+          {"owned", cs.owned},    {"falling_back", cs.falling_back}, {"replicas", replicas}};
 }
 
 void log_scores(const Agent& agent) {
@@ -238,19 +312,24 @@ nlohmann::json gateway_json(const Agent& agent, const GatewayView& gw) {
 }
 
 // The admin API's routes.
-AdminResponse admin_route(Agent& agent, const AdminRequest& r, const GatewayView* gw,
-                          const KeepaliveStats* ka) {
+AdminResponse admin_route(Agent& agent, const AdminRequest& r, const AdminViews& views) {
+  const GatewayView* gw = views.gateway;
   const std::string prefix = "/v1/backends/";
   if (r.method == "GET" && r.target == "/v1/services")
     return {200, "application/json", json_body(services_json(agent))};
   if (r.method == "GET" && r.target == "/v1/backends")
     return {200, "application/json", json_body(backends_json(agent))};
   if (r.method == "GET" && r.target == "/metrics")
-    return {200, "text/plain; version=0.0.4; charset=utf-8", metrics_text(agent, gw, ka)};
+    return {200, "text/plain; version=0.0.4; charset=utf-8", metrics_text(agent, views)};
   if (r.method == "GET" && r.target == "/v1/gateway") {
     if (!gw)
       return {404, "application/json", json_body({{"error", "the agent is not in gateway mode"}})};
     return {200, "application/json", json_body(gateway_json(agent, *gw))};
+  }
+  if (r.method == "GET" && r.target == "/v1/cluster") {
+    if (!views.cluster)
+      return {404, "application/json", json_body({{"error", "score sharing is off"}})};
+    return {200, "application/json", json_body(cluster_json(agent, *views.cluster))};
   }
   if (r.method == "GET" && r.target == "/healthz") return {200, "text/plain", "ok\n"};
   if (r.target.rfind(prefix, 0) == 0) {

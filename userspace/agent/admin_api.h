@@ -14,6 +14,7 @@
 
 #include "agent/admin_server.h"
 #include "agent/agent.h"
+#include "agent/cluster_sync.h"
 #include "agent/keepalive.h"
 
 namespace kvlb::agent {
@@ -28,17 +29,24 @@ struct GatewayView {
 };
 nlohmann::json gateway_json(const Agent& agent, const GatewayView& gw);
 
+// What the supervisor shows besides the agent, each null when not in use: the
+// gateway's snapshot (gateway mode), keep-alive rebalancing's counters (some
+// service rebalances), score sharing's (cluster.nats_servers set).
+struct AdminViews {
+  const GatewayView* gateway = nullptr;
+  const KeepaliveStats* keepalive = nullptr;
+  const ClusterStats* cluster = nullptr;
+};
+
 nlohmann::json services_json(const Agent& agent);
 nlohmann::json backends_json(const Agent& agent);
-// `ka`: keep-alive rebalancing's counters when some service has it on.
-std::string metrics_text(const Agent& agent, const GatewayView* gw = nullptr,
-                         const KeepaliveStats* ka = nullptr);
+std::string metrics_text(const Agent& agent, const AdminViews& views = {});
+nlohmann::json cluster_json(const Agent& agent, const ClusterStats& cs);
 // One log line per backend (scores and kernel counters), and the stale count.
 void log_scores(const Agent& agent);
 
 // Serves one request (GET routes render; POST drain/undrain change the agent).
-// `gw`: the gateway's snapshot in gateway mode (GET /v1/gateway), else null.
-AdminResponse admin_route(Agent& agent, const AdminRequest& r, const GatewayView* gw = nullptr,
-                          const KeepaliveStats* ka = nullptr);
+// GET /v1/gateway and /v1/cluster answer 404 when that view is null.
+AdminResponse admin_route(Agent& agent, const AdminRequest& r, const AdminViews& views = {});
 
 }  // namespace kvlb::agent

@@ -100,6 +100,8 @@ void Agent::apply_config() {
   std::set<uint32_t> used;
 
   // 2. The replicas this config names, once each, with stable ids.
+  std::map<std::string, const BackendState*> previous;
+  for (const auto& b : backends_) previous.emplace(b.address.to_string(), &b);
   std::map<std::string, size_t> index;  // address -> position in backends_
   std::vector<BackendState> next;
   for (const auto& svc : cfg_.services) {
@@ -112,6 +114,17 @@ void Agent::apply_config() {
       st.engine = bc.engine;
       st.weight = bc.weight;
       st.configured = bc.state;
+      st.node = bc.node;
+      if (auto it = previous.find(key); it != previous.end()) {
+        // What score sharing knows about it carries over a reconfigure.
+        const BackendState& p = *it->second;
+        st.scraped = p.scraped;
+        st.remote_suspect = p.remote_suspect;
+        st.source = p.source;
+        st.reported = p.reported;
+        st.picks_seen = p.picks_seen;
+        st.picks_next = p.picks_next;
+      }
       if (auto it = existing.find(key); it != existing.end()) st.id = it->second;
       if (st.id) used.insert(st.id);
       index.emplace(key, next.size());
@@ -206,9 +219,40 @@ void Agent::apply_config() {
   in_maps_->clear();
   for (const auto& b : next) in_maps_->emplace(b.address.to_string(), b.id);
   backends_ = std::move(next);
+  set_scrape_targets();
+}
+
+void Agent::set_scrape_targets() {
   std::vector<std::string> urls;
-  for (const auto& b : backends_) urls.push_back(b.metrics_url);
+  for (const auto& b : backends_)
+    if (b.scraped) urls.push_back(b.metrics_url);
   scraper_->set_targets(urls);
+}
+
+void Agent::set_scraped(const std::vector<bool>& mask) {
+  if (mask.size() != backends_.size()) return;
+  bool changed = false;
+  for (size_t i = 0; i < mask.size(); ++i)
+    if (backends_[i].scraped != mask[i]) {
+      backends_[i].scraped = mask[i];
+      changed = true;
+    }
+  if (changed) set_scrape_targets();
+}
+
+uint64_t Agent::picks_at(const BackendState& b, uint64_t t_ns, uint64_t now_picks) {
+  // The newest round start at or before t; if t predates them all, the oldest
+  // (more picks counted since the score: the backend looks no emptier than it is).
+  const std::pair<uint64_t, uint64_t>* best = nullptr;
+  const std::pair<uint64_t, uint64_t>* oldest = nullptr;
+  for (const auto& e : b.picks_seen) {
+    if (e.first == 0) continue;
+    if (e.first <= t_ns && (!best || e.first > best->first)) best = &e;
+    if (!oldest || e.first < oldest->first) oldest = &e;
+  }
+  if (best) return best->second;
+  if (oldest) return oldest->second;
+  return now_picks;
 }
 
 void Agent::write_score(BackendState& b, const kvlb_score& s) {
@@ -252,6 +296,9 @@ Agent::ScrapeRound Agent::begin_round() const {
     round.inflight[i] = c.inflight;
     round.engines[i] = backends_[i].engine;
   }
+  for (size_t i = 0; i < backends_.size(); ++i)
+    if (backends_[i].scraped) round.targets.push_back(i);
+  round.shared.resize(backends_.size());
   round.taken = monotonic_ns();
   round.start = std::chrono::steady_clock::now();
   return round;
@@ -260,8 +307,9 @@ Agent::ScrapeRound Agent::begin_round() const {
 void Agent::collect(ScrapeRound& round) {
   const auto& results = scraper_->scrape_all();
   round.stats.resize(results.size());
-  for (size_t i = 0; i < results.size(); ++i)
-    if (results[i].ok()) round.stats[i] = engines::extract_stats(results[i].body, round.engines[i]);
+  for (size_t k = 0; k < results.size() && k < round.targets.size(); ++k)
+    if (results[k].ok())
+      round.stats[k] = engines::extract_stats(results[k].body, round.engines[round.targets[k]]);
   round.results = &results;
 }
 
@@ -276,11 +324,30 @@ void Agent::finish_round(const ScrapeRound& round) {
   const auto round_start = round.start;
   const uint64_t taken = round.taken;
   std::vector<bool> fresh(backends_.size(), false);
+  // Where each backend's scrape result is (SIZE_MAX: not scraped this round).
+  std::vector<size_t> result_of(backends_.size(), SIZE_MAX);
+  for (size_t k = 0; k < round.targets.size() && k < results.size(); ++k)
+    if (round.targets[k] < backends_.size()) result_of[round.targets[k]] = k;
+  const uint64_t stale_ns = static_cast<uint64_t>(cfg_.stale_after.count()) * 1'000'000ull;
   for (size_t i = 0; i < backends_.size(); ++i) {
     auto& b = backends_[i];
-    auto& r = results[i];
+    b.picks_seen[b.picks_next++ % b.picks_seen.size()] = {taken, round.picks[i]};
+    if (result_of[i] == SIZE_MAX) {
+      if (i < round.shared.size() && round.shared[i])
+        fresh[i] = apply_shared(b, *round.shared[i], round.picks[i]);
+      if (!fresh[i] && !b.stale && taken > b.last.updated_ns + stale_ns) {
+        b.stale = true;
+        ++b.stale_events;
+        spdlog::warn(
+            "backend {}: no shared score for {} ms, the kernel compares it on in-flight "
+            "only",
+            b.address.to_string(), cfg_.stale_after.count());
+      }
+      continue;
+    }
+    auto& r = results[result_of[i]];
     std::string error;
-    const auto& ex = round.stats[i];
+    const auto& ex = round.stats[result_of[i]];
     scoring::Observation seen{static_cast<double>(taken) / 1e9,
                               round.picks[i],
                               round.inflight[i],
@@ -310,6 +377,9 @@ void Agent::finish_round(const ScrapeRound& round) {
         b.last_error.clear();
         write_score(
             b, scoring::make_score(*ex.stats, b.weight, effective_state(b), taken, round.picks[i]));
+        b.reported = b.last;
+        b.source = "scrape";
+        b.remote_suspect = false;
         fresh[i] = true;
         stats_.scrape_latency.observe(std::chrono::duration<double>(r.latency).count());
         stats_.scrape_to_map.observe(
@@ -325,7 +395,6 @@ void Agent::finish_round(const ScrapeRound& round) {
     // A failed scrape keeps the last good score (it ages and turns stale in the
     // kernel); after down_after_failures in a row the backend is marked down.
     ++b.consecutive_failures;
-    const uint64_t stale_ns = static_cast<uint64_t>(cfg_.stale_after.count()) * 1'000'000ull;
     if (!b.stale && taken > b.last.updated_ns + stale_ns) {
       b.stale = true;
       ++b.stale_events;
@@ -344,6 +413,48 @@ void Agent::finish_round(const ScrapeRound& round) {
     }
   }
   bound_suspects(round, fresh);
+}
+
+bool Agent::apply_shared(BackendState& b, const SharedReport& r, uint64_t picks_now) {
+  const uint64_t now = monotonic_ns();
+  if (r.down) {
+    // The owner gave up on it: no new connections here either, until a report
+    // says otherwise.
+    if (!b.down) {
+      b.down = true;
+      kvlb_score s = b.last;
+      s.state = KVLB_STATE_DOWN;
+      write_score(b, s);
+      spdlog::warn("backend {} marked down by {} (its owner)", b.address.to_string(),
+                   printable(r.from, 64));
+    }
+    b.source = r.from;
+    return false;
+  }
+  // The score's time on this node's clock: the age the owner measured on its
+  // clock, carried over (the transit, a millisecond or so, is not counted).
+  const uint64_t updated = now > r.age_ns ? now - r.age_ns : 0;
+  if (!b.down && updated <= b.last.updated_ns) return false;  // not newer than ours
+  if (b.down)
+    spdlog::info("backend {} up again (reported by {})", b.address.to_string(),
+                 printable(r.from, 64));
+  b.down = false;
+  b.stale = false;
+  b.consecutive_failures = 0;
+  b.last_error.clear();
+  b.remote_suspect = r.suspect;
+  b.source = r.from;
+  kvlb_score s{};
+  s.waiting = r.waiting;
+  s.running = r.running;
+  s.kv_permille = r.kv_permille;
+  s.weight = b.weight;
+  s.state = static_cast<uint8_t>(effective_state(b));
+  s.updated_ns = updated;
+  s.picks_at_score = picks_at(b, updated, picks_now);
+  write_score(b, s);
+  b.reported = s;
+  return true;
 }
 
 void Agent::bound_suspects(const ScrapeRound& round, const std::vector<bool>& fresh) {
@@ -382,13 +493,18 @@ void Agent::bound_suspects(const ScrapeRound& round, const std::vector<bool>& fr
     double peers_last = -1e300;
     for (size_t s : services_of[i])
       peers_last = std::max(peers_last, top[s].i1 != i ? top[s].t1 : top[s].t2);
-    if (suspects_.update(b.id, peers_last)) {
-      b.suspect = suspects_.suspect(b.id);
-      b.suspect_reason = suspects_.reason(b.id);
-      stats_.suspect_events = suspects_.events();
+    if (suspects_.update(b.id, peers_last)) stats_.suspect_events = suspects_.events();
+    // Suspect by this agent's own observation, or by its owner's (a replica
+    // scraped elsewhere is bounded here too, by this node's peers).
+    const bool local = suspects_.suspect(b.id);
+    const bool now_suspect = local || (!b.scraped && b.remote_suspect);
+    if (now_suspect != b.suspect) {
+      b.suspect = now_suspect;
+      b.suspect_reason = local ? suspects_.reason(b.id)
+                               : (now_suspect ? "reported by " + printable(b.source, 64) : "");
       if (b.suspect)
         spdlog::warn("backend {} is suspect, bounded to the median of its peers: {}",
-                     b.address.to_string(), suspects_.reason(b.id));
+                     b.address.to_string(), b.suspect_reason);
       else
         spdlog::info("backend {} is no longer suspect", b.address.to_string());
     }

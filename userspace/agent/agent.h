@@ -5,6 +5,7 @@
 // rendered by the admin API (admin_api.h).
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <map>
 #include <memory>
@@ -40,6 +41,25 @@ struct BackendState {
   uint64_t stale_events = 0;
   bool suspect = false;  // reports contradicted by the kernel's counts: bounded to the median
   std::string suspect_reason;
+  // Score sharing (docs/cluster.md).
+  std::string node;             // the node it runs on ("" unknown)
+  bool scraped = true;          // this agent scrapes it (owns it, or falls back); else shared
+  bool remote_suspect = false;  // its owner bounds it
+  std::string source;           // where its last score came from: "scrape" or the agent id
+  kvlb_score reported = {};     // the last fresh report before suspect bounding (what is shared)
+  // The kernel's pick counter at the last rounds' starts, (ns, picks): a shared
+  // score taken at time t is compared with the picks made here since t.
+  std::array<std::pair<uint64_t, uint64_t>, 4> picks_seen{};
+  size_t picks_next = 0;
+};
+
+// A replica's numbers as another agent scraped them (the cluster's score bus).
+struct SharedReport {
+  uint32_t waiting = 0, running = 0;
+  uint16_t kv_permille = 0;
+  bool down = false, suspect = false;
+  uint64_t age_ns = 0;  // how old the scrape was when it was sent
+  std::string from;     // the agent that scraped it
 };
 
 // What the agent measures about itself (rendered by the admin API).
@@ -81,7 +101,11 @@ class Agent {
     std::vector<uint64_t> picks;           // kernel picks per backend at the start
     std::vector<int64_t> inflight;         // kernel in-flight per backend at the start
     std::vector<engines::Engine> engines;  // each backend's engine at the start
-    uint64_t taken = 0;                    // monotonic_ns() at the start
+    std::vector<size_t> targets;           // backends scraped this round (results' order)
+    // Reports shared by other agents for the backends not scraped here, filled
+    // in between collect() and finish_round() (score sharing).
+    std::vector<std::optional<SharedReport>> shared;
+    uint64_t taken = 0;  // monotonic_ns() at the start
     std::chrono::steady_clock::time_point start;
     const std::vector<ScrapeResult>* results = nullptr;  // the scraper's, after collect()
     std::vector<engines::ExtractResult> stats;           // parsed, for results that are ok()
@@ -89,6 +113,11 @@ class Agent {
   ScrapeRound begin_round() const;
   void collect(ScrapeRound& round);
   void finish_round(const ScrapeRound& round);
+
+  // Which backends this agent scrapes from the next round on (score sharing:
+  // the ones it owns or falls back on); the others take shared reports. All by
+  // default. `mask` is in backends() order.
+  void set_scraped(const std::vector<bool>& mask);
 
   // Runtime drain/undrain of the replica at `address` (ip:port): takes effect in
   // the kernel at once and survives reloads. False when no backend has it.
@@ -107,6 +136,10 @@ class Agent {
   void write_score(BackendState& b, const kvlb_score& s);
 
   kvlb_backend_state effective_state(const BackendState& b) const;
+  void set_scrape_targets();
+  // A shared report into the kernel; true when it was fresh (newer than ours).
+  bool apply_shared(BackendState& b, const SharedReport& r, uint64_t picks_now);
+  static uint64_t picks_at(const BackendState& b, uint64_t t_ns, uint64_t now_picks);
   // Suspect backends (scoring/suspects.h): their fresh scores rewritten, bounded
   // by the median of the backends they share a service with.
   void bound_suspects(const ScrapeRound& round, const std::vector<bool>& fresh);

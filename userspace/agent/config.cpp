@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 
 #include "common/duration.h"
+#include "cluster/score_message.h"
 #include "common/names.h"
 #include "agent/settings.h"
 #include "common/printable.h"
@@ -92,7 +93,7 @@ std::string required_string(const YAML::Node& parent, const std::string& key,
 }
 
 BackendConfig parse_backend(const YAML::Node& n, const std::string& path) {
-  check_keys(n, path, {"address", "metrics_url", "engine", "weight", "state"});
+  check_keys(n, path, {"address", "metrics_url", "engine", "weight", "state", "node"});
   BackendConfig b;
   auto addr = required_string(n, "address", path);
   auto ep = Endpoint::parse(addr);
@@ -115,6 +116,14 @@ BackendConfig parse_backend(const YAML::Node& n, const std::string& path) {
     b.engine = *engine;
   }
   if (n["weight"]) b.weight = integer<uint16_t>(n["weight"], join(path, "weight"), 1, 10000);
+  if (n["node"]) {
+    // With score sharing, that node's agent scrapes it (docs/cluster.md).
+    b.node = scalar(n["node"], join(path, "node"));
+    if (!cluster::valid_name(b.node))
+      throw ConfigError(
+          join(path, "node"),
+          "'" + printable(b.node, 64) + "' is not a node name (1-253 of A-Z a-z 0-9 . _ -)");
+  }
   if (n["state"]) {
     auto s = scalar(n["state"], join(path, "state"));
     auto st = state_from_name(s);
@@ -191,10 +200,11 @@ kvlb_policy parse_policy(const std::string& name, const std::string& field) {
 
 AgentConfig parse_config_checked(const std::string& yaml_text);
 
-std::vector<std::string> GatewayConfig::interface_list() const {
+namespace {
+std::vector<std::string> comma_list(const std::string& text) {
   std::vector<std::string> out;
   std::string cur;
-  for (char ch : interfaces + ",") {
+  for (char ch : text + ",") {
     if (ch == ',') {
       while (!cur.empty() && cur.back() == ' ') cur.pop_back();
       if (!cur.empty()) out.push_back(cur);
@@ -204,6 +214,14 @@ std::vector<std::string> GatewayConfig::interface_list() const {
     }
   }
   return out;
+}
+}  // namespace
+
+std::vector<std::string> GatewayConfig::interface_list() const {
+  return comma_list(interfaces);
+}
+std::vector<std::string> ClusterSettings::server_list() const {
+  return comma_list(nats_servers);
 }
 
 AgentConfig parse_config(const std::string& yaml_text) {
@@ -310,13 +328,44 @@ AgentConfig parse_config_checked(const std::string& yaml_text) {
       auto here = fmt::format("{}.backends[{}]", path, b);
       auto [it, fresh] = replicas.emplace(bc.address.to_string(), std::make_pair(here, bc));
       const auto& other = it->second.second;
-      if (!fresh && (other.state != bc.state || other.weight != bc.weight ||
-                     other.engine != bc.engine || other.metrics_url != bc.metrics_url))
-        throw ConfigError(here, fmt::format("{} is also {} with a different state, weight, engine "
-                                            "or metrics_url; a replica has one of each",
+      if (!fresh &&
+          (other.state != bc.state || other.weight != bc.weight || other.engine != bc.engine ||
+           other.metrics_url != bc.metrics_url || other.node != bc.node))
+        throw ConfigError(here, fmt::format("{} is also {} with a different state, weight, engine, "
+                                            "metrics_url or node; a replica has one of each",
                                             bc.address.to_string(), it->second.first));
     }
     c.services.push_back(std::move(s));
+  }
+  if (c.cluster.enabled()) {
+    for (const auto& url : c.cluster.server_list())
+      if (!(url.rfind("nats://", 0) == 0 || url.rfind("tls://", 0) == 0) || url.size() > 255)
+        throw ConfigError("cluster.nats_servers",
+                          "'" + printable(url, 64) + "' is not a nats:// or tls:// URL");
+    if (!c.cluster.agent_id.empty() && !cluster::valid_name(c.cluster.agent_id))
+      throw ConfigError("cluster.agent_id", "use 1-253 of A-Z a-z 0-9 . _ -");
+    if (!cluster::valid_name(c.cluster.subject_prefix))
+      throw ConfigError("cluster.subject_prefix", "use 1-253 of A-Z a-z 0-9 _ - (no dots)");
+    if (c.cluster.subject_prefix.find('.') != std::string::npos)
+      throw ConfigError("cluster.subject_prefix", "use 1-253 of A-Z a-z 0-9 _ - (no dots)");
+    for (size_t i = 0; i < c.services.size(); ++i)
+      if (!cluster::valid_name(c.services[i].name) ||
+          c.services[i].name.find('.') != std::string::npos)
+        throw ConfigError(fmt::format("services[{}].name", i),
+                          "with cluster.nats_servers a service's name is a subject token: use "
+                          "1-253 of A-Z a-z 0-9 _ -");
+    if (c.cluster.user.empty() != c.cluster.password_file.empty())
+      throw ConfigError("cluster.user", "set both user and password_file, or neither");
+    if (!c.cluster.credentials_file.empty() && !c.cluster.user.empty())
+      throw ConfigError("cluster.credentials_file", "set credentials_file or user, not both");
+    if (c.cluster.peer_timeout <= c.scrape_interval)
+      throw ConfigError("cluster.peer_timeout", fmt::format("must be longer than scrape_interval "
+                                                            "({} ms)",
+                                                            c.scrape_interval.count()));
+    if (c.cluster.fallback_after <= c.scrape_interval)
+      throw ConfigError("cluster.fallback_after", fmt::format("must be longer than "
+                                                              "scrape_interval ({} ms)",
+                                                              c.scrape_interval.count()));
   }
   if (c.uses_kubernetes() && !c.kubernetes_in_cluster && c.kubeconfig.empty())
     throw ConfigError("kubernetes",

@@ -39,6 +39,9 @@ struct BackendConfig {
   engines::Engine engine = engines::Engine::Auto;
   uint16_t weight = 100;
   kvlb_backend_state state = KVLB_STATE_ACTIVE;  // active or draining
+  // The node the replica runs on (EndpointSlice nodeName; "" for static
+  // backends): with score sharing, that node's agent scrapes it.
+  std::string node;
 };
 
 // A Service whose backends come from its EndpointSlices.
@@ -85,6 +88,23 @@ struct KeepaliveSettings {
   uint32_t max_closes_per_second = 0;
 };
 
+// Score sharing between agents (cluster.*; docs/cluster.md): on when
+// nats_servers is set.
+struct ClusterSettings {
+  std::string nats_servers;  // comma-separated nats:// or tls:// URLs
+  std::string agent_id;      // "" : $NODE_NAME, else the host name
+  std::string subject_prefix;
+  uint32_t redundancy = 1;
+  std::chrono::milliseconds peer_timeout{};
+  std::chrono::milliseconds fallback_after{};
+  std::chrono::milliseconds fallback_scrape_interval{};
+  std::filesystem::path ca_file, credentials_file, password_file;
+  std::string user;
+  uint32_t inbox_limit = 0;
+  bool enabled() const { return !nats_servers.empty(); }
+  std::vector<std::string> server_list() const;
+};
+
 // The scalar settings' defaults, bounds and meaning are in one table
 // (settings.h); a default-constructed AgentConfig holds the defaults.
 struct AgentConfig {
@@ -113,6 +133,7 @@ struct AgentConfig {
   bool kubernetes_allow_insecure_http = false;
   std::filesystem::path kubeconfig;
   KeepaliveSettings keepalive;
+  ClusterSettings cluster;
   std::vector<ServiceConfig> services;
   bool uses_keepalive_rebalance() const {
     for (const auto& s : services)

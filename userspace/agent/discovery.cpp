@@ -1,6 +1,7 @@
 #include "discovery.h"
 
 #include "common/printable.h"
+#include "common/stable_hash.h"
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -22,22 +23,6 @@ std::string agent_node_name() {
   ::gethostname(host, sizeof(host) - 1);
   return host;
 }
-
-namespace {
-
-// 64-bit FNV-1a, then a finaliser: a stable hash (the same on every node and
-// every run), unlike std::hash.
-uint64_t stable_hash(std::string_view a, std::string_view b) {
-  uint64_t h = 1469598103934665603ull;
-  for (std::string_view part : {a, std::string_view("\0", 1), b})
-    for (unsigned char c : part) h = (h ^ c) * 1099511628211ull;
-  h ^= h >> 33;
-  h *= 0xff51afd7ed558ccdull;
-  h ^= h >> 33;
-  return h;
-}
-
-}  // namespace
 
 std::vector<BackendConfig> backends_from_endpoints(const ServiceConfig& svc,
                                                    const std::vector<k8s::DiscoveredEndpoint>& eps,
@@ -72,6 +57,7 @@ std::vector<BackendConfig> backends_from_endpoints(const ServiceConfig& svc,
     b.address = r.e->address;
     b.metrics_url = "http://" + r.e->address.to_string() + "/metrics";
     b.state = r.e->state;
+    b.node = r.e->node_name;
     out.push_back(std::move(b));
   }
   return out;

@@ -187,6 +187,50 @@ std::vector<Setting> make_table() {
      [](AgentConfig& c, const SettingValue& v) {
        c.keepalive.max_closes_per_second = static_cast<uint32_t>(v.number);
      }},
+    {"cluster.nats_servers", K::Text, "", 0, 0, {}, "score sharing (docs/cluster.md)",
+     "Comma-separated NATS servers (nats://host:port, tls://host:port): agents share what they "
+     "scrape, so each replica is scraped by one agent per interval whatever the number of "
+     "nodes. Empty: every agent scrapes every replica.",
+     [](AgentConfig& c, const SettingValue& v) { c.cluster.nats_servers = v.text; }},
+    {"cluster.agent_id", K::Text, "", 0, 0, {}, "score sharing",
+     "This agent's name on the bus (1-253 of A-Z a-z 0-9 . _ -). Default: $NODE_NAME, else the "
+     "host name.",
+     [](AgentConfig& c, const SettingValue& v) { c.cluster.agent_id = v.text; }},
+    {"cluster.subject_prefix", K::Text, "kvlb", 0, 0, {}, "score sharing",
+     "Subjects are <prefix>.v1.scores.<service> and <prefix>.v1.agents: clusters sharing one "
+     "NATS keep apart by prefix.",
+     [](AgentConfig& c, const SettingValue& v) { c.cluster.subject_prefix = v.text; }},
+    {"cluster.redundancy", K::Integer, "1", 1, 5, {}, "score sharing",
+     "How many agents scrape a replica that has no agent on its own node (static backends, a "
+     "gateway host's): the first r by a rendezvous hash over the live agents.",
+     [](AgentConfig& c, const SettingValue& v) { c.cluster.redundancy = static_cast<uint32_t>(v.number); }},
+    {"cluster.peer_timeout", K::Duration, "100ms", 10, 0, {}, "score sharing",
+     "An agent not heard from (heartbeat each round) for this long has left: its replicas are "
+     "taken over at the next round.",
+     [](AgentConfig& c, const SettingValue& v) { c.cluster.peer_timeout = v.duration; }},
+    {"cluster.fallback_after", K::Duration, "150ms", 10, 0, {}, "score sharing",
+     "A replica whose shared score has not arrived for this long (its owner silent, or this "
+     "agent off the bus) is scraped by this agent directly.",
+     [](AgentConfig& c, const SettingValue& v) { c.cluster.fallback_after = v.duration; }},
+    {"cluster.fallback_scrape_interval", K::Duration, "250ms", 10, 0, {}, "score sharing",
+     "While falling back, this agent scrapes such a replica at most once per this interval: "
+     "the cap on the load N agents put on a replica when the bus is down.",
+     [](AgentConfig& c, const SettingValue& v) { c.cluster.fallback_scrape_interval = v.duration; }},
+    {"cluster.ca_file", K::Path, "", 0, 0, {}, "score sharing",
+     "TLS to NATS, the server verified against this CA (PEM).",
+     [](AgentConfig& c, const SettingValue& v) { c.cluster.ca_file = v.text; }},
+    {"cluster.credentials_file", K::Path, "", 0, 0, {}, "score sharing",
+     "This agent's NATS credentials (.creds: user JWT and nkey seed).",
+     [](AgentConfig& c, const SettingValue& v) { c.cluster.credentials_file = v.text; }},
+    {"cluster.user", K::Text, "", 0, 0, {}, "score sharing",
+     "Or a NATS user, with cluster.password_file.",
+     [](AgentConfig& c, const SettingValue& v) { c.cluster.user = v.text; }},
+    {"cluster.password_file", K::Path, "", 0, 0, {}, "score sharing",
+     "The file holding that user's password (one line).",
+     [](AgentConfig& c, const SettingValue& v) { c.cluster.password_file = v.text; }},
+    {"cluster.inbox_limit", K::Integer, "16384", 16, 1048576, {}, "score sharing",
+     "Messages received and not yet applied, at most; beyond, they are dropped and counted.",
+     [](AgentConfig& c, const SettingValue& v) { c.cluster.inbox_limit = static_cast<uint32_t>(v.number); }},
     {"kubernetes.in_cluster", K::Bool, "false", 0, 0, {}, "discovery",
      "Reach the API server as a pod does (service account token, cluster CA).",
      [](AgentConfig& c, const SettingValue& v) { c.kubernetes_in_cluster = v.flag; }},

@@ -13,7 +13,9 @@
 #include "agent/admin_api.h"
 #include "agent/settings.h"
 #include "common/failpoint.h"
+#include "common/printable.h"
 #include "common/fs_mounts.h"
+#include "cluster/nats_score_bus.h"
 #include "dataplane/kernel_socket_closer.h"
 
 namespace kvlb::agent {
@@ -153,11 +155,14 @@ int Supervisor::loop() {
   agent_->apply_config();
   dp_->attach();
   serving_ = true;
+  if (cfg_.cluster.enabled()) start_cluster();
   if (!cfg_.admin_socket.empty() || !cfg_.admin_listen.empty()) {
     admin_ = std::make_unique<AdminServer>(
         cfg_.admin_socket, cfg_.admin_listen, [this](const AdminRequest& r) {
           std::lock_guard lock(mu_);
-          return admin_route(*agent_, r, gateway_.get(), keepalive_stats());
+          return admin_route(
+              *agent_, r,
+              {gateway_.get(), keepalive_stats(), cluster_ ? &cluster_->stats() : nullptr});
         });
     spdlog::info("admin API on {}{}", cfg_.admin_socket.string(),
                  cfg_.admin_listen.empty() ? "" : " and " + cfg_.admin_listen);
@@ -245,11 +250,42 @@ void Supervisor::scrape_round() {
   // The scrape itself (network waits, parsing) runs without the lock: one slow
   // replica never blocks the admin API or the liveness probe.
   std::unique_lock lock(mu_);
+  if (cluster_) cluster_->before_round(*agent_, monotonic_ns());
   auto round = agent_->begin_round();
   lock.unlock();
   agent_->collect(round);
   lock.lock();
+  if (cluster_) cluster_->fill_shared(*agent_, round, monotonic_ns());
   agent_->finish_round(round);
+  if (cluster_) cluster_->publish(*agent_, monotonic_ns());
+}
+
+void Supervisor::start_cluster() {
+  const auto& cs = cfg_.cluster;
+  cluster::NatsOptions o;
+  o.servers = cs.server_list();
+  const std::string node = agent_node_name();
+  const std::string id = cs.agent_id.empty() ? node : cs.agent_id;
+  if (!cluster::valid_name(id) || !cluster::valid_name(node))
+    throw std::runtime_error(fmt::format(
+        "cluster: agent id '{}' / node '{}' is not a valid name (1-253 of A-Z a-z 0-9 . _ -): "
+        "set cluster.agent_id",
+        printable(id, 64), printable(node, 64)));
+  o.name = "kvlb-agent/" + id;
+  o.ca_file = cs.ca_file.string();
+  o.credentials_file = cs.credentials_file.string();
+  o.user = cs.user;
+  if (!cs.password_file.empty()) {
+    std::ifstream in(cs.password_file);
+    if (!in)
+      throw std::runtime_error("cluster.password_file: cannot read " + cs.password_file.string());
+    std::getline(in, o.password);
+  }
+  o.inbox_limit = cs.inbox_limit;
+  cluster_ =
+      std::make_unique<ClusterSync>(cfg_, std::make_unique<cluster::NatsScoreBus>(o), id, node);
+  spdlog::info("cluster: agent {} on node {}, sharing scores over NATS ({}), redundancy {}", id,
+               node, cs.nats_servers, cs.redundancy);
 }
 
 void Supervisor::gateway_round() {
@@ -323,6 +359,15 @@ std::string Supervisor::immutable_change(const AgentConfig& next) const {
   if (kubernetes_refs(next) != kubernetes_refs(cfg_))
     return "the Kubernetes services or API access cannot change while running (restart the "
            "agent)";
+  const auto& a = next.cluster;
+  const auto& b = cfg_.cluster;
+  if (a.nats_servers != b.nats_servers || a.agent_id != b.agent_id ||
+      a.subject_prefix != b.subject_prefix || a.redundancy != b.redundancy ||
+      a.peer_timeout != b.peer_timeout || a.fallback_after != b.fallback_after ||
+      a.fallback_scrape_interval != b.fallback_scrape_interval || a.ca_file != b.ca_file ||
+      a.credentials_file != b.credentials_file || a.user != b.user ||
+      a.password_file != b.password_file || a.inbox_limit != b.inbox_limit)
+    return "the cluster.* settings cannot change while running (restart the agent)";
   if (next.cgroup != cfg_.cgroup || next.bpffs != cfg_.bpffs || next.pin_dir != cfg_.pin_dir)
     return "cgroup, bpffs and pin_dir cannot change while running (restart the agent)";
   return "";
@@ -380,6 +425,10 @@ void Supervisor::reload(const char* why) {
 
 void Supervisor::shut_down(int rc) {
   admin_.reset();  // no request may reach the agent past this point
+  if (cluster_) {
+    cluster_->leave();  // the others take this agent's replicas over at once
+    cluster_.reset();
+  }
   if (!serving_) {
     // The configuration never made it into the maps: do not leave a half-set-up
     // data plane attached.

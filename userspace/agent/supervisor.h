@@ -17,6 +17,7 @@
 #include "agent/admin_api.h"
 #include "agent/admin_server.h"
 #include "agent/agent.h"
+#include "agent/cluster_sync.h"
 #include "agent/config.h"
 #include "agent/discovery.h"
 #include "agent/keepalive.h"
@@ -58,6 +59,9 @@ class Supervisor {
     if (keepalive_) return &keepalive_->stats();
     return keepalive_tried_ ? &keepalive_unavailable_ : nullptr;
   }
+  // Score sharing: the NATS connection and the cluster logic (no server needs
+  // to be up: the agent falls back to scraping until one is).
+  void start_cluster();
   // Transactional reload; `why` names the trigger in the log.
   void reload(const char* why);
   // Why a new configuration cannot be applied while running ("" when it can).
@@ -80,9 +84,8 @@ class Supervisor {
   std::unique_ptr<KeepaliveRebalancer> keepalive_;
   KeepaliveStats keepalive_unavailable_;
   bool keepalive_tried_ = false;
-  std::unique_ptr<GatewayView>
-      gateway_;  // gateway mode: the admin API's snapshot (under mu_)  // the data plane balances
-                 // (ours, or adopted from a previous agent)
+  std::unique_ptr<GatewayView> gateway_;  // gateway mode: the admin API's snapshot (under mu_)
+  std::unique_ptr<ClusterSync> cluster_;  // score sharing (cluster.nats_servers set)
 };
 
 }  // namespace kvlb::agent

@@ -60,6 +60,21 @@ std::string gateway_table(const nlohmann::json& j) {
   return out;
 }
 
+// Score sharing: this agent on the bus, and where each replica's score comes from.
+std::string cluster_table(const nlohmann::json& j) {
+  std::string out = fmt::format(
+      "agent {}: {} to NATS, {} live agents, owns {} replicas, {} falling back\n\n",
+      text(j, "agent"), j["connected"].get<bool>() ? "connected" : "NOT connected",
+      j["agents"].get<uint64_t>(), j["owned"].get<uint64_t>(), j["falling_back"].get<uint64_t>());
+  out += fmt::format("{:<26} {:<20} {:<8} {:<20} {:>8}\n", "BACKEND", "NODE", "SCRAPED", "SOURCE",
+                     "AGE_MS");
+  for (const auto& r : j["replicas"])
+    out += fmt::format("{:<26} {:<20} {:<8} {:<20} {:>8}\n", text(r, "backend"), text(r, "node"),
+                       r["scraped_here"].get<bool>() ? "here" : "shared", text(r, "source"),
+                       r["age_ms"].get<int64_t>());
+  return out;
+}
+
 // kvlb-autoscaler's status, one line per service: signal against target,
 // replicas, and why the last decision was what it was.
 std::string autoscale_table(const nlohmann::json& j) {
@@ -179,6 +194,8 @@ int main(int argc, char** argv) {
       "gateway", "the XDP gateway: interfaces and mode, flows per backend, packet counters");
   top->add_option("--interval", interval, "seconds between refreshes");
   top->add_option("--iterations", iterations, "stop after this many refreshes (0: until Ctrl-C)");
+  auto* cluster = app.add_subcommand(
+      "cluster", "score sharing: agents on the bus, which replicas this agent scrapes, ages");
   auto* drain = app.add_subcommand("drain", "no new connections to a backend (ip:port)");
   drain->add_option("address", address, "backend ip:port")->required();
   auto* undrain = app.add_subcommand("undrain", "accept new connections again");
@@ -252,6 +269,7 @@ int main(int argc, char** argv) {
   if (*services) return show("/v1/services", services_table);
   if (*backends) return show("/v1/backends", backends_table);
   if (*gateway) return show("/v1/gateway", gateway_table);
+  if (*cluster) return show("/v1/cluster", cluster_table);
   if (*metrics) {
     auto body = get("GET", "/metrics");
     if (!body) return 1;

@@ -316,8 +316,13 @@ bool ReplicaServer::ready() const {
   return std::chrono::steady_clock::now() - start_ >= opts_.load_delay;
 }
 
-std::string ReplicaServer::metrics_text() const {
-  return render_metrics(opts_.flavor, opts_.model, engine_->snapshot(), hist_, start_unix_);
+std::string ReplicaServer::metrics_text() {
+  ++metrics_requests_;
+  return render_metrics(opts_.flavor, opts_.model, engine_->snapshot(), hist_, start_unix_) +
+         "# HELP kvlb_sim_metrics_requests_total GET /metrics answered by this emulator.\n"
+         "# TYPE kvlb_sim_metrics_requests_total counter\n"
+         "kvlb_sim_metrics_requests_total " +
+         std::to_string(metrics_requests_) + "\n";
 }
 
 std::optional<std::string> ReplicaServer::submit(uint64_t id, const ApiRequest& r,

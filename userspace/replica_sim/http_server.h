@@ -51,7 +51,9 @@ class ReplicaServer {
   // ---- used by sessions ----
   const ServerOptions& options() const { return opts_; }
   bool ready() const;
-  std::string metrics_text() const;
+  // The engine's metrics page, plus kvlb_sim_metrics_requests_total (the GETs of
+  // /metrics so far, this one included): how tests count scrapes per replica.
+  std::string metrics_text();
   // Submits a generation for `session`; returns the engine's rejection, if any.
   std::optional<std::string> submit(uint64_t id, const ApiRequest& r,
                                     const std::shared_ptr<Session>& session);
@@ -77,6 +79,7 @@ class ReplicaServer {
   bool stepping_ = false;
   std::chrono::steady_clock::time_point start_;
   double start_unix_;
+  uint64_t metrics_requests_ = 0;  // the io_context's thread only
   std::unordered_map<uint64_t, Pending> pending_;
   LatencyHistograms hist_;
   uint64_t last_id_ = 0;
