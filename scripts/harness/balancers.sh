@@ -58,7 +58,9 @@ _bal_kvlb_services() {  # VIP PORT N POLICY CHOICES [REBALANCE]
   echo "    vip: $1:$2"
   [ -n "$4" ] && echo "    policy: $4"
   [ -n "$5" ] && echo "    choices: $5"
-  [ -n "${6:-}" ] && echo "    keepalive_rebalance: true"
+  # Explicit either way: kvlb-<policy> names the balancer without rebalancing
+  # (the agent's default is on), kvlb-<policy>+rebalance with it.
+  if [ -n "${6:-}" ]; then echo "    keepalive_rebalance: true"; else echo "    keepalive_rebalance: false"; fi
   echo "    backends:"
   _bal_backends "$3" "$2" | sed 's/^/      - address: /'
 }

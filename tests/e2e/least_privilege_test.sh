@@ -68,6 +68,8 @@ kill -HUP "$(pgrep -f "kvlb-agent -c $HARNESS_DIR/agent.yaml" | head -n 1)"
 harness_wait_for "reload" 10 grep -q "SIGHUP: configuration reloaded" "$HARNESS_DIR/agent.log" ||
   fail "reload with new programs failed: $(tail -n 3 "$HARNESS_DIR/agent.log")"
 check "a reload swapped new programs in" grep -q "adopted pinned link" "$HARNESS_DIR/agent.log"
+check "keep-alive rebalancing (on by default) starts with these capabilities" \
+  grep -q "keepalive rebalancing on" "$HARNESS_DIR/agent.log"
 check "no capability was missing along the way" bash -c "! grep -qi 'operation not permitted' '$HARNESS_DIR/agent.log'"
 
 if command -v systemd-analyze >/dev/null; then

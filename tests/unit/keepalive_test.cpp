@@ -180,6 +180,7 @@ services:
     backends: [{address: "10.1.0.1:8000"}, {address: "10.1.0.2:8000"}, {address: "10.1.0.3:8000"}]
   - name: b
     vip: 10.96.0.2:80
+    keepalive_rebalance: false
     backends: [{address: "10.1.0.3:8000"}, {address: "10.1.0.4:8000"}]
 )";
 
@@ -235,10 +236,16 @@ TEST(KeepaliveAgent, ConfigTurnsItOnPerServiceWithDefaults) {
   EXPECT_EQ(c.keepalive.idle, std::chrono::milliseconds(0));
   EXPECT_EQ(c.keepalive.interval, std::chrono::milliseconds(100));
   EXPECT_TRUE(program_settings(c, 0).response_ends);
-  EXPECT_FALSE(program_settings(config("services: [{name: a, vip: 10.96.0.1:80, backends: "
-                                       "[{address: 10.1.0.1:8000}]}]\n"),
-                                0)
-                   .response_ends);
+  // On by default in socket mode (measured: docs/benchmarks.md section 10).
+  const auto d =
+      config("services: [{name: a, vip: 10.96.0.1:80, backends: [{address: 10.1.0.1:8000}]}]\n");
+  EXPECT_TRUE(d.services[0].keepalive_rebalance);
+  EXPECT_TRUE(program_settings(d, 0).response_ends);
+  EXPECT_FALSE(
+      program_settings(config("services: [{name: a, vip: 10.96.0.1:80, keepalive_rebalance: "
+                              "false, backends: [{address: 10.1.0.1:8000}]}]\n"),
+                       0)
+          .response_ends);
   try {
     config(
         "services: [{name: a, vip: 10.96.0.1:80, keepalive_rebalance: sometimes, backends: "
@@ -282,8 +289,7 @@ TEST(KeepaliveAgent, ABackendSharedWithAServiceThatKeepsItIsNotShed) {
   // with both rebalanced, b keeps it (the iterator sees backends, not services).
   InMemoryMapStore maps;
   std::string both = kServices;
-  both.replace(both.find("vip: 10.96.0.2:80"), 17,
-               "vip: 10.96.0.2:80\n    keepalive_rebalance: true");
+  both.replace(both.find("keepalive_rebalance: false"), 26, "keepalive_rebalance: true");
   Agent a(config(both), maps);
   a.apply_config();
   const uint32_t b1 = id_of(a, "10.1.0.1:8000"), b2 = id_of(a, "10.1.0.2:8000"),
@@ -317,6 +323,12 @@ TEST(KeepaliveAgent, AServiceWithoutRebalancingKeepsTheBackendsItShares) {
 }
 
 TEST(KeepaliveAgent, ConfigRejectsItInGatewayModeAndAMarginOfZero) {
+  // Not asked for: off in gateway mode, no error.
+  const auto gw = parse_config(
+      "mode: gateway\ngateway: {interfaces: eth0, snat_ipv4: 192.0.2.1}\nservices: [{name: a, "
+      "vip: 10.96.0.1:80, backends: [{address: 10.1.0.1:8000}]}]\n");
+  EXPECT_FALSE(gw.services[0].keepalive_rebalance);
+  EXPECT_FALSE(gw.uses_keepalive_rebalance());
   try {
     parse_config(
         "mode: gateway\ngateway: {interfaces: eth0, snat_ipv4: 192.0.2.1}\nservices: [{name: a, "

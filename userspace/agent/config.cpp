@@ -320,9 +320,12 @@ AgentConfig parse_config_checked(const std::string& yaml_text) {
       throw ConfigError(path + ".name", "'" + s.name + "' is used twice");
     if (s.vip.family && !vips.insert(s.vip.to_string()).second)
       throw ConfigError(path + ".vip", s.vip.to_string() + " is used by another service");
-    if (c.gateway_mode && s.keepalive_rebalance)
-      throw ConfigError(path + ".keepalive_rebalance",
-                        "keep-alive rebalancing is for the socket LB, not gateway mode");
+    if (c.gateway_mode) {
+      if (root["services"][i]["keepalive_rebalance"] && s.keepalive_rebalance)
+        throw ConfigError(path + ".keepalive_rebalance",
+                          "keep-alive rebalancing is for the socket LB, not gateway mode");
+      s.keepalive_rebalance = false;  // the default, in gateway mode
+    }
     for (size_t b = 0; b < s.backends.size(); ++b) {
       const auto& bc = s.backends[b];
       auto here = fmt::format("{}.backends[{}]", path, b);

@@ -61,8 +61,10 @@ struct ServiceConfig {
   uint8_t choices = KVLB_DEFAULT_CHOICES;
   std::vector<BackendConfig> backends;
   // Keep-alive rebalancing (docs/keepalive.md): close idle pooled connections
-  // to backends that are no longer a good choice. Off until turned on.
-  bool keepalive_rebalance = false;
+  // to backends that are no longer a good choice. On by default in socket mode
+  // (measured: docs/benchmarks.md section 10); off in gateway mode, where it
+  // cannot run.
+  bool keepalive_rebalance = true;
   // Discovered endpoints left out because the service has more than
   // KVLB_MAX_SLOTS (set by discovery; see backends_from_endpoints).
   size_t dropped_backends = 0;

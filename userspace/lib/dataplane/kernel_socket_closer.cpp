@@ -225,7 +225,14 @@ void KernelSocketCloser::walk_namespaces(const std::vector<std::string>& namespa
           r.errors.push_back(fmt::format("open {}: {}", path, std::strerror(errno)));
         continue;
       }
-      if (::setns(ns.get(), CLONE_NEWNET) != 0) {
+      // The thread's own namespace (clients on the host, as under the systemd
+      // unit) needs no setns(), and so no CAP_SYS_ADMIN.
+      struct stat want {
+      }, here{};
+      const bool same = ::fstat(ns.get(), &want) == 0 &&
+                        ::stat("/proc/thread-self/ns/net", &here) == 0 &&
+                        want.st_dev == here.st_dev && want.st_ino == here.st_ino;
+      if (!same && ::setns(ns.get(), CLONE_NEWNET) != 0) {
         r.errors.push_back(fmt::format("enter {}: {}", path, std::strerror(errno)));
         continue;
       }
