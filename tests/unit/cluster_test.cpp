@@ -34,6 +34,7 @@ Message scores_message() {
   Message m;
   m.kind = MessageKind::Scores;
   m.publisher = "node-1";
+  m.node = "node-1";
   m.sent_realtime_ns = 1'700'000'000'123'456'789ull;
   m.service = "llama";
   ReplicaReport a;
@@ -59,7 +60,7 @@ TEST(ScoreMessage, RoundTripsEveryKind) {
   auto d = decode(encode(s));
   ASSERT_TRUE(d.ok) << d.error;
   EXPECT_EQ(d.message, s);
-  EXPECT_EQ(encode(s).size(), 4 + 1 + 6 + 8 + 1 + 5 + 2 + 2 * kReportBytes);
+  EXPECT_EQ(encode(s).size(), 4 + 1 + 6 + 8 + 1 + 6 + 1 + 5 + 2 + 2 * kReportBytes);
 
   Message hb;
   hb.kind = MessageKind::Heartbeat;
@@ -183,7 +184,7 @@ TEST(Ownership, WhenAnAgentLeavesOnlyItsReplicasMove) {
 }
 
 TEST(Membership, JoinsOnAHeartbeatLeavesOnTimeoutOrGoodbye) {
-  Membership m({"me", "n0"}, 100);
+  Membership m({"me", "n0"}, 100, 1000);  // owners: 100; heard by heartbeat only: 1000
   EXPECT_EQ(m.live().size(), 1u);
   Message hb;
   hb.kind = MessageKind::Heartbeat;
@@ -196,21 +197,42 @@ TEST(Membership, JoinsOnAHeartbeatLeavesOnTimeoutOrGoodbye) {
   ASSERT_EQ(m.live().size(), 3u);
   EXPECT_EQ(m.live()[0].id, "a");  // id order, self included
   EXPECT_EQ(m.live()[2].id, "me");
-  EXPECT_TRUE(m.expire(1100).empty());
-  m.heard(hb, 1090);  // a again
-  EXPECT_EQ(m.expire(1101), std::vector<std::string>{"b"});
+  EXPECT_TRUE(m.expire(2000).empty());
+  m.heard(hb, 1990);  // a again
+  EXPECT_EQ(m.expire(2001), std::vector<std::string>{"b"});
   Message bye;
   bye.kind = MessageKind::Leaving;
   bye.publisher = "a";
-  m.heard(bye, 1102);
+  m.heard(bye, 2002);
   EXPECT_EQ(m.live().size(), 1u);
   hb.publisher = "me";  // its own heartbeat is not a peer
-  m.heard(hb, 1103);
+  m.heard(hb, 2003);
   EXPECT_EQ(m.live().size(), 1u);
 }
 
+TEST(Membership, AnOwnerIsKnownByItsScoresAndGoneWhenTheyStop) {
+  Membership m({"me", "n0"}, 100, 1000);
+  Message sc = scores_message();  // publisher node-1 on node node-1
+  m.heard(sc, 5000);
+  ASSERT_EQ(m.live().size(), 2u);
+  EXPECT_EQ(m.live()[1].node, "node-1");
+  Message hb;
+  hb.kind = MessageKind::Heartbeat;
+  hb.publisher = "node-1";
+  hb.node = "node-1";
+  hb.interval_ms = 50;
+  m.heard(hb, 5090);  // a heartbeat does not stretch an owner's timeout
+  EXPECT_TRUE(m.expire(5100).empty());
+  EXPECT_EQ(m.expire(5101), std::vector<std::string>{"node-1"});
+  // Scores long ago, heartbeats since: held to the heartbeat timeout.
+  m.heard(sc, 10'000);
+  m.heard(hb, 11'500);
+  EXPECT_TRUE(m.expire(12'400).empty());
+  EXPECT_EQ(m.expire(12'501), std::vector<std::string>{"node-1"});
+}
+
 TEST(Membership, AFloodOfMadeUpAgentsIsBounded) {
-  Membership m({"me", "n0"}, 1'000'000);
+  Membership m({"me", "n0"}, 1'000'000, 1'000'000);
   Message hb;
   hb.kind = MessageKind::Heartbeat;
   hb.node = "n";
@@ -447,14 +469,13 @@ TEST(ClusterSync, WhatIsNotForThisAgentIsRefusedAndCounted) {
   hb.node = "x";
   hb.interval_ms = 50;
   rogue.publish(agent::agents_subject("kvlb"), encode(hb));
-  m.service = "llama";  // known now, but its replicas are not this service's
+  m.service = "llama";  // again: its replicas are not this service's
   rogue.publish(agent::scores_subject("kvlb", "llama"), encode(m));
   a.round(pages());
   const auto& rej = a.sync->stats().rejected;
-  EXPECT_EQ(rej.at("unknown_publisher"), 1u);
   EXPECT_EQ(rej.at("malformed"), 1u);
   EXPECT_EQ(rej.at("subject_mismatch"), 1u);
-  EXPECT_EQ(rej.at("unknown_replica"), 2u);
+  EXPECT_EQ(rej.at("unknown_replica"), 4u);  // two reports, twice
   EXPECT_EQ(a.sync->stats().applied_reports, 0u);
 }
 

@@ -227,7 +227,7 @@ std::string metrics_text(const Agent& agent, const AdminViews& views) {
             "Reports from other agents written into this node's maps.", cl->applied_reports);
     w.family("kvlb_cluster_rejected_total",
              "Messages (or reports within them) refused, by reason: malformed, "
-             "subject_mismatch, unknown_publisher, unknown_service, unknown_replica, too_old, "
+             "subject_mismatch, unknown_service, unknown_replica, too_old, "
              "too_many_peers.",
              ExpositionType::Counter);
     for (const auto& [reason, n] : cl->rejected)

@@ -41,7 +41,8 @@ ClusterSync::ClusterSync(const AgentConfig& cfg, std::unique_ptr<cluster::ScoreB
       stale_after_(cfg.stale_after),
       bus_(std::move(bus)),
       id_(agent_id),
-      members_({agent_id, std::move(node)}, ns(cfg.cluster.peer_timeout)) {
+      members_({agent_id, std::move(node)}, ns(cfg.cluster.peer_timeout),
+               3 * ns(cfg.cluster.heartbeat_interval)) {
   stats_.agent_id = id_;
 }
 
@@ -83,10 +84,13 @@ void ClusterSync::take_messages(const Agent& agent, uint64_t now_ns) {
       reject("subject_mismatch");
       continue;
     }
-    if (!members_.knows(m.publisher)) {
-      reject("unknown_publisher");
+    // Scores are an owner's sign of life (membership.h), and introduce it.
+    const bool was = members_.knows(m.publisher);
+    if (!members_.heard(m, now_ns)) {
+      reject("too_many_peers");
       continue;
     }
+    if (!was) spdlog::info("cluster: agent {} joined (node {})", m.publisher, m.node);
     auto svc = members.find(m.service);
     if (svc == members.end()) {
       reject("unknown_service");
@@ -144,15 +148,22 @@ void ClusterSync::before_round(Agent& agent, uint64_t now_ns) {
   stats_.peer_joins = members_.joins();
   stats_.peer_leaves = members_.leaves();
 
-  // The heartbeat, and the subjects of the services balanced here.
-  cluster::Message hb;
-  hb.kind = cluster::MessageKind::Heartbeat;
-  hb.publisher = id_;
-  hb.sent_realtime_ns = realtime_ns();
-  hb.node = members_.self().node;
-  hb.interval_ms =
-      static_cast<uint32_t>(std::clamp<int64_t>(interval_.count(), 1, cluster::kMaxIntervalMs));
-  if (bus_->publish(agents_subject(cs_.subject_prefix), cluster::encode(hb))) ++stats_.heartbeats;
+  // The heartbeat, once per heartbeat_interval (an owner's scores say more,
+  // every round, to the agents that balance its services), and the subjects of
+  // the services balanced here.
+  if (last_heartbeat_ns_ == 0 || now_ns >= last_heartbeat_ns_ + ns(cs_.heartbeat_interval)) {
+    cluster::Message hb;
+    hb.kind = cluster::MessageKind::Heartbeat;
+    hb.publisher = id_;
+    hb.sent_realtime_ns = realtime_ns();
+    hb.node = members_.self().node;
+    hb.interval_ms =
+        static_cast<uint32_t>(std::clamp<int64_t>(interval_.count(), 1, cluster::kMaxIntervalMs));
+    if (bus_->publish(agents_subject(cs_.subject_prefix), cluster::encode(hb))) {
+      ++stats_.heartbeats;
+      last_heartbeat_ns_ = now_ns;
+    }
+  }
   std::vector<std::string> subjects{agents_subject(cs_.subject_prefix)};
   for (const auto& svc : agent.config().services)
     subjects.push_back(scores_subject(cs_.subject_prefix, svc.name));
@@ -244,6 +255,7 @@ void ClusterSync::publish(const Agent& agent, uint64_t now_ns) {
     cluster::Message m;
     m.kind = cluster::MessageKind::Scores;
     m.publisher = id_;
+    m.node = members_.self().node;
     m.service = svc.name;
     auto send = [&] {
       if (m.reports.empty()) return;

@@ -86,6 +86,7 @@ class ClusterSync {
   std::map<std::string, uint64_t> first_seen_ns_;     // when a replica first appeared here
   std::map<std::string, uint64_t> last_fallback_ns_;  // this agent's last fallback scrape
   std::vector<bool> owned_;                           // by backend index, as of before_round()
+  uint64_t last_heartbeat_ns_ = 0;
   ClusterStats stats_;
 };
 

@@ -98,6 +98,7 @@ struct ClusterSettings {
   std::string subject_prefix;
   uint32_t redundancy = 1;
   std::chrono::milliseconds peer_timeout{};
+  std::chrono::milliseconds heartbeat_interval{};
   std::chrono::milliseconds fallback_after{};
   std::chrono::milliseconds fallback_scrape_interval{};
   std::filesystem::path ca_file, credentials_file, password_file;

@@ -205,9 +205,13 @@ std::vector<Setting> make_table() {
      "gateway host's): the first r by a rendezvous hash over the live agents.",
      [](AgentConfig& c, const SettingValue& v) { c.cluster.redundancy = static_cast<uint32_t>(v.number); }},
     {"cluster.peer_timeout", K::Duration, "100ms", 10, 0, {}, "score sharing",
-     "An agent not heard from (heartbeat each round) for this long has left: its replicas are "
-     "taken over at the next round.",
+     "An agent whose scores (published every round) stop arriving for this long has left: "
+     "its replicas are taken over at the next round.",
      [](AgentConfig& c, const SettingValue& v) { c.cluster.peer_timeout = v.duration; }},
+    {"cluster.heartbeat_interval", K::Duration, "1s", 10, 0, {}, "score sharing",
+     "How often every agent announces itself to all (owners also by their scores, every "
+     "round); one heard only this way has left after three missed.",
+     [](AgentConfig& c, const SettingValue& v) { c.cluster.heartbeat_interval = v.duration; }},
     {"cluster.fallback_after", K::Duration, "150ms", 10, 0, {}, "score sharing",
      "A replica whose shared score has not arrived for this long (its owner silent, or this "
      "agent off the bus) is scraped by this agent directly.",

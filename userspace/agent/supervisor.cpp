@@ -363,7 +363,8 @@ std::string Supervisor::immutable_change(const AgentConfig& next) const {
   const auto& b = cfg_.cluster;
   if (a.nats_servers != b.nats_servers || a.agent_id != b.agent_id ||
       a.subject_prefix != b.subject_prefix || a.redundancy != b.redundancy ||
-      a.peer_timeout != b.peer_timeout || a.fallback_after != b.fallback_after ||
+      a.peer_timeout != b.peer_timeout || a.heartbeat_interval != b.heartbeat_interval ||
+      a.fallback_after != b.fallback_after ||
       a.fallback_scrape_interval != b.fallback_scrape_interval || a.ca_file != b.ca_file ||
       a.credentials_file != b.credentials_file || a.user != b.user ||
       a.password_file != b.password_file || a.inbox_limit != b.inbox_limit)

@@ -1,9 +1,14 @@
-// membership.h - the live agents, from their heartbeats on the score bus.
+// membership.h - the live agents, from what they publish on the score bus.
 //
-// Every agent publishes a heartbeat each round. A peer is live from its first
-// heartbeat until `timeout` passes without one, or until it says goodbye (an
-// agent that stops cleanly). Time is this agent's monotonic clock only: when a
-// heartbeat arrived here, never a time written by the peer.
+// An agent that owns replicas publishes their scores every round: to the
+// agents that receive them (those balancing the same services) that is its
+// sign of life, and it is gone when none arrived for `peer_timeout` (two
+// intervals). Every agent also sends a heartbeat once per `heartbeat_interval`
+// (1 s), heard by all: an agent heard only that way is gone after three missed
+// heartbeats. So each agent's inbound traffic grows with the replicas of the
+// services it balances, not with the number of nodes, while a silent owner is
+// still noticed within two intervals. A clean stop says goodbye. Time is this
+// agent's monotonic clock only: when a message arrived here.
 #pragma once
 
 #include <cstdint>
@@ -21,10 +26,11 @@ inline constexpr size_t kMaxPeers = 4096;
 
 class Membership {
  public:
-  Membership(Peer self, uint64_t timeout_ns);
+  Membership(Peer self, uint64_t owner_timeout_ns, uint64_t heartbeat_timeout_ns);
 
-  // A heartbeat or goodbye from another agent (one from this agent's own id is
-  // ignored). False when it was refused (table full).
+  // A message from another agent (one from this agent's own id is ignored):
+  // scores or a heartbeat make it live, a goodbye removes it. False when it
+  // was refused (table full).
   bool heard(const Message& m, uint64_t now_ns);
   // Peers silent for longer than the timeout leave; returns their ids.
   std::vector<std::string> expire(uint64_t now_ns);
@@ -44,10 +50,12 @@ class Membership {
   void rebuild();
   struct Seen {
     std::string node;
-    uint64_t last_ns = 0;
+    uint64_t last_scores_ns = 0;  // 0: none seen
+    uint64_t last_heartbeat_ns = 0;
   };
+  bool silent(const Seen& s, uint64_t now_ns) const;
   Peer self_;
-  uint64_t timeout_ns_;
+  uint64_t owner_timeout_ns_, heartbeat_timeout_ns_;
   std::map<std::string, Seen> peers_;
   std::vector<Peer> live_;
   uint64_t joins_ = 0, leaves_ = 0;

@@ -156,6 +156,7 @@ std::string encode(const Message& m) {
   w.u64(m.sent_realtime_ns);
   switch (m.kind) {
     case MessageKind::Scores:
+      w.name(m.node, "node");
       w.name(m.service, "service");
       if (m.reports.size() > kMaxReportsPerBatch)
         throw std::invalid_argument(
@@ -197,6 +198,7 @@ Decoded decode(std::string_view bytes) {
   if (rd.error().empty()) {
     switch (m.kind) {
       case MessageKind::Scores: {
+        m.node = rd.name("node");
         m.service = rd.name("service");
         const size_t n = rd.le(2, "count");
         if (rd.error().empty() && n > kMaxReportsPerBatch)

@@ -49,8 +49,9 @@ struct Message {
   // Scores: the service and its reports.
   std::string service;
   std::vector<ReplicaReport> reports;
-  // Heartbeat: the publisher's node and its scrape interval.
+  // The publisher's node (scores and heartbeats).
   std::string node;
+  // Heartbeat: the publisher's scrape interval.
   uint32_t interval_ms = 0;
   bool operator==(const Message&) const = default;
 };
