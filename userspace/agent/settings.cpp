@@ -233,7 +233,8 @@ std::vector<Setting> make_table() {
      "The file holding that user's password (one line).",
      [](AgentConfig& c, const SettingValue& v) { c.cluster.password_file = v.text; }},
     {"cluster.inbox_limit", K::Integer, "16384", 16, 1048576, {}, "score sharing",
-     "Messages received and not yet applied, at most; beyond, they are dropped and counted.",
+     "Messages taken from the bus per round, at most; the rest wait in the NATS client "
+     "(65,536 per subject), beyond which they are dropped and counted.",
      [](AgentConfig& c, const SettingValue& v) { c.cluster.inbox_limit = static_cast<uint32_t>(v.number); }},
     {"kubernetes.in_cluster", K::Bool, "false", 0, 0, {}, "discovery",
      "Reach the API server as a pod does (service account token, cluster CA).",

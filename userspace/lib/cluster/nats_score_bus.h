@@ -19,7 +19,9 @@ struct NatsOptions {
   std::string ca_file;               // set: TLS, the server verified against this CA
   std::string credentials_file;      // a .creds file (user JWT and nkey seed)
   std::string user, password;        // or user and password
-  size_t inbox_limit = 4096;         // messages waiting for the agent's loop
+  // Messages taken per drain() at most; the rest wait in the client (65,536
+  // per subscription at most, beyond that dropped and counted).
+  size_t inbox_limit = 4096;
   int reconnect_wait_ms = 250;
 };
 
@@ -42,7 +44,7 @@ class NatsScoreBus : public ScoreBus {
   // The server this connection is on ("" when none).
   std::string server() const;
 
-  struct State;  // what the client's threads deliver into (inbox, counters)
+  struct State;  // counters the client's threads update (disconnects, slow consumers)
 
  private:
   struct Handles;  // the connection and subscriptions, destroyed in order
