@@ -7,7 +7,8 @@
 #      the emulator), not once per agent per interval;
 #   2. every agent holds every replica's score, fresh;
 #   3. one NATS server killed: the agents move to another, nothing goes stale;
-#   4. one agent killed: its replica is taken over by another agent;
+#   4. one agent killed: its replica is taken over by another agent; restarted,
+#      it meets the others again and takes its node's replica back;
 #   5. NATS stopped: every agent falls back to scraping, within the cap, and
 #      says so; NATS back: shared again.
 # Measured and logged: scrapes per replica per second in each phase, the worst
@@ -134,6 +135,22 @@ check "one of them scrapes r3 now" bash -c "
       jq -e --arg b '$R3' '.replicas[] | select(.backend == \$b) | .scraped_here' >/dev/null && exit 0
   done; exit 1"
 
+# Agent 3 restarted (its pins were left by the SIGKILL: it adopts them): it
+# subscribes, meets the others and takes its node's replica back.
+cluster_start_agent 3 "$N" "$N" shared
+"$CTL" --socket "$(sock 3)" wait-ready --timeout 20 || fail "agent 3 did not restart"
+RESTART_AGE=$(max_age 10 3)
+harness_log "restart: the oldest score restarted agent 3 held over its first second: $RESTART_AGE ms"
+check "restarted agent 3 holds fresh scores at once (oldest $RESTART_AGE ms < 500 ms)" lt "$RESTART_AGE" 500
+check "and it resubscribed: it applies shared scores" harness_wait_for "applied shared scores" 10 bash -c \
+  "[ \"\$('$CTL' --socket '$(sock 3)' metrics | awk '\$1 == \"kvlb_cluster_applied_reports_total\" {print \$2}')\" -gt 0 ]"
+harness_wait_for "eight agents again" 15 all_agents 8 "${ALL[@]}" || fail "agent 3 was not seen again"
+check "restarted agent 3 scrapes its node's replica again, and only it" bash -c \
+  "[ \"\$('$CTL' --socket '$(sock 3)' cluster -o json | jq -r '[.replicas[] | select(.scraped_here)] | map(.node) | join(\",\")')\" = node3 ]"
+check "and holds every replica's score" bash -c \
+  "[ \"\$('$CTL' --socket '$(sock 3)' cluster -o json | jq '[.replicas[] | select(.age_ms >= 0 and .age_ms < 500)] | length')\" = $N ]"
+LIVE=("${ALL[@]}")
+
 # Propagation while shared, from every agent's histogram.
 PROPAGATION="$(cluster_propagation_p99 "${LIVE[@]}") ms"
 harness_log "propagation p99 (owner's scrape -> another agent's map write, histogram bound): $PROPAGATION"
@@ -164,7 +181,7 @@ check "scores stay fresher than stale_after meanwhile (worst $AGE ms < 2,000)" l
 # Back: every server restarted, sharing resumes.
 for k in 0 1 2; do harness_nats_start "$C" "$k"; done
 harness_wait_for "agents back on the bus" 30 all_connected 1 "${LIVE[@]}" || fail "agents did not reconnect"
-harness_wait_for "seven agents again" 15 all_agents 7 "${LIVE[@]}" || fail "membership did not settle"
+harness_wait_for "${#LIVE[@]} agents again" 15 all_agents "${#LIVE[@]}" "${LIVE[@]}" || fail "membership did not settle"
 sleep 1
 rates 6
 harness_log "NATS back: scrapes per replica per second: $RATES"
@@ -175,4 +192,4 @@ REJECTED=$(for a in "${LIVE[@]}"; do "$CTL" --socket "$(sock "$a")" metrics; don
 harness_log "refused by the agents over the run: ${REJECTED:-nothing}"
 check "nothing an honest agent sends was refused as malformed, foreign or stale (${REJECTED:-none})" \
   bash -c "! grep -Eq '(malformed|subject_mismatch|unknown_service|unknown_replica|too_old)=' <<<'$REJECTED'"
-harness_log "PASS ($CHECKS checks): shared [$SHARED_RATES] scrapes/s per replica, no NATS [$FALLBACK_RATES] (cap $CAP), takeover gap $GAP ms, propagation p99 $PROPAGATION"
+harness_log "PASS ($CHECKS checks): shared [$SHARED_RATES] scrapes/s per replica, no NATS [$FALLBACK_RATES] (cap $CAP), takeover gap $GAP ms, restarted agent's oldest score $RESTART_AGE ms, propagation p99 $PROPAGATION"

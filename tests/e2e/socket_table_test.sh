@@ -90,7 +90,8 @@ attached() { bpftool cgroup show "$HARNESS_CGROUP" -j | jq -r '.[].attach_type' 
 sockops_attached() { attached | grep -qw cgroup_sock_ops; }
 check "passive health off: sockops detached and unpinned, the other hooks stay ($(attached))" \
   test ! -e "$PIN/links/sockops" -a "$(attached)" = \
-  "cgroup_inet4_connect cgroup_inet4_getpeername cgroup_inet6_connect cgroup_inet6_getpeername cgroup_inet_sock_release "
+  "cgroup_inet4_connect cgroup_inet4_getpeername cgroup_inet6_connect cgroup_inet6_getpeername cgroup_inet_ingress cgroup_inet_sock_release "
+# (cgroup_inet_ingress: keep-alive rebalancing's response-end hook, on by default.)
 failures() { kernel_counters 'map(.connect_failures) | add'; }
 before=$(failures)
 R=$(probe --target "$VIP:$PORT" --count 10)

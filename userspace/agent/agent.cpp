@@ -333,8 +333,15 @@ void Agent::finish_round(const ScrapeRound& round) {
     auto& b = backends_[i];
     b.picks_seen[b.picks_next++ % b.picks_seen.size()] = {taken, round.picks[i]};
     if (result_of[i] == SIZE_MAX) {
-      if (i < round.shared.size() && round.shared[i])
+      if (i < round.shared.size() && round.shared[i]) {
         fresh[i] = apply_shared(b, *round.shared[i], round.picks[i]);
+        // What the owner saw counts as this replica's reports here too: the
+        // suspect rules compare them with this node's own kernel counts.
+        if (fresh[i])
+          suspects_.observe(
+              b.id, {static_cast<double>(taken) / 1e9, round.picks[i], round.inflight[i], true,
+                     round.shared[i]->waiting, round.shared[i]->running});
+      }
       if (!fresh[i] && !b.stale && taken > b.last.updated_ns + stale_ns) {
         b.stale = true;
         ++b.stale_events;

@@ -20,6 +20,9 @@ uint64_t realtime_ns() {
 
 constexpr uint64_t kMs = 1'000'000ull;
 constexpr std::chrono::milliseconds kReconnectGrace{1000};
+// Reports taken from the bus per round, at most: what a round's decoding and
+// bookkeeping may cost, whatever the peers send (64 x the 1,024 a batch holds).
+constexpr size_t kMaxReportsPerRound = 65'536;
 
 uint64_t ns(std::chrono::milliseconds d) {
   return static_cast<uint64_t>(d.count()) * kMs;
@@ -102,8 +105,7 @@ void ClusterSync::take_messages(const Agent& agent, uint64_t now_ns) {
         reject("unknown_replica");
         continue;
       }
-      // A down verdict is news whatever the age of the last good scrape.
-      if (!r.down && ns(std::chrono::milliseconds(r.age_ms)) > ns(stale_after_)) {
+      if (ns(std::chrono::milliseconds(r.age_ms)) > ns(stale_after_)) {
         reject("too_old");
         continue;
       }
@@ -116,20 +118,42 @@ void ClusterSync::take_messages(const Agent& agent, uint64_t now_ns) {
       rep.age_ns = static_cast<uint64_t>(r.age_ms) * kMs;
       rep.from = m.publisher;
       auto& h = heard_[addr];
-      // Keep the newest scrape (on this clock: received minus age), whoever sent it.
       const uint64_t taken = now_ns - std::min(now_ns, rep.age_ns);
-      const uint64_t held = h.received_ns - std::min(h.received_ns, h.report.age_ns);
-      if (h.received_ns == 0 || taken >= held || rep.down != h.report.down) {
-        h.report = std::move(rep);
-        h.received_ns = now_ns;
-        h.sent_realtime_ns = m.sent_realtime_ns;
-        h.pending = true;
+      if (rep.down) {
+        // A down verdict counts unless another owner has a good scrape of it
+        // that recent (with r > 1 owners that disagree, up wins: no flapping).
+        if (h.last_good_ns && h.last_good_from != m.publisher &&
+            h.last_good_ns + ns(cs_.fallback_after) > now_ns)
+          continue;
+        if (h.received_ns && h.report.down) {  // already down: just heard again
+          h.received_ns = now_ns;
+          continue;
+        }
+      } else {
+        // Keep the newest scrape (on this clock: received minus age), whoever sent it.
+        const uint64_t held =
+            h.report.down ? 0 : h.received_ns - std::min(h.received_ns, h.report.age_ns);
+        if (h.received_ns != 0 && taken < held) continue;
+        h.last_good_ns = now_ns;
+        h.last_good_from = m.publisher;
       }
+      h.report = std::move(rep);
+      h.received_ns = now_ns;
+      h.sent_realtime_ns = m.sent_realtime_ns;
+      h.pending = true;
+      // Bounded work per round whatever the peers send (the rest of this
+      // drain is dropped; the next round has fresher ones).
+      if (++reports_this_round_ >= kMaxReportsPerRound) break;
+    }
+    if (reports_this_round_ >= kMaxReportsPerRound) {
+      reject("over_round_budget");
+      break;
     }
   }
 }
 
 void ClusterSync::before_round(Agent& agent, uint64_t now_ns) {
+  reports_this_round_ = 0;
   take_messages(agent, now_ns);
   const bool was_connected = stats_.connected;
   stats_.connected = bus_->connected();
@@ -176,18 +200,30 @@ void ClusterSync::before_round(Agent& agent, uint64_t now_ns) {
     }
   }
 
-  // Which backends this agent scrapes this round.
+  // Which backends this agent scrapes this round. Ownership (a rendezvous over
+  // the live agents per replica: O(agents) each) is recomputed only when the
+  // membership or the backends changed.
   const auto& backends = agent.backends();
   const auto& live = members_.live();
+  std::string signature;
+  for (const auto& b : backends) signature += b.address.to_string() + "@" + b.node + ",";
+  const bool recompute = members_.version() != owned_version_ || signature != owned_signature_ ||
+                         owned_.size() != backends.size();
+  if (recompute) {
+    owned_.assign(backends.size(), false);
+    for (size_t i = 0; i < backends.size(); ++i)
+      owned_[i] = cluster::owns(id_, backends[i].address.to_string(), backends[i].node, live,
+                                cs_.redundancy);
+    owned_version_ = members_.version();
+    owned_signature_ = std::move(signature);
+  }
   std::vector<bool> mask(backends.size(), false);
-  owned_.assign(backends.size(), false);
   std::set<std::string> present;
   size_t owned = 0, late_now = 0;
   for (size_t i = 0; i < backends.size(); ++i) {
     const auto& b = backends[i];
     const std::string addr = b.address.to_string();
     present.insert(addr);
-    owned_[i] = cluster::owns(id_, addr, b.node, live, cs_.redundancy);
     if (owned_[i]) {
       ++owned;
       mask[i] = true;
@@ -232,13 +268,16 @@ void ClusterSync::fill_shared(const Agent& agent, Agent::ScrapeRound& round, uin
   const uint64_t real_now = realtime_ns();
   round.shared.resize(backends.size());
   for (size_t i = 0; i < backends.size(); ++i) {
-    if (backends[i].scraped) continue;
     auto h = heard_.find(backends[i].address.to_string());
     if (h == heard_.end() || !h->second.pending) continue;
+    h->second.pending = false;
+    if (backends[i].scraped) continue;  // scraped here this round: ours is fresher
     SharedReport r = h->second.report;
     r.age_ns += now_ns - h->second.received_ns;  // and the time it waited here
+    // Held too long (a report kept while this agent scraped the replica, then
+    // it stopped): not news any more.
+    if (!r.down && r.age_ns > ns(stale_after_)) continue;
     round.shared[i] = std::move(r);
-    h->second.pending = false;
     ++stats_.applied_reports;
     const uint64_t transit =
         real_now > h->second.sent_realtime_ns ? real_now - h->second.sent_realtime_ns : 0;
@@ -279,7 +318,9 @@ void ClusterSync::publish(const Agent& agent, uint64_t now_ns) {
       r.kv_permille = std::min<uint16_t>(b.reported.kv_permille, 1000);
       r.down = b.down;
       r.suspect = b.suspect;
-      const uint64_t age = now_ns > b.reported.updated_ns ? now_ns - b.reported.updated_ns : 0;
+      // A down verdict is current (this round's); numbers carry their scrape's age.
+      const uint64_t age =
+          b.down || now_ns <= b.reported.updated_ns ? 0 : now_ns - b.reported.updated_ns;
       r.age_ms = static_cast<uint32_t>(std::min<uint64_t>(age / kMs, cluster::kMaxAgeMs));
       m.reports.push_back(r);
       if (m.reports.size() == cluster::kMaxReportsPerBatch) send();

@@ -80,13 +80,18 @@ class ClusterSync {
     SharedReport report;
     uint64_t received_ns = 0;  // this agent's clock
     uint64_t sent_realtime_ns = 0;
+    uint64_t last_good_ns = 0;  // when a report with numbers (not down) last arrived
+    std::string last_good_from;
     bool pending = false;  // not yet handed to the agent
   };
   std::map<std::string, Heard> heard_;                // by replica address
   std::map<std::string, uint64_t> first_seen_ns_;     // when a replica first appeared here
   std::map<std::string, uint64_t> last_fallback_ns_;  // this agent's last fallback scrape
   std::vector<bool> owned_;                           // by backend index, as of before_round()
+  uint64_t owned_version_ = ~0ull;  // the membership version owned_ was computed at
+  std::string owned_signature_;     // and the backends (addresses, nodes)
   uint64_t last_heartbeat_ns_ = 0;
+  size_t reports_this_round_ = 0;
   ClusterStats stats_;
 };
 

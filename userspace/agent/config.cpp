@@ -361,10 +361,14 @@ AgentConfig parse_config_checked(const std::string& yaml_text) {
       throw ConfigError("cluster.user", "set both user and password_file, or neither");
     if (!c.cluster.credentials_file.empty() && !c.cluster.user.empty())
       throw ConfigError("cluster.credentials_file", "set credentials_file or user, not both");
-    if (c.cluster.peer_timeout <= c.scrape_interval)
-      throw ConfigError("cluster.peer_timeout", fmt::format("must be longer than scrape_interval "
-                                                            "({} ms)",
-                                                            c.scrape_interval.count()));
+    // Two publishes of a live owner can be a jittered interval plus a round's
+    // scrape deadline apart.
+    const auto longest_round = c.scrape_interval * 11 / 10 + c.scrape_timeout;
+    if (c.cluster.peer_timeout <= longest_round)
+      throw ConfigError("cluster.peer_timeout",
+                        fmt::format("must be longer than a round can take (1.1 x scrape_interval "
+                                    "+ scrape_timeout = {} ms)",
+                                    longest_round.count()));
     if (c.cluster.fallback_after <= c.scrape_interval)
       throw ConfigError("cluster.fallback_after", fmt::format("must be longer than "
                                                               "scrape_interval ({} ms)",

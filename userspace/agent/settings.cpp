@@ -204,9 +204,11 @@ std::vector<Setting> make_table() {
      "How many agents scrape a replica that has no agent on its own node (static backends, a "
      "gateway host's): the first r by a rendezvous hash over the live agents.",
      [](AgentConfig& c, const SettingValue& v) { c.cluster.redundancy = static_cast<uint32_t>(v.number); }},
-    {"cluster.peer_timeout", K::Duration, "100ms", 10, 0, {}, "score sharing",
+    {"cluster.peer_timeout", K::Duration, "150ms", 10, 0, {}, "score sharing",
      "An agent whose scores (published every round) stop arriving for this long has left: "
-     "its replicas are taken over at the next round.",
+     "its replicas are taken over at the next round. Longer than a round can take (1.1 x "
+     "scrape_interval + scrape_timeout), or a live owner with a slow replica is taken for "
+     "gone.",
      [](AgentConfig& c, const SettingValue& v) { c.cluster.peer_timeout = v.duration; }},
     {"cluster.heartbeat_interval", K::Duration, "1s", 10, 0, {}, "score sharing",
      "How often every agent announces itself to all (owners also by their scores, every "

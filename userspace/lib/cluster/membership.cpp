@@ -68,6 +68,7 @@ void Membership::refresh_all(uint64_t until_ns) {
 }
 
 void Membership::rebuild() {
+  ++version_;
   live_.clear();
   bool self_added = false;
   for (const auto& [id, seen] : peers_) {

@@ -43,6 +43,8 @@ class Membership {
   const std::vector<Peer>& live() const { return live_; }
   bool knows(const std::string& id) const { return id == self_.id || peers_.count(id) > 0; }
   const Peer& self() const { return self_; }
+  // Changes whenever live() does (ownership is recomputed only then).
+  uint64_t version() const { return version_; }
   uint64_t joins() const { return joins_; }
   uint64_t leaves() const { return leaves_; }
 
@@ -59,6 +61,7 @@ class Membership {
   std::map<std::string, Seen> peers_;
   std::vector<Peer> live_;
   uint64_t joins_ = 0, leaves_ = 0;
+  uint64_t version_ = 0;
 };
 
 }  // namespace kvlb::cluster

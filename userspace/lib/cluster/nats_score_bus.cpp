@@ -2,6 +2,9 @@
 
 #include <nats/nats.h>
 
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
 #include <map>
 
 #include <stdexcept>
@@ -15,6 +18,11 @@ struct NatsScoreBus::State {
   size_t inbox_limit = 0;
   std::mutex mu;
   BusStats stats;
+  // The client's callbacks run on its own thread, also after the connection
+  // is destroyed: the destructor waits for the closed callback (the last one
+  // the client delivers) before this state goes away.
+  std::condition_variable closed_cv;
+  bool closed = false;
 };
 
 namespace {
@@ -52,14 +60,16 @@ void on_reconnected(natsConnection*, void* closure) {
   ++st->stats.reconnects;
 }
 
-void on_error(natsConnection*, natsSubscription*, natsStatus err, void* closure) {
+void on_closed(natsConnection*, void* closure) {
   auto* st = static_cast<NatsScoreBus::State*>(closure);
-  // The client drops messages for a subscription that is not drained fast
-  // enough (slow consumer): counted as dropped like the inbox's own refusals.
-  if (err == NATS_SLOW_CONSUMER) {
-    std::lock_guard lock(st->mu);
-    ++st->stats.dropped;
-  }
+  std::lock_guard lock(st->mu);
+  st->closed = true;
+  st->closed_cv.notify_all();
+}
+
+void on_error(natsConnection*, natsSubscription*, natsStatus, void*) {
+  // Slow consumers (a subscription past its pending limits) are counted from
+  // natsSubscription_GetDropped in drain(); nothing else needs handling here.
 }
 
 }  // namespace
@@ -111,6 +121,10 @@ NatsScoreBus::NatsScoreBus(const NatsOptions& o)
   check(natsOptions_SetDisconnectedCB(opts.get(), on_disconnected, state_.get()), "callbacks");
   check(natsOptions_SetReconnectedCB(opts.get(), on_reconnected, state_.get()), "callbacks");
   check(natsOptions_SetErrorHandler(opts.get(), on_error, state_.get()), "callbacks");
+  check(natsOptions_SetClosedCB(opts.get(), on_closed, state_.get()), "callbacks");
+  // A write that cannot proceed (a peer gone silent, a full socket buffer)
+  // fails after this long instead of blocking the agent's loop.
+  check(natsOptions_SetWriteDeadline(opts.get(), 200), "write deadline");
   // Start even with no server up: the connection is made in the background.
   check(natsOptions_SetRetryOnFailedConnect(opts.get(), true, nullptr, nullptr), "retry");
   natsConnection* conn = nullptr;
@@ -128,6 +142,13 @@ bool NatsScoreBus::connected() const {
 }
 
 bool NatsScoreBus::publish(const std::string& subject, const std::string& data) {
+  // Not connected: nothing is buffered for later. A score queued now would
+  // arrive after the reconnect carrying the age it had when queued.
+  if (!connected()) {
+    std::lock_guard lock(state_->mu);
+    ++state_->stats.publish_errors;
+    return false;
+  }
   natsStatus s = natsConnection_Publish(h_->conn.get(), subject.c_str(), data.data(),
                                         static_cast<int>(data.size()));
   std::lock_guard lock(state_->mu);
@@ -141,39 +162,54 @@ bool NatsScoreBus::publish(const std::string& subject, const std::string& data) 
 }
 
 void NatsScoreBus::subscribe(const std::vector<std::string>& subjects) {
-  std::map<std::string, std::unique_ptr<natsSubscription, SubscriptionDeleter>> next;
+  // New subscriptions first: if one fails, nothing already held is lost.
+  std::map<std::string, std::unique_ptr<natsSubscription, SubscriptionDeleter>> fresh;
   for (const auto& subj : subjects) {
-    if (auto it = h_->subs.find(subj); it != h_->subs.end()) {
-      next.emplace(subj, std::move(it->second));
-      continue;
-    }
+    if (h_->subs.count(subj) || fresh.count(subj)) continue;
     // Synchronous: the agent's loop takes what arrived once per round
     // (drain()), so no delivery thread is woken per message.
     natsSubscription* sub = nullptr;
     check(natsConnection_SubscribeSync(&sub, h_->conn.get(), subj.c_str()), "subscribe");
     std::unique_ptr<natsSubscription, SubscriptionDeleter> owned(sub);
     check(natsSubscription_SetPendingLimits(sub, 65536, 64 << 20), "pending limits");
-    next.emplace(subj, std::move(owned));
+    fresh.emplace(subj, std::move(owned));
+  }
+  std::map<std::string, std::unique_ptr<natsSubscription, SubscriptionDeleter>> next;
+  for (const auto& subj : subjects) {
+    if (auto it = h_->subs.find(subj); it != h_->subs.end()) {
+      next.emplace(subj, std::move(it->second));
+    } else if (auto f = fresh.find(subj); f != fresh.end()) {
+      next.emplace(subj, std::move(f->second));
+    }
   }
   h_->subs = std::move(next);  // the ones not kept are unsubscribed here
 }
 
 std::vector<BusMessage> NatsScoreBus::drain() {
+  // At most inbox_limit messages a call, shared out over the subscriptions so
+  // a flood on one subject cannot starve the others; what is left waits in the
+  // client for the next round (beyond its pending limits the client drops, and
+  // natsSubscription_GetDropped counts).
   std::vector<BusMessage> out;
-  uint64_t bytes = 0;
+  uint64_t bytes = 0, dropped = 0;
+  const size_t share =
+      std::max<size_t>(1, state_->inbox_limit / std::max<size_t>(1, h_->subs.size()));
   for (auto& [subject, sub] : h_->subs) {
-    while (out.size() < state_->inbox_limit) {
+    for (size_t n = 0; n < share; ++n) {
       natsMsg* msg = nullptr;
       if (natsSubscription_NextMsg(&msg, sub.get(), 0) != NATS_OK || !msg) break;
-      const int n = natsMsg_GetDataLength(msg);
-      bytes += static_cast<uint64_t>(n);
-      out.push_back({natsMsg_GetSubject(msg), std::string(natsMsg_GetData(msg), n)});
+      const int len = natsMsg_GetDataLength(msg);
+      bytes += static_cast<uint64_t>(len);
+      out.push_back({natsMsg_GetSubject(msg), std::string(natsMsg_GetData(msg), len)});
       natsMsg_Destroy(msg);
     }
+    int64_t d = 0;
+    if (natsSubscription_GetDropped(sub.get(), &d) == NATS_OK && d > 0) dropped += d;
   }
   std::lock_guard lock(state_->mu);
   state_->stats.received += out.size();
   state_->stats.received_bytes += bytes;
+  state_->stats.dropped = std::max<uint64_t>(state_->stats.dropped, dropped);
   return out;
 }
 
