@@ -49,6 +49,18 @@ ClusterSync::ClusterSync(const AgentConfig& cfg, std::unique_ptr<cluster::ScoreB
   stats_.agent_id = id_;
 }
 
+bool ClusterSync::heard_from(const cluster::Message& m, uint64_t now_ns) {
+  const bool was = members_.knows(m.publisher);
+  if (!members_.heard(m, now_ns)) {
+    reject("too_many_peers");
+    return false;
+  }
+  const bool is = members_.knows(m.publisher);
+  if (!was && is) spdlog::info("cluster: agent {} joined (node {})", m.publisher, m.node);
+  if (was && !is) spdlog::info("cluster: agent {} left", m.publisher);
+  return true;
+}
+
 void ClusterSync::take_messages(const Agent& agent, uint64_t now_ns) {
   auto messages = bus_->drain();
   if (messages.empty()) return;
@@ -72,14 +84,7 @@ void ClusterSync::take_messages(const Agent& agent, uint64_t now_ns) {
         reject("subject_mismatch");
         continue;
       }
-      const bool was = members_.knows(m.publisher);
-      if (!members_.heard(m, now_ns)) {
-        reject("too_many_peers");
-        continue;
-      }
-      if (!was && members_.knows(m.publisher))
-        spdlog::info("cluster: agent {} joined (node {})", m.publisher, m.node);
-      if (was && !members_.knows(m.publisher)) spdlog::info("cluster: agent {} left", m.publisher);
+      heard_from(m, now_ns);
       continue;
     }
     if (m.publisher == id_) continue;
@@ -88,12 +93,7 @@ void ClusterSync::take_messages(const Agent& agent, uint64_t now_ns) {
       continue;
     }
     // Scores are an owner's sign of life (membership.h), and introduce it.
-    const bool was = members_.knows(m.publisher);
-    if (!members_.heard(m, now_ns)) {
-      reject("too_many_peers");
-      continue;
-    }
-    if (!was) spdlog::info("cluster: agent {} joined (node {})", m.publisher, m.node);
+    if (!heard_from(m, now_ns)) continue;
     auto svc = members.find(m.service);
     if (svc == members.end()) {
       reject("unknown_service");

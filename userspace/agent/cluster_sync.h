@@ -67,6 +67,8 @@ class ClusterSync {
 
  private:
   void take_messages(const Agent& agent, uint64_t now_ns);
+  // Membership heard `m` (logs joins and goodbyes); false when it was refused.
+  bool heard_from(const cluster::Message& m, uint64_t now_ns);
   void reject(const std::string& reason, uint64_t n = 1) { stats_.rejected[reason] += n; }
 
   ClusterSettings cs_;  // fixed for the agent's life (a reload cannot change them)
