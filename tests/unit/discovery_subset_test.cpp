@@ -112,3 +112,23 @@ TEST(DiscoverySubset, OtherFamiliesAndDuplicatesAreLeftOut) {
   EXPECT_EQ(b.size(), 3u);
   EXPECT_EQ(dropped, 0u);
 }
+
+TEST(DiscoverySubset, ThisNodesOwnEndpointsAreAlwaysKept) {
+  // With score sharing a node's agent scrapes the replicas on its node for
+  // everyone: they must be in its subset whatever their rank.
+  auto eps = endpoints(1000);
+  std::set<std::string> mine;
+  for (size_t i = 0; i < eps.size(); i += 97) {
+    eps[i].node_name = "gpu-7";
+    mine.insert(eps[i].address.to_string());
+  }
+  size_t dropped = 0;
+  auto kept = addresses(backends_from_endpoints(service(), eps, "gpu-7", &dropped));
+  EXPECT_EQ(kept.size(), size_t{KVLB_MAX_SLOTS});
+  for (const auto& a : mine) EXPECT_TRUE(kept.count(a)) << a;
+  // Another node's subset is its own rendezvous pick, these not favoured.
+  auto other = addresses(backends_from_endpoints(service(), eps, "gpu-8", &dropped));
+  size_t in_other = 0;
+  for (const auto& a : mine) in_other += other.count(a);
+  EXPECT_LT(in_other, mine.size());
+}

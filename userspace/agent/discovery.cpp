@@ -29,6 +29,8 @@ std::vector<BackendConfig> backends_from_endpoints(const ServiceConfig& svc,
                                                    std::string_view node, size_t* dropped) {
   struct Ranked {
     bool draining;
+    bool elsewhere;  // not on this node: this node's own replicas are always kept
+                     // (with score sharing this agent is the one that scrapes them)
     uint64_t rank;
     const k8s::DiscoveredEndpoint* e;
   };
@@ -39,13 +41,15 @@ std::vector<BackendConfig> backends_from_endpoints(const ServiceConfig& svc,
     if (e.address.family != svc.vip.family) continue;
     auto key = e.address.to_string();
     if (!seen.insert(key).second) continue;  // listed by two slices: one backend
-    ranked.push_back({e.state != KVLB_STATE_ACTIVE, stable_hash(node, key), &e});
+    ranked.push_back({e.state != KVLB_STATE_ACTIVE, e.node_name.empty() || e.node_name != node,
+                      stable_hash(node, key), &e});
   }
   *dropped = 0;
   if (ranked.size() > KVLB_MAX_SLOTS) {
     std::partial_sort(ranked.begin(), ranked.begin() + KVLB_MAX_SLOTS, ranked.end(),
                       [](const Ranked& a, const Ranked& b) {
-                        return std::tie(a.draining, a.rank) < std::tie(b.draining, b.rank);
+                        return std::tie(a.draining, a.elsewhere, a.rank) <
+                               std::tie(b.draining, b.elsewhere, b.rank);
                       });
     *dropped = ranked.size() - KVLB_MAX_SLOTS;
     ranked.resize(KVLB_MAX_SLOTS);

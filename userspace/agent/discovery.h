@@ -20,8 +20,9 @@ namespace kvlb::agent {
 // The backends of one Kubernetes service from its discovered endpoints: those of
 // the VIP's address family, ready ones active, terminating ones draining. A
 // service balances at most KVLB_MAX_SLOTS replicas: beyond that, every active
-// endpoint comes before any draining one, and within each group the endpoints
-// are ranked by a rendezvous hash of (`node`, address), so each node keeps its
+// endpoint comes before any draining one, then the endpoints on this node (with
+// score sharing this node's agent is the one that scrapes them), and within each
+// group the endpoints are ranked by a rendezvous hash of (`node`, address), so each node keeps its
 // own deterministic subset and, across nodes, every replica gets traffic (as
 // deterministic subsetting does in large L4 balancers). `*dropped` counts the
 // endpoints left out.
