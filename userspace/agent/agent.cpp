@@ -219,6 +219,7 @@ void Agent::apply_config() {
   in_maps_->clear();
   for (const auto& b : next) in_maps_->emplace(b.address.to_string(), b.id);
   backends_ = std::move(next);
+  ++generation_;
   set_scrape_targets();
 }
 
@@ -295,9 +296,8 @@ Agent::ScrapeRound Agent::begin_round() const {
     round.picks[i] = c.picks;
     round.inflight[i] = c.inflight;
     round.engines[i] = backends_[i].engine;
-  }
-  for (size_t i = 0; i < backends_.size(); ++i)
     if (backends_[i].scraped) round.targets.push_back(i);
+  }
   round.shared.resize(backends_.size());
   round.taken = monotonic_ns();
   round.start = std::chrono::steady_clock::now();
@@ -328,7 +328,6 @@ void Agent::finish_round(const ScrapeRound& round) {
   std::vector<size_t> result_of(backends_.size(), SIZE_MAX);
   for (size_t k = 0; k < round.targets.size() && k < results.size(); ++k)
     if (round.targets[k] < backends_.size()) result_of[round.targets[k]] = k;
-  const uint64_t stale_ns = static_cast<uint64_t>(cfg_.stale_after.count()) * 1'000'000ull;
   for (size_t i = 0; i < backends_.size(); ++i) {
     auto& b = backends_[i];
     b.picks_seen[b.picks_next++ % b.picks_seen.size()] = {taken, round.picks[i]};
@@ -342,14 +341,7 @@ void Agent::finish_round(const ScrapeRound& round) {
               b.id, {static_cast<double>(taken) / 1e9, round.picks[i], round.inflight[i], true,
                      round.shared[i]->waiting, round.shared[i]->running});
       }
-      if (!fresh[i] && !b.stale && taken > b.last.updated_ns + stale_ns) {
-        b.stale = true;
-        ++b.stale_events;
-        spdlog::warn(
-            "backend {}: no shared score for {} ms, the kernel compares it on in-flight "
-            "only",
-            b.address.to_string(), cfg_.stale_after.count());
-      }
+      if (!fresh[i]) note_stale(b, taken, "no shared score for");
       continue;
     }
     auto& r = results[result_of[i]];
@@ -402,12 +394,7 @@ void Agent::finish_round(const ScrapeRound& round) {
     // A failed scrape keeps the last good score (it ages and turns stale in the
     // kernel); after down_after_failures in a row the backend is marked down.
     ++b.consecutive_failures;
-    if (!b.stale && taken > b.last.updated_ns + stale_ns) {
-      b.stale = true;
-      ++b.stale_events;
-      spdlog::warn("backend {}: score older than {} ms, the kernel compares it on in-flight only",
-                   b.address.to_string(), cfg_.stale_after.count());
-    }
+    note_stale(b, taken, "score older than");
     if (b.last_error != error) spdlog::warn("scrape of {} failed: {}", b.metrics_url, error);
     b.last_error = error;
     if (!b.down && b.consecutive_failures >= cfg_.down_after_failures) {
@@ -420,6 +407,15 @@ void Agent::finish_round(const ScrapeRound& round) {
     }
   }
   bound_suspects(round, fresh);
+}
+
+void Agent::note_stale(BackendState& b, uint64_t taken, const char* why) {
+  const uint64_t stale_ns = static_cast<uint64_t>(cfg_.stale_after.count()) * 1'000'000ull;
+  if (b.stale || taken <= b.last.updated_ns + stale_ns) return;
+  b.stale = true;
+  ++b.stale_events;
+  spdlog::warn("backend {}: {} {} ms, the kernel compares it on in-flight only",
+               b.address.to_string(), why, cfg_.stale_after.count());
 }
 
 bool Agent::apply_shared(BackendState& b, const SharedReport& r, uint64_t picks_now) {

@@ -124,6 +124,8 @@ class Agent {
   bool set_drained(const std::string& address, bool drained);
 
   const std::vector<BackendState>& backends() const { return backends_; }
+  // Changes whenever backends() is rebuilt (every apply_config()).
+  uint64_t generation() const { return generation_; }
   const AgentStats& stats() const { return stats_; }
   const MapStore& maps() const { return *dp_; }
   // Backends whose last good score is older than stale_after right now, and how
@@ -137,6 +139,8 @@ class Agent {
 
   kvlb_backend_state effective_state(const BackendState& b) const;
   void set_scrape_targets();
+  // Marks `b` stale (once, logged with `why`) when its score is older than stale_after.
+  void note_stale(BackendState& b, uint64_t taken, const char* why);
   // A shared report into the kernel; true when it was fresh (newer than ours).
   bool apply_shared(BackendState& b, const SharedReport& r, uint64_t picks_now);
   static uint64_t picks_at(const BackendState& b, uint64_t t_ns, uint64_t now_picks);
@@ -151,6 +155,7 @@ class Agent {
   std::unique_ptr<Scraper> scraper_;
   scoring::SuspectTracker suspects_;
   std::vector<BackendState> backends_;
+  uint64_t generation_ = 0;
   // Backend map entries by address. Read from the kernel once (adopting a previous
   // agent's ids); afterwards this agent is the map's only writer and keeps it here,
   // so a reconfigure (every discovery change) does not re-read every id.

@@ -205,9 +205,8 @@ void ClusterSync::before_round(Agent& agent, uint64_t now_ns) {
   // membership or the backends changed.
   const auto& backends = agent.backends();
   const auto& live = members_.live();
-  std::string signature;
-  for (const auto& b : backends) signature += b.address.to_string() + "@" + b.node + ",";
-  const bool recompute = members_.version() != owned_version_ || signature != owned_signature_ ||
+  const bool recompute = members_.version() != owned_version_ ||
+                         agent.generation() != owned_generation_ ||
                          owned_.size() != backends.size();
   if (recompute) {
     owned_.assign(backends.size(), false);
@@ -215,7 +214,7 @@ void ClusterSync::before_round(Agent& agent, uint64_t now_ns) {
       owned_[i] = cluster::owns(id_, backends[i].address.to_string(), backends[i].node, live,
                                 cs_.redundancy);
     owned_version_ = members_.version();
-    owned_signature_ = std::move(signature);
+    owned_generation_ = agent.generation();
   }
   std::vector<bool> mask(backends.size(), false);
   std::set<std::string> present;

@@ -90,8 +90,8 @@ class ClusterSync {
   std::map<std::string, uint64_t> first_seen_ns_;     // when a replica first appeared here
   std::map<std::string, uint64_t> last_fallback_ns_;  // this agent's last fallback scrape
   std::vector<bool> owned_;                           // by backend index, as of before_round()
-  uint64_t owned_version_ = ~0ull;  // the membership version owned_ was computed at
-  std::string owned_signature_;     // and the backends (addresses, nodes)
+  uint64_t owned_version_ = ~0ull;     // the membership version owned_ was computed at
+  uint64_t owned_generation_ = ~0ull;  // and the agent's backends generation
   uint64_t last_heartbeat_ns_ = 0;
   size_t reports_this_round_ = 0;
   ClusterStats stats_;
