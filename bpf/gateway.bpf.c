@@ -8,6 +8,8 @@
  *   xdp  kvlb_gateway    every packet that enters an attached interface
  *   xdp  kvlb_gw_sweep   run by the agent (BPF_PROG_TEST_RUN), never attached:
  *                        removes closed and idle flows, releasing in-flight
+ *   xdp  kvlb_gw_sync    run by the agent (BPF_PROG_TEST_RUN), never attached:
+ *                        applies one flow event of a peer gateway (flow sync)
  */
 #include "lib/gateway.bpf.h"
 
@@ -22,4 +24,9 @@ SEC("xdp")
 int kvlb_gw_sweep(struct xdp_md* ctx) {
   gw_sweep();
   return XDP_PASS;
+}
+
+SEC("xdp")
+int kvlb_gw_sync(struct xdp_md* ctx) {
+  return gw_sync(ctx);
 }

@@ -56,6 +56,10 @@
 #define KVLB_GW_MAX_SERVICES 128
 #define KVLB_MAGLEV_SIZE 16411
 #define KVLB_GW_DEFAULT_FLOWS 262144
+/* The flow-event ring (flow sync between gateways): 1 MiB, ~13,000 events of
+ * 80 bytes (plus the ring's 8-byte headers) waiting for the agent, which takes
+ * them every scrape interval. A power of two pages, as the kernel requires. */
+#define KVLB_GW_FLOW_EVENTS_BYTES (1u << 20)
 
 /* Backend id 0 is never used: it marks an empty slot. */
 #define KVLB_BACKEND_NONE 0u
@@ -74,6 +78,7 @@
 #define KVLB_MAP_MAGLEV "kvlb_maglev_v1"
 #define KVLB_MAP_VIPS "kvlb_vip_v1"
 #define KVLB_MAP_GW_STATS "kvlb_gwstat_v1"
+#define KVLB_MAP_FLOW_EVENTS "kvlb_flowev_v1"
 /* Keep-alive rebalancing (bpf/response_end.bpf.c, bpf/rebalance.bpf.c). */
 #define KVLB_MAP_RESPONSE_ENDS "kvlb_resp_v1"
 #define KVLB_MAP_SHED "kvlb_shed_v1"
@@ -148,6 +153,8 @@ enum kvlb_gw_stat {
   KVLB_GW_FLOW_TABLE_FULL = 18, /* DROP: the flow entry could not be written */
   KVLB_GW_CLOSED = 19,          /* a FIN or RST ended a flow (counted with its verdict) */
   KVLB_GW_EXPIRED = 20,         /* flows removed by the sweep (idle or closed) */
+  KVLB_GW_SYNC_LOST = 21,       /* flow events the ring had no room for (flow sync) */
+  KVLB_GW_TAKEN_OVER = 22,      /* flows a peer gateway placed that carried a packet here */
   KVLB_GW_STAT_COUNT = 24,
 };
 
@@ -298,6 +305,50 @@ struct kvlb_flow {
   __u64 flags;        /* KVLB_FLOW_F_* (64 bits: the kernel's atomic or) */
 };
 
+/* A flow event (flow sync between gateways, docs/gateway.md): the gateway
+ * placed a new flow, saw one end, or (from the sweep, now and then) still
+ * carries one. Written by the XDP program into the flow-event ring, published
+ * by the agent to the gateway's peers, whose agents hand it to their gateway's
+ * sync program (with the backend's id there: struct kvlb_flow_sync). */
+enum kvlb_flow_event_kind {
+  KVLB_FLOW_EV_OPEN = 1,
+  KVLB_FLOW_EV_CLOSE = 2,
+  KVLB_FLOW_EV_REFRESH = 3,
+};
+struct kvlb_flow_event {
+  struct kvlb_flow_key key; /* the client's side: client -> VIP */
+  struct kvlb_addr snat;    /* the placing gateway's source address and port towards... */
+  struct kvlb_addr backend; /* ...the backend */
+  __u16 snat_port;          /* network byte order */
+  __u16 backend_port;       /* network byte order */
+  __u8 kind;                /* enum kvlb_flow_event_kind */
+  __u8 pad[3];
+};
+/* What the agent hands the sync program (BPF_PROG_TEST_RUN data): an event
+ * from a peer, validated, and the backend's id on this gateway. */
+struct kvlb_flow_sync {
+  struct kvlb_flow_event ev;
+  __u32 backend_id;
+  __u32 pad;
+};
+/* The sync program's verdicts (its return value). */
+enum kvlb_flow_sync_result {
+  KVLB_SYNC_INSTALLED = 1, /* a new flow of a peer's: both entries written */
+  KVLB_SYNC_REFRESHED = 2, /* already known as the peer's: kept fresh */
+  KVLB_SYNC_CONFLICT = 3,  /* the tuple is a live flow of this gateway's: left alone */
+  KVLB_SYNC_CLOSED = 4,    /* marked closing (released here if this gateway counted it) */
+  KVLB_SYNC_UNKNOWN = 5,   /* a close for a flow this gateway does not hold */
+  KVLB_SYNC_FULL = 6,      /* the flow table refused the entries */
+  KVLB_SYNC_INVALID = 7,   /* malformed (short data, bad kind, family, id) */
+};
+
+/* Open flows to one backend as the gateway's last sweep counted them
+ * (kvlb_gw_open, indexed by backend id; not pinned). */
+struct kvlb_gw_open {
+  __u32 sweep; /* the sweep that counted (the object's gw_sweeps at the time) */
+  __u32 open;  /* client-side entries of open (not closing) flows to this backend */
+};
+
 #define KVLB_FLOW_F_REVERSE 1u /* the backend's side of the flow */
 #define KVLB_FLOW_F_CLOSING 2u /* a FIN or RST was seen: in-flight released */
 #define KVLB_FLOW_F_MAGLEV 4u  /* created on a table miss by the Maglev table */
@@ -305,6 +356,10 @@ struct kvlb_flow {
  * translating nothing, until the closing timeout, so that its SNAT port is not
  * handed to the same client tuple while the backend holds it in TIME_WAIT. */
 #define KVLB_FLOW_F_RETIRED 8u
+/* Placed by a peer gateway (flow sync) and carried by it: this gateway has not
+ * forwarded a packet of it, and does not count it in flight. Cleared by the
+ * first packet here (a take-over), which counts it from then on. */
+#define KVLB_FLOW_F_SYNCED 16u
 
 /* ---- compile-time layout checks (compiled by the BPF and C++ sides) ------ */
 
@@ -324,6 +379,9 @@ KVLB_STATIC_ASSERT(sizeof(struct kvlb_counters) == 40, "kvlb_counters layout");
 KVLB_STATIC_ASSERT(sizeof(struct kvlb_sock_state) == 24, "kvlb_sock_state layout");
 KVLB_STATIC_ASSERT(sizeof(struct kvlb_flow_key) == 40, "kvlb_flow_key layout");
 KVLB_STATIC_ASSERT(sizeof(struct kvlb_flow) == 56, "kvlb_flow layout");
+KVLB_STATIC_ASSERT(sizeof(struct kvlb_gw_open) == 8, "kvlb_gw_open layout");
+KVLB_STATIC_ASSERT(sizeof(struct kvlb_flow_event) == 80, "kvlb_flow_event layout");
+KVLB_STATIC_ASSERT(sizeof(struct kvlb_flow_sync) == 88, "kvlb_flow_sync layout");
 KVLB_STATIC_ASSERT(sizeof(struct kvlb_response_end) == 16, "kvlb_response_end layout");
 KVLB_STATIC_ASSERT(KVLB_MAGLEV_SIZE >= 64 * KVLB_MAX_SLOTS, "Maglev table per service");
 KVLB_STATIC_ASSERT(KVLB_MAX_CHOICES >= 2, "at least two choices");

@@ -13,6 +13,13 @@ static __always_inline void kvlb_account_pick(__u32 backend_id) {
   __sync_fetch_and_add(&c->inflight, 1);
 }
 
+/* A flow counted in flight without a pick: one a peer gateway placed, now
+ * carried here (the pick, and its correction, were the peer's). */
+static __always_inline void kvlb_account_inflight(__u32 backend_id) {
+  struct kvlb_counters* c = bpf_map_lookup_elem(&kvlb_ctr_v1, &backend_id);
+  if (c) __sync_fetch_and_add(&c->inflight, 1);
+}
+
 /* Never lets in-flight go below zero: a release can outlive the counter it was
  * counted in (a map migrated while the socket lived), and a negative count
  * would make that backend look better than idle forever. */

@@ -75,26 +75,61 @@ static __always_inline void gw_partner_key(struct kvlb_flow_key* out, const stru
   out->pad = 0; /* keys are compared byte for byte */
 }
 
-/* The client's side of a flow ends: its in-flight count is released exactly
- * once, however many FINs, RSTs and sweeps race for it. */
-static __always_inline void gw_close_forward(struct kvlb_flow* f) {
-  __u64 old = __sync_fetch_and_or(&f->flags, KVLB_FLOW_F_CLOSING);
-  if (old & KVLB_FLOW_F_CLOSING) return;
-  kvlb_account_release(f->backend_id);
-  gw_count_only(KVLB_GW_CLOSED);
+/* Flow sync (cfg_sync_refresh_sweeps set): the client-side entry `f` of key
+ * `k`, a flow placed here, into the flow-event ring for the agent to share
+ * with peer gateways. */
+static __always_inline void gw_emit(__u8 kind, const struct kvlb_flow_key* k,
+                                    const struct kvlb_flow* f) {
+  struct kvlb_flow_event* e;
+  if (!cfg_sync_refresh_sweeps) return;
+  e = bpf_ringbuf_reserve(&kvlb_flowev_v1, sizeof(*e), 0);
+  if (!e) {
+    gw_count_only(KVLB_GW_SYNC_LOST);
+    return;
+  }
+  e->key = *k;
+  e->snat = f->src;
+  e->backend = f->dst;
+  e->snat_port = f->sport;
+  e->backend_port = f->dport;
+  e->kind = kind;
+  e->pad[0] = e->pad[1] = e->pad[2] = 0;
+  bpf_ringbuf_submit(e, 0);
 }
 
-static __always_inline void gw_close(struct kvlb_flow* f, __u8 family) {
+/* The client's side of a flow ends: its in-flight count is released exactly
+ * once, however many FINs, RSTs and sweeps race for it, and peers are told.
+ * A peer's flow this gateway never carried (SYNCED) was not counted here, and
+ * its end is the peer's to tell. */
+static __always_inline void gw_close_forward(const struct kvlb_flow_key* k, struct kvlb_flow* f) {
+  __u64 old = __sync_fetch_and_or(&f->flags, KVLB_FLOW_F_CLOSING);
+  if (old & (KVLB_FLOW_F_CLOSING | KVLB_FLOW_F_SYNCED)) return;
+  kvlb_account_release(f->backend_id);
+  gw_count_only(KVLB_GW_CLOSED);
+  gw_emit(KVLB_FLOW_EV_CLOSE, k, f);
+}
+
+static __always_inline void gw_close(const struct kvlb_flow_key* k, struct kvlb_flow* f) {
   struct kvlb_flow_key pk;
   struct kvlb_flow* fwd;
   if (!(f->flags & KVLB_FLOW_F_REVERSE)) {
-    gw_close_forward(f);
+    gw_close_forward(k, f);
     return;
   }
   f->flags |= KVLB_FLOW_F_CLOSING;
-  gw_partner_key(&pk, f, family);
+  gw_partner_key(&pk, f, k->family);
   fwd = bpf_map_lookup_elem(&kvlb_flow_v1, &pk);
-  if (fwd) gw_close_forward(fwd);
+  if (fwd) gw_close_forward(&pk, fwd);
+}
+
+/* The first packet here of a flow a peer gateway placed (an ECMP change in
+ * front of the gateways, a failover): this gateway carries it from now on, so
+ * it counts in flight here, once, unless it is closed already. */
+static __always_inline void gw_take_over(struct kvlb_flow* f) {
+  __u64 old = __sync_fetch_and_and(&f->flags, ~(__u64)KVLB_FLOW_F_SYNCED);
+  if (!(old & KVLB_FLOW_F_SYNCED)) return;
+  gw_count_only(KVLB_GW_TAKEN_OVER);
+  if (!(old & (KVLB_FLOW_F_REVERSE | KVLB_FLOW_F_CLOSING))) kvlb_account_inflight(f->backend_id);
 }
 
 static __always_inline int gw_snat_addr(struct kvlb_addr* out, __u8 family) {
@@ -377,6 +412,12 @@ static __noinline int gw_new_flow_forward(struct xdp_md* ctx, struct kvlb_pkt* p
     bpf_map_delete_elem(&kvlb_flow_v1, &sc->rkey);
     bpf_map_delete_elem(&kvlb_flow_v1, &p->key);
     if (sc->counted) kvlb_account_release(sc->fwd.backend_id);
+  } else if (sc->counted && !(sc->fwd.flags & KVLB_FLOW_F_MAGLEV)) {
+    /* A new flow, on its way: peers learn the LLM-aware placement (a Maglev
+     * placement they would make themselves). Here, not in gw_new_flow: there
+     * every path through the eight probes verified it again (8,300 more
+     * instructions on 6.18). */
+    gw_emit(KVLB_FLOW_EV_OPEN, &p->key, &sc->fwd);
   }
   return verdict;
 }
@@ -433,7 +474,8 @@ static __always_inline int gw_tcp(struct xdp_md* ctx, struct kvlb_pkt* p, __u32*
     }
     now = bpf_ktime_get_coarse_ns();
     if (now - f->last_seen_ns > KVLB_NS_PER_S) f->last_seen_ns = now;
-    if (tcp->fin || tcp->rst) gw_close(f, k->family);
+    if (f->flags & KVLB_FLOW_F_SYNCED) gw_take_over(f);
+    if (tcp->fin || tcp->rst) gw_close(k, f);
     *stat = (f->flags & KVLB_FLOW_F_REVERSE) ? KVLB_GW_REVERSE : KVLB_GW_FORWARD;
     gw_rewrite(p, f);
     return gw_forward(ctx, p, f, stat);
@@ -536,12 +578,25 @@ static __always_inline int gw_process(struct xdp_md* ctx) {
 struct gw_sweep_ctx {
   __u64 now;
   __u64 expired;
+  __u32 sweep; /* this sweep's number (kvlb_gw_open) */
 };
+
+/* One more open flow to backend `id` in this sweep's counts. */
+static __always_inline void gw_count_open(__u32 id, __u32 sweep) {
+  struct kvlb_gw_open* o = bpf_map_lookup_elem(&kvlb_gw_open, &id);
+  if (!o) return;
+  if (o->sweep != sweep) {
+    o->sweep = sweep;
+    o->open = 0;
+  }
+  o->open += 1;
+}
 
 /* One entry: a client-side entry whose flow is closed (for cfg_flow_closing_ns)
  * or idle in both directions (for cfg_flow_idle_ns) goes with its partner, its
- * in-flight released if no FIN or RST did; a backend-side entry whose partner
- * is gone, or that was retired, goes after cfg_flow_closing_ns. */
+ * in-flight released if no FIN or RST did; one that stays open is counted for
+ * its backend (kvlb_gw_open); a backend-side entry whose partner is gone, or
+ * that was retired, goes after cfg_flow_closing_ns. */
 static long gw_sweep_one(struct bpf_map* map, struct kvlb_flow_key* k, struct kvlb_flow* f,
                          struct gw_sweep_ctx* c) {
   struct kvlb_flow_key pk;
@@ -564,8 +619,16 @@ static long gw_sweep_one(struct bpf_map* map, struct kvlb_flow_key* k, struct kv
   last = f->last_seen_ns;
   if (partner && partner->last_seen_ns > last) last = partner->last_seen_ns;
   limit = (f->flags & KVLB_FLOW_F_CLOSING) ? cfg_flow_closing_ns : cfg_flow_idle_ns;
-  if (last >= c->now || c->now - last <= limit) return 0;
-  gw_close_forward(f);
+  if (last >= c->now || c->now - last <= limit) {
+    if (f->flags & (KVLB_FLOW_F_CLOSING | KVLB_FLOW_F_SYNCED)) return 0;
+    gw_count_open(f->backend_id, c->sweep);
+    /* Flow sync: each open flow of this gateway's again every
+     * cfg_sync_refresh_sweeps sweeps, a different share each sweep. */
+    if (cfg_sync_refresh_sweeps && (kvlb_flow_hash(k, 0) + c->sweep) % cfg_sync_refresh_sweeps == 0)
+      gw_emit(KVLB_FLOW_EV_REFRESH, k, f);
+    return 0;
+  }
+  gw_close_forward(k, f);
   if (partner) bpf_map_delete_elem(&kvlb_flow_v1, &pk);
   bpf_map_delete_elem(&kvlb_flow_v1, k);
   c->expired++;
@@ -573,12 +636,124 @@ static long gw_sweep_one(struct bpf_map* map, struct kvlb_flow_key* k, struct kv
 }
 
 static __always_inline void gw_sweep(void) {
-  struct gw_sweep_ctx c = {.now = bpf_ktime_get_coarse_ns(), .expired = 0};
+  struct gw_sweep_ctx c = {.now = bpf_ktime_get_coarse_ns(), .expired = 0, .sweep = ++gw_sweeps};
   __u32 zero = 0;
   struct kvlb_gw_stats* s;
   bpf_for_each_map_elem(&kvlb_flow_v1, gw_sweep_one, &c, 0);
   s = bpf_map_lookup_elem(&kvlb_gwstat_v1, &zero);
   if (s) s->n[KVLB_GW_EXPIRED] += c.expired;
+}
+
+/* ---- flow sync: a peer's event ------------------------------------------- */
+
+static __always_inline int gw_same_placement(const struct kvlb_flow* f,
+                                             const struct kvlb_flow_event* e) {
+  return f->src.words[0] == e->snat.words[0] && f->src.words[1] == e->snat.words[1] &&
+         f->src.words[2] == e->snat.words[2] && f->src.words[3] == e->snat.words[3] &&
+         f->dst.words[0] == e->backend.words[0] && f->dst.words[1] == e->backend.words[1] &&
+         f->dst.words[2] == e->backend.words[2] && f->dst.words[3] == e->backend.words[3] &&
+         f->sport == e->snat_port && f->dport == e->backend_port;
+}
+
+/* A flow a peer gateway placed (OPEN or REFRESH): both entries, flagged
+ * SYNCED, so that its packets are translated here exactly as there if they
+ * come here (the peer's SNAT address and port, its backend). A live flow of
+ * this gateway's on the same tuple wins; a closed one, or another peer's
+ * placement, gives way (its backend side retired, as for a SYN). */
+static __always_inline int gw_sync_open(const struct kvlb_flow_sync* s) {
+  const struct kvlb_flow_event* e = &s->ev;
+  __u64 now = bpf_ktime_get_coarse_ns();
+  struct kvlb_flow_key k = e->key, rk = {};
+  struct kvlb_flow fwd = {}, rev = {};
+  struct kvlb_flow *f, *r;
+  k.proto = IPPROTO_TCP;
+  k.pad = 0;
+  fwd.src = e->snat;
+  fwd.dst = e->backend;
+  fwd.sport = e->snat_port;
+  fwd.dport = e->backend_port;
+  fwd.backend_id = s->backend_id;
+  fwd.last_seen_ns = now;
+  fwd.flags = KVLB_FLOW_F_SYNCED;
+  gw_partner_key(&rk, &fwd, k.family);
+  rev.src = k.dst;
+  rev.dst = k.src;
+  rev.sport = k.dport;
+  rev.dport = k.sport;
+  rev.backend_id = s->backend_id;
+  rev.last_seen_ns = now;
+  rev.flags = KVLB_FLOW_F_SYNCED | KVLB_FLOW_F_REVERSE;
+
+  f = bpf_map_lookup_elem(&kvlb_flow_v1, &k);
+  if (f) {
+    if (gw_same_placement(f, e) && !(f->flags & KVLB_FLOW_F_CLOSING)) {
+      /* Known: kept fresh (here or at the peer, it is alive). */
+      if (f->last_seen_ns < now) f->last_seen_ns = now;
+      r = bpf_map_lookup_elem(&kvlb_flow_v1, &rk);
+      if (r && r->last_seen_ns < now) r->last_seen_ns = now;
+      return KVLB_SYNC_REFRESHED;
+    }
+    if (!(f->flags & (KVLB_FLOW_F_SYNCED | KVLB_FLOW_F_CLOSING))) return KVLB_SYNC_CONFLICT;
+    gw_retire_partner(f, k.family);
+  }
+  r = bpf_map_lookup_elem(&kvlb_flow_v1, &rk);
+  /* The backend side: taken by a live flow of this gateway's (peers share its
+   * SNAT address and the port): that one wins. */
+  if (r && !(r->flags & (KVLB_FLOW_F_SYNCED | KVLB_FLOW_F_CLOSING | KVLB_FLOW_F_RETIRED)) &&
+      !gw_tuple_eq(r, &k))
+    return KVLB_SYNC_CONFLICT;
+  if (bpf_map_update_elem(&kvlb_flow_v1, &rk, &rev, BPF_ANY) != 0) return KVLB_SYNC_FULL;
+  if (bpf_map_update_elem(&kvlb_flow_v1, &k, &fwd, BPF_ANY) != 0) {
+    bpf_map_delete_elem(&kvlb_flow_v1, &rk);
+    return KVLB_SYNC_FULL;
+  }
+  return KVLB_SYNC_INSTALLED;
+}
+
+/* A peer saw the flow end (it carried the FIN or RST, or its sweep expired
+ * it): closing here too. If this gateway counted it (its own, or taken over),
+ * the in-flight count goes now: the end went by the peer. */
+static __always_inline int gw_sync_close(const struct kvlb_flow_sync* s) {
+  struct kvlb_flow_key k = s->ev.key, pk;
+  struct kvlb_flow *f, *r;
+  __u64 old;
+  k.proto = IPPROTO_TCP;
+  k.pad = 0;
+  f = bpf_map_lookup_elem(&kvlb_flow_v1, &k);
+  if (!f || !gw_same_placement(f, &s->ev)) return KVLB_SYNC_UNKNOWN;
+  old = __sync_fetch_and_or(&f->flags, KVLB_FLOW_F_CLOSING);
+  if (!(old & (KVLB_FLOW_F_CLOSING | KVLB_FLOW_F_SYNCED))) {
+    kvlb_account_release(f->backend_id);
+    gw_count_only(KVLB_GW_CLOSED);
+  }
+  gw_partner_key(&pk, f, k.family);
+  r = bpf_map_lookup_elem(&kvlb_flow_v1, &pk);
+  if (r) r->flags |= KVLB_FLOW_F_CLOSING;
+  return KVLB_SYNC_CLOSED;
+}
+
+/* The sync program's body: one struct kvlb_flow_sync in the run's data. The
+ * agent validated it (its service, backend and SNAT address); the checks here
+ * only keep the kernel's table consistent. Never writes a flow event: what a
+ * peer said is not said again. */
+static __always_inline int gw_sync(struct xdp_md* ctx) {
+  void* data = (void*)(long)ctx->data;
+  void* end = (void*)(long)ctx->data_end;
+  struct kvlb_flow_sync s;
+  if (data + sizeof(s) > end) return KVLB_SYNC_INVALID;
+  __builtin_memcpy(&s, data, sizeof(s));
+  if ((s.ev.key.family != KVLB_AF_INET && s.ev.key.family != KVLB_AF_INET6) ||
+      s.backend_id == KVLB_BACKEND_NONE || s.backend_id >= KVLB_MAX_BACKENDS)
+    return KVLB_SYNC_INVALID;
+  switch (s.ev.kind) {
+    case KVLB_FLOW_EV_OPEN:
+    case KVLB_FLOW_EV_REFRESH:
+      return gw_sync_open(&s);
+    case KVLB_FLOW_EV_CLOSE:
+      return gw_sync_close(&s);
+    default:
+      return KVLB_SYNC_INVALID;
+  }
 }
 
 #endif /* KVLB_GATEWAY_BPF_H */

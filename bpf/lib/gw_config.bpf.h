@@ -30,4 +30,11 @@ const volatile __u64 cfg_flow_idle_ns = 600ull * 1000000000ull;
  * as conntrack's TIME_WAIT. */
 const volatile __u64 cfg_flow_closing_ns = 120ull * 1000000000ull;
 
+/* Flow sync with peer gateways (gateway.sync_group): 0 is off (every event
+ * site is dead code then). Otherwise new and closed flows placed here are
+ * written to the flow-event ring, and each open one again every this many
+ * sweeps (spread by the flow's hash), so that peers keep it past their idle
+ * timeout while it lives here. */
+const volatile __u32 cfg_sync_refresh_sweeps = 0;
+
 #endif /* KVLB_GW_CONFIG_BPF_H */

@@ -42,6 +42,17 @@ struct {
   __uint(pinning, LIBBPF_PIN_BY_NAME);
 } kvlb_vip_v1 SEC(".maps");
 
+/* Flow events for the agent to share with peer gateways (struct
+ * kvlb_flow_event; written only with cfg_sync_refresh_sweeps set). Pinned:
+ * events written while the agent restarts wait for the next one. When full,
+ * an event is dropped and counted (KVLB_GW_SYNC_LOST); the flow itself is
+ * unaffected here. */
+struct {
+  __uint(type, BPF_MAP_TYPE_RINGBUF);
+  __uint(max_entries, KVLB_GW_FLOW_EVENTS_BYTES);
+  __uint(pinning, LIBBPF_PIN_BY_NAME);
+} kvlb_flowev_v1 SEC(".maps");
+
 /* Packet counters (enum kvlb_gw_stat), per CPU, all in one value: one lookup
  * per packet. */
 struct kvlb_gw_stats {
@@ -76,5 +87,22 @@ struct {
   __type(key, __u32);
   __type(value, struct kvlb_gw_scratch);
 } kvlb_gw_scratch SEC(".maps");
+
+/* Open flows per backend (index: backend id), counted by the sweep as it walks
+ * the flow table, so the agent reads one array instead of walking the table
+ * itself: that walk was two system calls per entry every sweep interval (with
+ * closed flows kept for the closing timeout, hundreds of thousands of entries
+ * at a few thousand connections a second: ~8% of a core). An entry counts for
+ * the sweep whose number it carries; older numbers are zero. Not pinned: only
+ * the agent that runs the sweep reads it (struct kvlb_gw_open: kvlb_maps.h). */
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, KVLB_MAX_BACKENDS);
+  __type(key, __u32);
+  __type(value, struct kvlb_gw_open);
+} kvlb_gw_open SEC(".maps");
+
+/* Sweeps run so far (the agent runs them one at a time): numbers the counts. */
+__u32 gw_sweeps = 0;
 
 #endif /* KVLB_GW_MAPS_BPF_H */

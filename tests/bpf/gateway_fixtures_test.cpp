@@ -544,7 +544,8 @@ struct Out {
 
 class Gateway {
  public:
-  Gateway(uint64_t idle_ns, uint64_t closing_ns, uint32_t flow_entries = 4096) {
+  Gateway(uint64_t idle_ns, uint64_t closing_ns, uint32_t flow_entries = 4096,
+          uint32_t sync_refresh_sweeps = 0) {
     skel_.reset(kvlb_gateway__open());
     if (!skel_)
       throw std::runtime_error("open the gateway skeleton: " + std::string(strerror(errno)));
@@ -558,6 +559,7 @@ class Gateway {
     ro->cfg_snat_port_hi = kSnatHi;
     ro->cfg_flow_idle_ns = idle_ns;
     ro->cfg_flow_closing_ns = closing_ns;
+    ro->cfg_sync_refresh_sweeps = sync_refresh_sweeps;
     if (int err = kvlb_gateway__load(skel_.get()))
       throw std::runtime_error("load the gateway: " + std::string(strerror(-err)));
     ncpu_ = libbpf_num_possible_cpus();
@@ -640,6 +642,40 @@ class Gateway {
     opts.repeat = repeat;
     check(bpf_prog_test_run_opts(bpf_program__fd(skel_->progs.kvlb_gateway), &opts), "timed run");
     return opts.duration;
+  }
+
+  // The flow events written since the last call (flow sync), oldest first.
+  std::vector<kvlb_flow_event> events() const {
+    std::vector<kvlb_flow_event> out;
+    auto take = [](void* ctx, void* data, size_t size) -> int {
+      kvlb_flow_event e{};
+      if (size != sizeof(e)) return -EINVAL;
+      std::memcpy(&e, data, sizeof(e));
+      static_cast<std::vector<kvlb_flow_event>*>(ctx)->push_back(e);
+      return 0;
+    };
+    ring_buffer* rb = ring_buffer__new(fd(skel_->maps.kvlb_flowev_v1), take, &out, nullptr);
+    if (!rb) throw std::runtime_error("open the flow-event ring");
+    const int n = ring_buffer__consume(rb);
+    ring_buffer__free(rb);
+    if (n < 0) throw std::runtime_error("read the flow-event ring");
+    return out;
+  }
+
+  // A peer's event through the sync program, as the agent runs it: its verdict.
+  uint32_t sync(const kvlb_flow_sync& s, size_t size = sizeof(kvlb_flow_sync)) const {
+    Bytes in(std::max<size_t>(size, 14), 0), out(256);
+    std::memcpy(in.data(), &s, std::min(size, sizeof(s)));
+    in.resize(std::max<size_t>(size, 14));
+    bpf_test_run_opts opts{};
+    opts.sz = sizeof(opts);
+    opts.data_in = in.data();
+    opts.data_size_in = static_cast<uint32_t>(in.size());
+    opts.data_out = out.data();
+    opts.data_size_out = static_cast<uint32_t>(out.size());
+    opts.repeat = 1;
+    check(bpf_prog_test_run_opts(bpf_program__fd(skel_->progs.kvlb_gw_sync), &opts), "sync");
+    return opts.retval;
   }
 
   // One pass of the sweep program, as the agent runs it.
@@ -1625,6 +1661,221 @@ TEST_F(SweepTest, FlowRefreshedAfterTheSweepReadTheClockStays) {
   sgw().sweep();
   EXPECT_EQ(sgw().flows().size(), 2u);
   expect_counters(sgw(), 2, 1, 1);
+}
+
+// The sweep counts the open flows of each backend as it walks the table (what
+// the agent shows as flows per backend): closed flows and backend-side entries
+// do not count, and a count is the last sweep's, not a running total.
+TEST_F(SweepTest, SweepCountsOpenFlowsPerBackend) {
+  auto open_of = [&](uint32_t id) -> uint32_t {
+    kvlb_gw_open o{};
+    if (bpf_map_lookup_elem(sgw().fd(sgw().skel()->maps.kvlb_gw_open), &id, &o) != 0) return 99;
+    return o.sweep == sgw().skel()->bss->gw_sweeps ? o.open : 0;
+  };
+  open(41010);
+  open(41011);
+  open(41012);
+  sgw().run(client4(41012, kFin | kAck).bytes(), "cli0");
+  sgw().sweep();
+  EXPECT_EQ(open_of(2), 2u) << "three flows, one closed";
+  EXPECT_EQ(open_of(1), 0u);
+  sgw().run(client4(41011, kRst).bytes(), "cli0");
+  sgw().sweep();
+  EXPECT_EQ(open_of(2), 1u) << "the count is the last sweep's";
+  sgw().run(client4(41010, kFin | kAck).bytes(), "cli0");
+  sgw().sweep();
+  EXPECT_EQ(open_of(2), 0u) << "no open flow left";
+}
+
+// ---- 11. flow sync between gateways -----------------------------------------
+
+const kvlb_addr kPeerSnat4 = A4("198.51.100.2");  // another gateway of the group
+constexpr uint16_t kPeerPort = 12345;
+
+// A third instance, with flow sync on (every third sweep announces a flow again).
+class SyncTest : public GatewayTest {
+ protected:
+  static constexpr uint32_t kRefreshSweeps = 3;
+  static Gateway& ggw() {
+    static Gateway g(600'000'000'000ull, 30'000'000'000ull, 4096, kRefreshSweeps);
+    return g;
+  }
+  void SetUp() override {
+    ggw().reset();
+    ggw().events();  // what earlier tests left in the ring
+  }
+
+  // A peer's OPEN for the IPv4 client's port `cport`, to backend `id` through
+  // the peer's SNAT address and port.
+  static kvlb_flow_sync peer_event(uint8_t kind, uint16_t cport, uint32_t id) {
+    kvlb_flow_sync s{};
+    s.ev.key = key_of(client4(cport, kSyn));
+    s.ev.snat = kPeerSnat4;
+    s.ev.snat_port = htons(kPeerPort);
+    s.ev.backend = backend(id).addr;
+    s.ev.backend_port = htons(kBackendPort);
+    s.ev.kind = kind;
+    s.backend_id = id;
+    return s;
+  }
+};
+
+// The sync program is dead code unless flow sync is on: a gateway without it
+// writes no event.
+TEST_F(GatewayTest, NoFlowEventsWithoutFlowSync) {
+  open4(44000);
+  gw().run(client4(44000, kFin | kAck).bytes(), "cli0");
+  EXPECT_TRUE(gw().events().empty());
+}
+
+// A SYN placed here is announced (once: not its retransmission), with the
+// translation it got; its close is announced too.
+TEST_F(SyncTest, NewFlowAndItsCloseAreAnnounced) {
+  Pkt syn = client4(44001, kSyn);
+  ASSERT_EQ(ggw().run(syn.bytes(), "cli0").verdict, static_cast<uint32_t>(XDP_REDIRECT));
+  ggw().run(syn.bytes(), "cli0");  // retransmitted
+  auto ev = ggw().events();
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(ev[0].kind, KVLB_FLOW_EV_OPEN);
+  const kvlb_flow_key ck = key_of(syn);
+  EXPECT_EQ(std::memcmp(&ev[0].key, &ck, sizeof(ck)), 0);
+  EXPECT_EQ(addr_str(KVLB_AF_INET, ev[0].snat), addr_str(KVLB_AF_INET, kSnat4));
+  EXPECT_EQ(ntohs(ev[0].snat_port), snat_port(key_of(syn)));
+  EXPECT_EQ(addr_str(KVLB_AF_INET, ev[0].backend), addr_str(KVLB_AF_INET, backend(2).addr));
+  EXPECT_EQ(ntohs(ev[0].backend_port), kBackendPort);
+  ggw().run(client4(44001, kFin | kAck).bytes(), "cli0");
+  ggw().run(client4(44001, kFin | kAck).bytes(), "cli0");  // a second FIN closes nothing more
+  ev = ggw().events();
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(ev[0].kind, KVLB_FLOW_EV_CLOSE);
+  EXPECT_EQ(ntohs(ev[0].snat_port), snat_port(key_of(syn)));
+}
+
+// A peer's flow is translated here exactly as there (its SNAT address and
+// port, its backend, not this gateway's pick), both directions; it counts in
+// flight here from its first packet on, once, and is never announced again.
+TEST_F(SyncTest, PeersFlowIsTranslatedAsThePeerDidAndTakenOverOnce) {
+  ASSERT_EQ(ggw().sync(peer_event(KVLB_FLOW_EV_OPEN, 44002, 3)),
+            static_cast<uint32_t>(KVLB_SYNC_INSTALLED));
+  const kvlb_flow_key ck = key_of(client4(44002, kSyn));
+  const kvlb_flow_key bk =
+      flow_key(KVLB_AF_INET, backend(3).addr, kBackendPort, kPeerSnat4, kPeerPort);
+  ASSERT_TRUE(ggw().flow(ck).has_value());
+  EXPECT_EQ(ggw().flow(ck)->flags, KVLB_FLOW_F_SYNCED);
+  ASSERT_TRUE(ggw().flow(bk).has_value());
+  EXPECT_EQ(ggw().flow(bk)->flags, KVLB_FLOW_F_SYNCED | KVLB_FLOW_F_REVERSE);
+  expect_counters(ggw(), 3, 0, 0);
+  for (int i = 0; i < 2; ++i) {
+    Pkt ack = client4(44002, kAck | kPsh);
+    ack.payload.assign(20, 'q');
+    Out o = ggw().run(ack.bytes(), "cli0");
+    EXPECT_EQ(o.verdict, static_cast<uint32_t>(XDP_REDIRECT));
+    EXPECT_EQ(hex(o.frame), hex(translated(ack, kBe0Mac, backend(3).mac, kPeerSnat4, kPeerPort,
+                                           backend(3).addr, kBackendPort)
+                                    .bytes()));
+    EXPECT_TRUE(valid_checksums(o.frame));
+  }
+  EXPECT_EQ(ggw().flow(ck)->flags, 0u);
+  expect_counters(ggw(), 3, 0, 1);
+  Pkt back = from_backend(backend(3), kPeerPort, kAck | kPsh);
+  back.dst = kPeerSnat4;
+  back.payload.assign(30, 'r');
+  Out o = ggw().run(back.bytes(), "be0");
+  EXPECT_EQ(o.verdict, static_cast<uint32_t>(XDP_REDIRECT));
+  EXPECT_EQ(hex(o.frame),
+            hex(translated(back, kCli0Mac, kClient4Mac, kVip4, kVipPort, kClient4, 44002).bytes()));
+  expect_stats(
+      ggw().stats(),
+      {{KVLB_GW_PACKETS, 3}, {KVLB_GW_FORWARD, 2}, {KVLB_GW_REVERSE, 1}, {KVLB_GW_TAKEN_OVER, 2}});
+  EXPECT_TRUE(ggw().events().empty()) << "a peer's flow was announced again";
+  // Its end, here: released once and announced (this gateway carries it now).
+  ggw().run(client4(44002, kFin | kAck).bytes(), "cli0");
+  expect_counters(ggw(), 3, 0, 0);
+  auto ev = ggw().events();
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(ev[0].kind, KVLB_FLOW_EV_CLOSE);
+}
+
+// The peer says its flow ended: closing here too. Never carried here, it was
+// never counted, so nothing is released (another flow keeps backend 3's count
+// above zero, so a wrong release would show); a taken-over one is released.
+TEST_F(SyncTest, PeersCloseReleasesOnlyWhatThisGatewayCounted) {
+  ASSERT_EQ(ggw().sync(peer_event(KVLB_FLOW_EV_OPEN, 44003, 3)),
+            static_cast<uint32_t>(KVLB_SYNC_INSTALLED));
+  ASSERT_EQ(ggw().sync(peer_event(KVLB_FLOW_EV_OPEN, 44004, 3)),
+            static_cast<uint32_t>(KVLB_SYNC_INSTALLED));
+  ggw().run(client4(44004, kAck).bytes(), "cli0");  // taken over: counted
+  expect_counters(ggw(), 3, 0, 1);
+  EXPECT_EQ(ggw().sync(peer_event(KVLB_FLOW_EV_CLOSE, 44003, 3)),
+            static_cast<uint32_t>(KVLB_SYNC_CLOSED));
+  expect_counters(ggw(), 3, 0, 1);
+  EXPECT_TRUE(ggw().flow(key_of(client4(44003, kSyn)))->flags & KVLB_FLOW_F_CLOSING);
+  EXPECT_EQ(ggw().sync(peer_event(KVLB_FLOW_EV_CLOSE, 44004, 3)),
+            static_cast<uint32_t>(KVLB_SYNC_CLOSED));
+  expect_counters(ggw(), 3, 0, 0);
+  EXPECT_EQ(ggw().sync(peer_event(KVLB_FLOW_EV_CLOSE, 44004, 3)),
+            static_cast<uint32_t>(KVLB_SYNC_CLOSED));
+  expect_counters(ggw(), 3, 0, 0);
+  // A close for another placement of the tuple, or for no flow: left alone.
+  EXPECT_EQ(ggw().sync(peer_event(KVLB_FLOW_EV_CLOSE, 44005, 3)),
+            static_cast<uint32_t>(KVLB_SYNC_UNKNOWN));
+  EXPECT_TRUE(ggw().events().empty()) << "a peer's event was announced again";
+}
+
+// A live flow of this gateway's wins over a peer's placement of its tuple;
+// a peer's refresh of its own flow keeps it; a closed local flow gives way.
+TEST_F(SyncTest, LiveLocalFlowWinsOverAPeersPlacement) {
+  Pkt syn = client4(44006, kSyn);
+  ggw().run(syn.bytes(), "cli0");
+  const auto before = ggw().flow(key_of(syn));
+  ASSERT_TRUE(before.has_value());
+  EXPECT_EQ(ggw().sync(peer_event(KVLB_FLOW_EV_OPEN, 44006, 3)),
+            static_cast<uint32_t>(KVLB_SYNC_CONFLICT));
+  EXPECT_EQ(ggw().flow(key_of(syn))->dst.words[0], before->dst.words[0]);
+  EXPECT_EQ(ggw().flow(key_of(syn))->sport, before->sport);
+  ggw().run(client4(44006, kRst).bytes(), "cli0");
+  EXPECT_EQ(ggw().sync(peer_event(KVLB_FLOW_EV_OPEN, 44006, 3)),
+            static_cast<uint32_t>(KVLB_SYNC_INSTALLED));
+  EXPECT_EQ(ggw().flow(key_of(syn))->sport, htons(kPeerPort));
+  EXPECT_EQ(ggw().sync(peer_event(KVLB_FLOW_EV_REFRESH, 44006, 3)),
+            static_cast<uint32_t>(KVLB_SYNC_REFRESHED));
+  expect_counters(ggw(), 2, 1, 0);
+  expect_counters(ggw(), 3, 0, 0);
+}
+
+// The sweep announces each open flow of this gateway's again once every
+// kRefreshSweeps sweeps, and neither peers' flows nor closed ones.
+TEST_F(SyncTest, SweepAnnouncesOpenFlowsAgainNowAndThen) {
+  ggw().run(client4(44007, kSyn).bytes(), "cli0");
+  ggw().run(client4(44008, kSyn).bytes(), "cli0");
+  ggw().run(client4(44008, kFin | kAck).bytes(), "cli0");
+  ASSERT_EQ(ggw().sync(peer_event(KVLB_FLOW_EV_OPEN, 44009, 3)),
+            static_cast<uint32_t>(KVLB_SYNC_INSTALLED));
+  ggw().events();
+  std::vector<kvlb_flow_event> all;
+  for (uint32_t i = 0; i < kRefreshSweeps; ++i) {
+    ggw().sweep();
+    for (const auto& e : ggw().events()) all.push_back(e);
+  }
+  ASSERT_EQ(all.size(), 1u);
+  EXPECT_EQ(all[0].kind, KVLB_FLOW_EV_REFRESH);
+  EXPECT_EQ(ntohs(all[0].key.sport), 44007);
+}
+
+// What the agent did not make well-formed is refused, and changes nothing.
+TEST_F(SyncTest, MalformedSyncDataIsRefused) {
+  auto s = peer_event(KVLB_FLOW_EV_OPEN, 44010, 3);
+  EXPECT_EQ(ggw().sync(s, sizeof(s) - 1), static_cast<uint32_t>(KVLB_SYNC_INVALID));
+  auto bad = s;
+  bad.ev.kind = 9;
+  EXPECT_EQ(ggw().sync(bad), static_cast<uint32_t>(KVLB_SYNC_INVALID));
+  bad = s;
+  bad.backend_id = 0;
+  EXPECT_EQ(ggw().sync(bad), static_cast<uint32_t>(KVLB_SYNC_INVALID));
+  bad = s;
+  bad.ev.key.family = 5;
+  EXPECT_EQ(ggw().sync(bad), static_cast<uint32_t>(KVLB_SYNC_INVALID));
+  EXPECT_TRUE(ggw().flows().empty());
 }
 
 // ---- hostile packets --------------------------------------------------------

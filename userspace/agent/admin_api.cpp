@@ -157,6 +157,35 @@ std::string metrics_text(const Agent& agent, const AdminViews& views) {
     for (const auto& [ifname, mode] : gw->attachments)
       w.sample("kvlb_gateway_attached", {{"interface", ifname}, {"mode", mode}}, 1.0);
   }
+  if (const FlowSyncStats* fs = views.flow_sync) {
+    auto labelled = [&](const char* name, const char* help, const char* label,
+                        const std::map<std::string, uint64_t>& m) {
+      w.family(name, help, ExpositionType::Counter);
+      for (const auto& [k, n] : m) w.sample(name, {{label, k}}, static_cast<double>(n));
+    };
+    w.family("kvlb_gateway_sync_connected", "1 while flow sync is connected to NATS.",
+             ExpositionType::Gauge);
+    w.sample("kvlb_gateway_sync_connected", {}, fs->connected ? 1.0 : 0.0);
+    labelled("kvlb_gateway_sync_events_out_total",
+             "Flow events this gateway published to its group, by kind.", "kind", fs->events_out);
+    labelled("kvlb_gateway_sync_applied_total",
+             "Peers' flow events written into this gateway's flow table, by the sync "
+             "program's verdict.",
+             "result", fs->applied);
+    labelled("kvlb_gateway_sync_rejected_total",
+             "Peers' messages or events refused (and own events not sent), by reason.", "reason",
+             fs->rejected);
+    w.family("kvlb_gateway_sync_batches_total", "Flow-event batches, by direction.",
+             ExpositionType::Counter);
+    w.sample("kvlb_gateway_sync_batches_total", {{"direction", "out"}},
+             static_cast<double>(fs->batches_out));
+    w.sample("kvlb_gateway_sync_batches_total", {{"direction", "in"}},
+             static_cast<double>(fs->batches_in));
+    w.family("kvlb_gateway_sync_delay_seconds",
+             "A peer's flow-event batch, from its publish to its processing here.",
+             ExpositionType::Histogram);
+    fs->delay.write(w, "kvlb_gateway_sync_delay_seconds", {});
+  }
   if (ka) {
     w.family("kvlb_keepalive_available",
              "1 when keep-alive rebalancing runs (0: this kernel cannot close sockets from "
@@ -293,7 +322,7 @@ std::string json_body(const nlohmann::json& j) {
 }
 }  // namespace
 
-nlohmann::json gateway_json(const Agent& agent, const GatewayView& gw) {
+nlohmann::json gateway_json(const Agent& agent, const GatewayView& gw, const FlowSyncStats* sync) {
   nlohmann::json att = nlohmann::json::array(), stats = nlohmann::json::object(),
                  flows = nlohmann::json::array();
   for (const auto& [ifname, mode] : gw.attachments)
@@ -308,7 +337,17 @@ nlohmann::json gateway_json(const Agent& agent, const GatewayView& gw) {
                      {"flows", n},
                      {"inflight", agent.maps().counters(b.id).inflight}});
   }
-  return {{"attachments", att}, {"stats", stats}, {"flows", flows}, {"swept", gw.swept}};
+  nlohmann::json out = {
+      {"attachments", att}, {"stats", stats}, {"flows", flows}, {"swept", gw.swept}};
+  if (sync)
+    out["sync"] = {{"group", sync->group},
+                   {"connected", sync->connected},
+                   {"batches_out", sync->batches_out},
+                   {"batches_in", sync->batches_in},
+                   {"events_out", sync->events_out},
+                   {"applied", sync->applied},
+                   {"rejected", sync->rejected}};
+  return out;
 }
 
 // The admin API's routes.
@@ -324,7 +363,7 @@ AdminResponse admin_route(Agent& agent, const AdminRequest& r, const AdminViews&
   if (r.method == "GET" && r.target == "/v1/gateway") {
     if (!gw)
       return {404, "application/json", json_body({{"error", "the agent is not in gateway mode"}})};
-    return {200, "application/json", json_body(gateway_json(agent, *gw))};
+    return {200, "application/json", json_body(gateway_json(agent, *gw, views.flow_sync))};
   }
   if (r.method == "GET" && r.target == "/v1/cluster") {
     if (!views.cluster)

@@ -15,6 +15,7 @@
 #include "agent/admin_server.h"
 #include "agent/agent.h"
 #include "agent/cluster_sync.h"
+#include "agent/flow_sync.h"
 #include "agent/keepalive.h"
 
 namespace kvlb::agent {
@@ -27,13 +28,15 @@ struct GatewayView {
   std::vector<std::pair<uint32_t, uint64_t>> flows;  // backend id, open flows
   uint64_t swept = 0;                                // flows removed by sweeps, total
 };
-nlohmann::json gateway_json(const Agent& agent, const GatewayView& gw);
+nlohmann::json gateway_json(const Agent& agent, const GatewayView& gw,
+                            const FlowSyncStats* sync = nullptr);
 
 // What the supervisor shows besides the agent, each null when not in use: the
 // gateway's snapshot (gateway mode), keep-alive rebalancing's counters (some
 // service rebalances), score sharing's (cluster.nats_servers set).
 struct AdminViews {
   const GatewayView* gateway = nullptr;
+  const FlowSyncStats* flow_sync = nullptr;
   const KeepaliveStats* keepalive = nullptr;
   const ClusterStats* cluster = nullptr;
 };

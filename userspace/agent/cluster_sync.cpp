@@ -7,16 +7,11 @@
 #include <spdlog/spdlog.h>
 
 #include "cluster/ownership.h"
+#include "common/clock.h"
 #include "common/printable.h"
 
 namespace kvlb::agent {
 namespace {
-
-uint64_t realtime_ns() {
-  timespec ts{};
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(ts.tv_nsec);
-}
 
 constexpr uint64_t kMs = 1'000'000ull;
 constexpr std::chrono::milliseconds kReconnectGrace{1000};

@@ -220,6 +220,9 @@ std::vector<std::string> comma_list(const std::string& text) {
 std::vector<std::string> GatewayConfig::interface_list() const {
   return comma_list(interfaces);
 }
+std::vector<std::string> GatewayConfig::sync_peer_list() const {
+  return comma_list(sync_peers);
+}
 std::vector<std::string> ClusterSettings::server_list() const {
   return comma_list(nats_servers);
 }
@@ -288,6 +291,25 @@ AgentConfig parse_config_checked(const std::string& yaml_text) {
       throw ConfigError("gateway.snat_port_min", "must not be above gateway.snat_port_max");
     if (c.gateway.closing >= c.gateway.idle)
       throw ConfigError("gateway.closing_timeout", "must be shorter than gateway.idle_timeout");
+    if (c.gateway.flow_sync()) {
+      const auto& g = c.gateway.sync_group;
+      if (!cluster::valid_name(g) || g.find('.') != std::string::npos)
+        throw ConfigError("gateway.sync_group",
+                          "'" + printable(g, 64) + "' is not a name of A-Z a-z 0-9 _ - (no dots)");
+      if (!c.cluster.enabled())
+        throw ConfigError("gateway.sync_group",
+                          "flow sync goes over NATS: set cluster.nats_servers too");
+      if (c.gateway.sync_refresh >= c.gateway.idle)
+        throw ConfigError("gateway.sync_refresh", "must be shorter than gateway.idle_timeout");
+      for (const auto& a : c.gateway.sync_peer_list())
+        if (!parse_ip(a, KVLB_AF_INET) && !parse_ip(a, KVLB_AF_INET6))
+          throw ConfigError("gateway.sync_peers",
+                            "'" + printable(a, 64) + "' is not an IPv4 or IPv6 address");
+    } else if (!c.gateway.sync_peers.empty()) {
+      throw ConfigError("gateway.sync_peers", "is for flow sync: set gateway.sync_group too");
+    }
+  } else if (!c.gateway.sync_group.empty()) {
+    throw ConfigError("gateway.sync_group", "flow sync is for gateway mode");
   } else if (c.cgroup.empty()) {
     throw ConfigError("cgroup", "is required");
   }

@@ -79,7 +79,13 @@ struct GatewayConfig {
   uint16_t port_lo = 0, port_hi = 0;
   uint32_t flows = 0;
   std::chrono::milliseconds idle{}, closing{}, sweep_every{};
+  // Flow sync between the gateways of a group (docs/gateway.md).
+  std::string sync_group;  // "" : off
+  std::string sync_peers;  // comma-separated SNAT addresses of the other gateways
+  std::chrono::milliseconds sync_refresh{};
+  bool flow_sync() const { return !sync_group.empty(); }
   std::vector<std::string> interface_list() const;
+  std::vector<std::string> sync_peer_list() const;
 };
 
 // Keep-alive rebalancing's agent-wide settings (the keepalive.* rows of settings.h).

@@ -1,5 +1,7 @@
 #include "agent/settings.h"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include "agent/config.h"
@@ -164,6 +166,21 @@ std::vector<Setting> make_table() {
     {"gateway.sweep_interval", K::Duration, "1s", 100, 0, {}, "agent",
      "How often the agent runs the sweep program that removes closed and idle flows.",
      [](AgentConfig& c, const SettingValue& v) { c.gateway.sweep_every = v.duration; }},
+    {"gateway.sync_group", K::Text, "", 0, 0, {}, "agent, BPF programs (cfg_sync_refresh_sweeps)",
+     "Flow sync (docs/gateway.md): gateways with the same group name share the flows they "
+     "place over cluster.nats_servers, so a flow that arrives at another gateway of the group "
+     "(an ECMP change in front of them, a failover) keeps its backend and source port. Empty: "
+     "off. A name of A-Z a-z 0-9 _ - (a subject token).",
+     [](AgentConfig& c, const SettingValue& v) { c.gateway.sync_group = v.text; }},
+    {"gateway.sync_peers", K::Text, "", 0, 0, {}, "agent",
+     "Flow sync: the source (SNAT) addresses of the group's other gateways, comma-separated. "
+     "A peer's flow is taken only if it names this gateway's SNAT address or one of these.",
+     [](AgentConfig& c, const SettingValue& v) { c.gateway.sync_peers = v.text; }},
+    {"gateway.sync_refresh", K::Duration, "150s", 1000, 0, {}, "BPF programs (cfg_sync_refresh_sweeps)",
+     "Flow sync: each open flow is announced to the peers again this often (spread over the "
+     "sweeps), so that they keep it past their idle timeout while it lives here; shorter than "
+     "gateway.idle_timeout.",
+     [](AgentConfig& c, const SettingValue& v) { c.gateway.sync_refresh = v.duration; }},
     {"keepalive.interval", K::Duration, "100ms", 100, 0, {}, "agent",
      "How often keep-alive rebalancing runs (for the services with keepalive_rebalance: true): "
      "the shed backends are marked and the pooled connections of the balanced cgroup's "
@@ -396,6 +413,9 @@ ProgramSettings program_settings(const AgentConfig& c, uint64_t netns_cookie) {
     g.max_flows = c.gateway.flows;
     g.idle_ns = static_cast<uint64_t>(c.gateway.idle.count()) * 1'000'000ull;
     g.closing_ns = static_cast<uint64_t>(c.gateway.closing.count()) * 1'000'000ull;
+    if (c.gateway.flow_sync())
+      g.sync_refresh_sweeps = static_cast<uint32_t>(
+          std::max<int64_t>(1, c.gateway.sync_refresh.count() / c.gateway.sweep_every.count()));
   }
   return p;
 }

@@ -160,9 +160,9 @@ int Supervisor::loop() {
     admin_ = std::make_unique<AdminServer>(
         cfg_.admin_socket, cfg_.admin_listen, [this](const AdminRequest& r) {
           std::lock_guard lock(mu_);
-          return admin_route(
-              *agent_, r,
-              {gateway_.get(), keepalive_stats(), cluster_ ? &cluster_->stats() : nullptr});
+          return admin_route(*agent_, r,
+                             {gateway_.get(), flow_sync_ ? &flow_sync_->stats() : nullptr,
+                              keepalive_stats(), cluster_ ? &cluster_->stats() : nullptr});
         });
     spdlog::info("admin API on {}{}", cfg_.admin_socket.string(),
                  cfg_.admin_listen.empty() ? "" : " and " + cfg_.admin_listen);
@@ -187,6 +187,7 @@ int Supervisor::loop() {
     const auto round_start = std::chrono::steady_clock::now();
     apply_discovery();
     scrape_round();
+    flow_sync_round();
     const auto now = std::chrono::steady_clock::now();
     if (cfg_.gateway_mode && now >= next_sweep) {
       next_sweep = now + cfg_.gateway.sweep_every;
@@ -260,18 +261,12 @@ void Supervisor::scrape_round() {
   if (cluster_) cluster_->publish(*agent_, monotonic_ns());
 }
 
-void Supervisor::start_cluster() {
-  const auto& cs = cfg_.cluster;
+// The NATS connection's settings (cluster.*) for `id`, a connection of this
+// agent's: score sharing, or the gateways' flow sync.
+static cluster::NatsOptions nats_options(const ClusterSettings& cs, const std::string& name) {
   cluster::NatsOptions o;
   o.servers = cs.server_list();
-  const std::string node = agent_node_name();
-  const std::string id = cs.agent_id.empty() ? node : cs.agent_id;
-  if (!cluster::valid_name(id) || !cluster::valid_name(node))
-    throw std::runtime_error(fmt::format(
-        "cluster: agent id '{}' / node '{}' is not a valid name (1-253 of A-Z a-z 0-9 . _ -): "
-        "set cluster.agent_id",
-        printable(id, 64), printable(node, 64)));
-  o.name = "kvlb-agent/" + id;
+  o.name = name;
   o.ca_file = cs.ca_file.string();
   o.credentials_file = cs.credentials_file.string();
   o.user = cs.user;
@@ -282,10 +277,39 @@ void Supervisor::start_cluster() {
     std::getline(in, o.password);
   }
   o.inbox_limit = cs.inbox_limit;
-  cluster_ =
-      std::make_unique<ClusterSync>(cfg_, std::make_unique<cluster::NatsScoreBus>(o), id, node);
+  return o;
+}
+
+void Supervisor::start_cluster() {
+  const auto& cs = cfg_.cluster;
+  const std::string node = agent_node_name();
+  const std::string id = cs.agent_id.empty() ? node : cs.agent_id;
+  if (!cluster::valid_name(id) || !cluster::valid_name(node))
+    throw std::runtime_error(fmt::format(
+        "cluster: agent id '{}' / node '{}' is not a valid name (1-253 of A-Z a-z 0-9 . _ -): "
+        "set cluster.agent_id",
+        printable(id, 64), printable(node, 64)));
+  cluster_ = std::make_unique<ClusterSync>(
+      cfg_, std::make_unique<cluster::NatsScoreBus>(nats_options(cs, "kvlb-agent/" + id)), id,
+      node);
   spdlog::info("cluster: agent {} on node {}, sharing scores over NATS ({}), redundancy {}", id,
                node, cs.nats_servers, cs.redundancy);
+  if (cfg_.gateway_mode && cfg_.gateway.flow_sync()) {
+    flow_sync_ = std::make_unique<FlowSync>(
+        cfg_, std::make_unique<cluster::NatsScoreBus>(nats_options(cs, "kvlb-gateway/" + id)), id);
+    spdlog::info("gateway: flow sync with group {} on {}", cfg_.gateway.sync_group,
+                 flows_subject(cs.subject_prefix, cfg_.gateway.sync_group));
+  }
+}
+
+void Supervisor::flow_sync_round() {
+  if (!flow_sync_) return;
+  std::lock_guard lock(mu_);
+  try {
+    flow_sync_->round(*agent_, *dp_);
+  } catch (const std::exception& e) {
+    spdlog::error("gateway flow sync: {}", e.what());
+  }
 }
 
 void Supervisor::gateway_round() {
@@ -426,6 +450,7 @@ void Supervisor::reload(const char* why) {
 
 void Supervisor::shut_down(int rc) {
   admin_.reset();  // no request may reach the agent past this point
+  flow_sync_.reset();
   if (cluster_) {
     cluster_->leave();  // the others take this agent's replicas over at once
     cluster_.reset();

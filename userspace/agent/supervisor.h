@@ -18,6 +18,7 @@
 #include "agent/admin_server.h"
 #include "agent/agent.h"
 #include "agent/cluster_sync.h"
+#include "agent/flow_sync.h"
 #include "agent/config.h"
 #include "agent/discovery.h"
 #include "agent/keepalive.h"
@@ -62,6 +63,7 @@ class Supervisor {
   // Score sharing: the NATS connection and the cluster logic (no server needs
   // to be up: the agent falls back to scraping until one is).
   void start_cluster();
+  void flow_sync_round();
   // Transactional reload; `why` names the trigger in the log.
   void reload(const char* why);
   // Why a new configuration cannot be applied while running ("" when it can).
@@ -86,6 +88,7 @@ class Supervisor {
   bool keepalive_tried_ = false;
   std::unique_ptr<GatewayView> gateway_;  // gateway mode: the admin API's snapshot (under mu_)
   std::unique_ptr<ClusterSync> cluster_;  // score sharing (cluster.nats_servers set)
+  std::unique_ptr<FlowSync> flow_sync_;   // gateway mode with gateway.sync_group set
 };
 
 }  // namespace kvlb::agent

@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "cluster/wire.h"
 #include "common/endpoint.h"
 
 namespace kvlb::cluster {
@@ -55,9 +56,6 @@ struct Message {
   uint32_t interval_ms = 0;
   bool operator==(const Message&) const = default;
 };
-
-// A name as the wire allows it: 1..253 bytes of [A-Za-z0-9._-].
-bool valid_name(std::string_view s);
 
 // Throws std::invalid_argument when the message breaks a bound above.
 std::string encode(const Message& m);

@@ -27,7 +27,7 @@ inline constexpr std::array<std::string_view, KVLB_GW_STAT_COUNT> kGatewayStatNa
     "malformed",    "fragment",  "ipv6_ext",        "not_tcp",
     "icmp",         "ttl",       "fib_pass",        "fib_fail",
     "reverse_miss", "snat_busy", "flow_table_full", "closed",
-    "expired"};
+    "expired",      "sync_lost", "taken_over"};
 
 // Keep-alive rebalancing: why a backend's idle pooled connections are closed
 // (enum kvlb_shed_reason) and what the iterator did with each balanced socket

@@ -13,6 +13,11 @@ struct LinkDeleter {
 };
 using LinkPtr = std::unique_ptr<bpf_link, LinkDeleter>;
 
+struct RingBufferDeleter {
+  void operator()(ring_buffer* r) const { ring_buffer__free(r); }
+};
+using RingBufferPtr = std::unique_ptr<ring_buffer, RingBufferDeleter>;
+
 // Owner of a bpftool-generated skeleton (`Destroy` is its __destroy function).
 template <typename Skel, void (*Destroy)(Skel*)>
 struct SkelDeleter {

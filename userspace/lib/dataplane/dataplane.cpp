@@ -101,6 +101,10 @@ struct DataPlane::Impl {
   bool pinned = true;  // false: verify() — private maps, nothing pinned or attached
   SkelPtr<kvlb_sock, kvlb_sock__destroy> skel;      // every socket hook, one object
   SkelPtr<kvlb_gateway, kvlb_gateway__destroy> gw;  // the XDP gateway (gateway mode)
+  // Flow sync: the consumer of the gateway's flow-event ring (made on first
+  // use) and where its callback puts what it reads.
+  bpf::RingBufferPtr flow_events;
+  std::vector<kvlb_flow_event> flow_event_sink;
   std::vector<Hook> hooks;
   std::vector<GatewayAttachment> attachments;
   int fd_flows = -1, fd_maglev = -1, fd_vips = -1, fd_gw_stats = -1;
@@ -152,6 +156,7 @@ struct DataPlane::Impl {
     r->cfg_snat_port_hi = g.snat_port_hi;
     r->cfg_flow_idle_ns = g.idle_ns;
     r->cfg_flow_closing_ns = g.closing_ns;
+    r->cfg_sync_refresh_sweeps = g.sync_refresh_sweeps;
   }
 
   // The gateway: its object, with the shared maps reused or created by pin name.
@@ -764,20 +769,21 @@ GatewayStats DataPlane::gateway_stats() const {
 
 std::vector<std::pair<uint32_t, uint64_t>> DataPlane::gateway_flows() const {
   require_gateway(impl_->gw.get());
-  std::map<uint32_t, uint64_t> n;
-  kvlb_flow_key key{}, next{};
-  const void* prev = nullptr;
-  // Bounded by the table's size: a walk restarted by concurrent deletes ends there.
-  uint64_t budget = 2ull * impl_->settings().gateway.max_flows + 1;
-  while (budget-- > 0 && bpf_map_get_next_key(impl_->fd_flows, prev, &next) == 0) {
-    key = next;
-    prev = &key;
-    kvlb_flow f{};
-    if (bpf_map_lookup_elem(impl_->fd_flows, &key, &f) != 0) continue;
-    if (f.flags & (KVLB_FLOW_F_REVERSE | KVLB_FLOW_F_CLOSING)) continue;
-    n[f.backend_id] += 1;
-  }
-  return {n.begin(), n.end()};
+  // The last sweep's counts (bpf/lib/gw_maps.bpf.h, kvlb_gw_open): one read of
+  // the array, whatever the number of flows.
+  const uint32_t sweep = impl_->gw->bss->gw_sweeps;
+  std::vector<kvlb_gw_open> counts(KVLB_MAX_BACKENDS);
+  std::vector<uint32_t> ids(KVLB_MAX_BACKENDS);
+  uint32_t out_batch = 0, n = KVLB_MAX_BACKENDS;
+  LIBBPF_OPTS(bpf_map_batch_opts, bo);
+  int err = bpf_map_lookup_batch(bpf_map__fd(impl_->gw->maps.kvlb_gw_open), nullptr, &out_batch,
+                                 ids.data(), counts.data(), &n, &bo);
+  if (err != 0 && errno != ENOENT) throw_errno(errno, "read the open flows per backend");
+  std::vector<std::pair<uint32_t, uint64_t>> out;
+  for (uint32_t i = 0; i < n; ++i)
+    if (sweep != 0 && counts[i].sweep == sweep && counts[i].open > 0)
+      out.emplace_back(ids[i], counts[i].open);
+  return out;
 }
 
 uint64_t DataPlane::gateway_sweep() {
@@ -788,6 +794,38 @@ uint64_t DataPlane::gateway_sweep() {
   if (int err = bpf_prog_test_run_opts(bpf_program__fd(impl_->gw->progs.kvlb_gw_sweep), &ro))
     throw_errno(err, "run the flow sweep");
   return gateway_stats()[KVLB_GW_EXPIRED] - before;
+}
+
+std::vector<kvlb_flow_event> DataPlane::take_flow_events() {
+  require_gateway(impl_->gw.get());
+  std::vector<kvlb_flow_event> out;
+  if (!impl_->flow_events) {
+    auto take = [](void* ctx, void* data, size_t size) -> int {
+      if (size == sizeof(kvlb_flow_event)) {
+        kvlb_flow_event e;
+        std::memcpy(&e, data, sizeof(e));
+        static_cast<std::vector<kvlb_flow_event>*>(ctx)->push_back(e);
+      }
+      return 0;
+    };
+    impl_->flow_events.reset(ring_buffer__new(bpf_map__fd(impl_->gw->maps.kvlb_flowev_v1), take,
+                                              &impl_->flow_event_sink, nullptr));
+    if (!impl_->flow_events) throw_errno(errno, "open the flow-event ring");
+  }
+  impl_->flow_event_sink.clear();
+  if (int n = ring_buffer__consume(impl_->flow_events.get()); n < 0)
+    throw_errno(-n, "read the flow-event ring");
+  out.swap(impl_->flow_event_sink);
+  return out;
+}
+
+int DataPlane::apply_flow_sync(const kvlb_flow_sync& s) {
+  require_gateway(impl_->gw.get());
+  kvlb_flow_sync in = s;
+  LIBBPF_OPTS(bpf_test_run_opts, ro, .data_in = &in, .data_size_in = sizeof(in));
+  if (int err = bpf_prog_test_run_opts(bpf_program__fd(impl_->gw->progs.kvlb_gw_sync), &ro))
+    throw_errno(err, "run the flow-sync program");
+  return static_cast<int>(ro.retval);
 }
 
 const std::vector<GatewayAttachment>& DataPlane::gateway_attachments() const {

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "common/clock.h"
+#include "dataplane/gateway_flows.h"
 #include "dataplane/map_store.h"
 #include "dataplane/program_settings.h"
 #include "kvlb_maps.h"
@@ -61,7 +62,7 @@ struct GatewayAttachment {
 // The cookie of the calling thread's network namespace (SO_NETNS_COOKIE).
 uint64_t current_netns_cookie();
 
-class DataPlane : public MapStore {
+class DataPlane : public MapStore, public GatewayFlows {
  public:
   // Loads, pins and attaches (or adopts). Throws std::runtime_error with the
   // reason on failure; nothing is left attached then.
@@ -103,6 +104,11 @@ class DataPlane : public MapStore {
   // Runs the sweep program once: closed and idle flows go. Returns how many.
   uint64_t gateway_sweep();
   const std::vector<GatewayAttachment>& gateway_attachments() const;
+  // Flow sync (GatewayFlows): the flow-event ring, and the sync program run
+  // once per event. The ring is pinned: events written while no agent ran
+  // come with the first call.
+  std::vector<kvlb_flow_event> take_flow_events() override;
+  int apply_flow_sync(const kvlb_flow_sync& s) override;
 
   // ---- MapStore: the pinned maps (throw std::system_error on failure) ----
   std::optional<kvlb_service> service(const kvlb_service_key& key) const override;

@@ -22,6 +22,9 @@ struct GatewaySettings {
   uint32_t max_flows = KVLB_GW_DEFAULT_FLOWS;  // flows (the table holds two entries each)
   uint64_t idle_ns = 600ull * 1'000'000'000;
   uint64_t closing_ns = 120ull * 1'000'000'000;
+  // Flow sync (gateway.sync_group): each open flow announced again every this
+  // many sweeps; 0: no flow events at all.
+  uint32_t sync_refresh_sweeps = 0;
   bool operator==(const GatewaySettings&) const = default;
 };
 
