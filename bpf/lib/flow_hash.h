@@ -86,6 +86,13 @@ KVLB_INLINE __u32 kvlb_maglev_slot(const struct kvlb_flow_key* client) {
   return kvlb_flow_hash(client, KVLB_HASH_SEED_MAGLEV) % KVLB_MAGLEV_SIZE;
 }
 
+/* The SNAT ports a new flow tries (gw_new_flow writes every probe out). 16:
+ * a benchmark burst of 20,000 connections over 4 backends (a quarter of each
+ * backend's range held at the end, clients reusing their ports) found all 8 of
+ * the earlier probes busy for 0-8 SYNs a round (each retried by its client a
+ * second later); 16 for none (docs/gateway.md, source ports). */
+#define KVLB_SNAT_PROBES 16
+
 /* The gateway's source port (host byte order) for a client's flow, probe
  * `probe` (0 first, below 16) in [lo, hi] (lo <= hi: the agent checks). The
  * probes start at a hash of the tuple and step 1, 2, 3, ... (offsets 0, 1, 3,

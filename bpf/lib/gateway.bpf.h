@@ -46,7 +46,6 @@
 
 struct bpf_map; /* the for_each callback's first argument, opaque here */
 
-#define KVLB_SNAT_PROBES 8 /* ports a new flow tries (gw_new_flow writes them out) */
 #define KVLB_NS_PER_S 1000000000ull
 
 static __always_inline void gw_count(__u32 stat) {
@@ -373,8 +372,16 @@ static __noinline int gw_new_flow(struct xdp_md* ctx, struct kvlb_pkt* p, __u32 
   GW_PROBE(5);
   GW_PROBE(6);
   GW_PROBE(7);
+  GW_PROBE(8);
+  GW_PROBE(9);
+  GW_PROBE(10);
+  GW_PROBE(11);
+  GW_PROBE(12);
+  GW_PROBE(13);
+  GW_PROBE(14);
+  GW_PROBE(15);
 #undef GW_PROBE
-  KVLB_STATIC_ASSERT(KVLB_SNAT_PROBES == 8, "gw_new_flow writes out every probe");
+  KVLB_STATIC_ASSERT(KVLB_SNAT_PROBES == 16, "gw_new_flow writes out every probe");
   if (!claimed) {
     *stat = KVLB_GW_SNAT_BUSY;
     return XDP_DROP;
@@ -415,7 +422,7 @@ static __noinline int gw_new_flow_forward(struct xdp_md* ctx, struct kvlb_pkt* p
   } else if (sc->counted && !(sc->fwd.flags & KVLB_FLOW_F_MAGLEV)) {
     /* A new flow, on its way: peers learn the LLM-aware placement (a Maglev
      * placement they would make themselves). Here, not in gw_new_flow: there
-     * every path through the eight probes verified it again (8,300 more
+     * every path through the sixteen probes verified it again (8,300 more
      * instructions on 6.18). */
     gw_emit(KVLB_FLOW_EV_OPEN, &p->key, &sc->fwd);
   }

@@ -1149,7 +1149,7 @@ void take_snat_port(const Gateway& g, const kvlb_flow_key& ck, const BackendDef&
   g.put_flow(flow_key(KVLB_AF_INET, b.addr, kBackendPort, kSnat4, snat_port(ck, probe)), other);
 }
 
-constexpr uint32_t kSnatProbes = 8;  // bpf/lib/gateway.bpf.h KVLB_SNAT_PROBES
+constexpr uint32_t kSnatProbes = KVLB_SNAT_PROBES;  // bpf/lib/flow_hash.h
 
 // Every probe but the last held by other flows: the SYN gets the last one.
 TEST_F(GatewayTest, SnatLastProbeIsTried) {

@@ -174,7 +174,9 @@ check "4 requests placed by B ($(gw gwb | jq .stats.new_flow) new flows there) a
 M=$("$CTL" --socket "$HARNESS_DIR/gwa.sock" metrics)
 grep -q '^kvlb_gateway_sync_applied_total{result="installed"} [1-9]' <<<"$M" || fail "no flow-sync counters in A's /metrics"
 grep -q '^kvlb_gateway_sync_delay_seconds_count [1-9]' <<<"$M" || fail "no flow-sync delay in A's /metrics"
-check "flow sync's counters and delay in /metrics" true
+DELAY=$(awk '/^kvlb_gateway_sync_delay_seconds_sum/ {s = $2} /^kvlb_gateway_sync_delay_seconds_count/ {c = $2}
+  END {if (c > 0) printf "%d batches, mean %.1f ms", c, 1000 * s / c}' <<<"$M")
+check "flow sync's counters and delay in /metrics (announcement to install: $DELAY)" true
 
 # 3. The same move without flow sync on B: the moved streams break.
 harness_stop_pid "$GB"

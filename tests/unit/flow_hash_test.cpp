@@ -309,7 +309,7 @@ TEST(FlowHash, SnatPortStaysInRangeAndProbesDiffer) {
   // default ephemeral range, the unprivileged ports, all of them, and tiny ones.
   const Range ranges[] = {{10000, 29999}, {32768, 60999}, {1024, 65535}, {0, 65535},
                           {5000, 5000},   {5000, 5001},   {60000, 60009}};
-  constexpr uint32_t kProbes = 16;  // more than the gateway's KVLB_SNAT_PROBES
+  constexpr uint32_t kProbes = KVLB_SNAT_PROBES;  // every probe the gateway tries
   std::mt19937 rng(4);
   for (const Range& r : ranges) {
     const uint32_t range = static_cast<uint32_t>(r.hi) - r.lo + 1;
