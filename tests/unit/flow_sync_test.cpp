@@ -30,7 +30,9 @@ using kvlb::agent::FlowSync;
 
 namespace {
 
-kvlb_addr addr(const char* text) { return Endpoint::parse_address(text, 0)->addr; }
+kvlb_addr addr(const char* text) {
+  return Endpoint::parse_address(text, 0)->addr;
+}
 
 kvlb_flow_event event(uint8_t kind, const char* client, uint16_t cport, const char* vip,
                       uint16_t vport, const char* snat, uint16_t sport, const char* backend,
@@ -143,12 +145,11 @@ class FakeFlows : public GatewayFlows {
 
 AgentConfig gateway_config(const std::string& snat, const std::string& peers,
                            const std::string& backends) {
-  return agent::parse_config(
-      "mode: gateway\ngateway: {interfaces: eth0, snat_ipv4: " + snat +
-      ", sync_group: edge, sync_peers: '" + peers +
-      "'}\ncluster: {nats_servers: 'nats://127.0.0.1:4222'}\n"
-      "services:\n  - name: llm\n    vip: 203.0.113.10:80\n    backends: [" +
-      backends + "]\n");
+  return agent::parse_config("mode: gateway\ngateway: {interfaces: eth0, snat_ipv4: " + snat +
+                             ", sync_group: edge, sync_peers: '" + peers +
+                             "'}\ncluster: {nats_servers: 'nats://127.0.0.1:4222'}\n"
+                             "services:\n  - name: llm\n    vip: 203.0.113.10:80\n    backends: [" +
+                             backends + "]\n");
 }
 
 struct Gw {
@@ -178,9 +179,11 @@ struct Gw {
 TEST(FlowSync, APeersFlowsArriveWithTheBackendsIdHere) {
   auto hub = std::make_shared<InMemoryHub>();
   Gw a("gw-a", hub,
-       gateway_config("192.0.2.1", "192.0.2.2", "{address: '10.1.0.1:8000'}, {address: '10.1.0.2:8000'}"));
+       gateway_config("192.0.2.1", "192.0.2.2",
+                      "{address: '10.1.0.1:8000'}, {address: '10.1.0.2:8000'}"));
   Gw b("gw-b", hub,
-       gateway_config("192.0.2.2", "192.0.2.1", "{address: '10.1.0.2:8000'}, {address: '10.1.0.1:8000'}"));
+       gateway_config("192.0.2.2", "192.0.2.1",
+                      "{address: '10.1.0.2:8000'}, {address: '10.1.0.1:8000'}"));
   a.sync->round(a.agent, a.flows);  // subscribed
   b.sync->round(b.agent, b.flows);
   b.flows.pending = {v4_event(KVLB_FLOW_EV_OPEN, 40000, "192.0.2.2", "10.1.0.2"),
@@ -188,7 +191,8 @@ TEST(FlowSync, APeersFlowsArriveWithTheBackendsIdHere) {
   b.sync->round(b.agent, b.flows);
   a.sync->round(a.agent, a.flows);
   ASSERT_EQ(a.flows.applied.size(), 2u);
-  EXPECT_TRUE(same(a.flows.applied[0].ev, v4_event(KVLB_FLOW_EV_OPEN, 40000, "192.0.2.2", "10.1.0.2")));
+  EXPECT_TRUE(
+      same(a.flows.applied[0].ev, v4_event(KVLB_FLOW_EV_OPEN, 40000, "192.0.2.2", "10.1.0.2")));
   EXPECT_EQ(a.flows.applied[0].backend_id, a.id_of("10.1.0.2:8000"));
   EXPECT_NE(a.id_of("10.1.0.2:8000"), b.id_of("10.1.0.2:8000")) << "the test needs different ids";
   EXPECT_EQ(a.flows.applied[1].ev.kind, KVLB_FLOW_EV_CLOSE);
@@ -208,7 +212,8 @@ TEST(FlowSync, EventsThisGatewayCannotCarryAreRefused) {
   a.sync->round(a.agent, a.flows);
   b.flows.pending = {
       v4_event(KVLB_FLOW_EV_OPEN, 40000, "192.0.2.2", "10.1.0.9"),  // not a backend of the service
-      v4_event(KVLB_FLOW_EV_OPEN, 40001, "192.0.2.77", "10.1.0.1"),  // not a SNAT address of the group
+      v4_event(KVLB_FLOW_EV_OPEN, 40001, "192.0.2.77",
+               "10.1.0.1"),  // not a SNAT address of the group
       event(KVLB_FLOW_EV_OPEN, "198.51.100.7", 40002, "203.0.113.11", 80, "192.0.2.2", 12000,
             "10.1.0.1", 8000),                                       // not a VIP
       v4_event(KVLB_FLOW_EV_OPEN, 40003, "192.0.2.2", "10.1.0.1")};  // fine
@@ -253,26 +258,38 @@ TEST(FlowSync, ConfigurationIsChecked) {
     }
     return std::string();
   };
-  const std::string svc = "services:\n  - name: llm\n    vip: 203.0.113.10:80\n    backends: [{address: '10.1.0.1:8000'}]\n";
-  EXPECT_NE(err("mode: gateway\ngateway: {interfaces: eth0, snat_ipv4: 192.0.2.1, sync_group: edge}\n" + svc)
-                .find("gateway.sync_group"),
-            std::string::npos)
+  const std::string svc =
+      "services:\n  - name: llm\n    vip: 203.0.113.10:80\n    backends: [{address: "
+      "'10.1.0.1:8000'}]\n";
+  EXPECT_NE(
+      err("mode: gateway\ngateway: {interfaces: eth0, snat_ipv4: 192.0.2.1, sync_group: edge}\n" +
+          svc)
+          .find("gateway.sync_group"),
+      std::string::npos)
       << "flow sync without NATS";
-  EXPECT_NE(err("mode: gateway\ngateway: {interfaces: eth0, snat_ipv4: 192.0.2.1, sync_group: 'a.b'}\n"
-                "cluster: {nats_servers: 'nats://x:4222'}\n" + svc)
-                .find("gateway.sync_group"),
-            std::string::npos);
-  EXPECT_NE(err("mode: gateway\ngateway: {interfaces: eth0, snat_ipv4: 192.0.2.1, sync_group: edge, "
-                "sync_peers: 'nope'}\ncluster: {nats_servers: 'nats://x:4222'}\n" + svc)
-                .find("gateway.sync_peers"),
-            std::string::npos);
-  EXPECT_NE(err("mode: gateway\ngateway: {interfaces: eth0, snat_ipv4: 192.0.2.1, sync_group: edge, "
-                "sync_refresh: 700s}\ncluster: {nats_servers: 'nats://x:4222'}\n" + svc)
-                .find("gateway.sync_refresh"),
-            std::string::npos);
+  EXPECT_NE(
+      err("mode: gateway\ngateway: {interfaces: eth0, snat_ipv4: 192.0.2.1, sync_group: 'a.b'}\n"
+          "cluster: {nats_servers: 'nats://x:4222'}\n" +
+          svc)
+          .find("gateway.sync_group"),
+      std::string::npos);
+  EXPECT_NE(
+      err("mode: gateway\ngateway: {interfaces: eth0, snat_ipv4: 192.0.2.1, sync_group: edge, "
+          "sync_peers: 'nope'}\ncluster: {nats_servers: 'nats://x:4222'}\n" +
+          svc)
+          .find("gateway.sync_peers"),
+      std::string::npos);
+  EXPECT_NE(
+      err("mode: gateway\ngateway: {interfaces: eth0, snat_ipv4: 192.0.2.1, sync_group: edge, "
+          "sync_refresh: 700s}\ncluster: {nats_servers: 'nats://x:4222'}\n" +
+          svc)
+          .find("gateway.sync_refresh"),
+      std::string::npos);
   EXPECT_NE(err("cgroup: x\ngateway: {sync_group: edge}\n" + svc).find("gateway.sync_group"),
             std::string::npos);
-  EXPECT_EQ(err("mode: gateway\ngateway: {interfaces: eth0, snat_ipv4: 192.0.2.1, sync_group: edge, "
-                "sync_peers: '192.0.2.2, 2001:db8::2'}\ncluster: {nats_servers: 'nats://x:4222'}\n" + svc),
-            "");
+  EXPECT_EQ(
+      err("mode: gateway\ngateway: {interfaces: eth0, snat_ipv4: 192.0.2.1, sync_group: edge, "
+          "sync_peers: '192.0.2.2, 2001:db8::2'}\ncluster: {nats_servers: 'nats://x:4222'}\n" +
+          svc),
+      "");
 }

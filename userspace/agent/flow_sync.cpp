@@ -29,7 +29,9 @@ const char* kind_name(uint8_t k) {
   }
 }
 
-bool same_addr(const kvlb_addr& a, const kvlb_addr& b) { return std::memcmp(&a, &b, sizeof(a)) == 0; }
+bool same_addr(const kvlb_addr& a, const kvlb_addr& b) {
+  return std::memcmp(&a, &b, sizeof(a)) == 0;
+}
 
 }  // namespace
 
@@ -124,14 +126,16 @@ uint32_t FlowSync::resolve(const Agent& agent, const kvlb_flow_event& e, std::st
   if (!svc) return why = "not_a_service", 0;
   bool listed = false;
   for (const auto& b : svc->backends)
-    if (b.address.family == family && same_addr(b.address.addr, e.backend) && b.address.port == bport)
+    if (b.address.family == family && same_addr(b.address.addr, e.backend) &&
+        b.address.port == bport)
       listed = true;
   if (!listed) return why = "not_a_backend", 0;
   bool snat_known = false;
   for (const auto& a : snat_) snat_known = snat_known || same_addr(a, e.snat);
   if (!snat_known) return why = "unknown_snat_address", 0;
   for (const auto& b : agent.backends())
-    if (b.address.family == family && same_addr(b.address.addr, e.backend) && b.address.port == bport)
+    if (b.address.family == family && same_addr(b.address.addr, e.backend) &&
+        b.address.port == bport)
       return b.id;
   return why = "not_a_backend", 0;
 }

@@ -63,7 +63,8 @@ class FlowSync {
   std::string subject_;
   std::string id_;
   std::unique_ptr<cluster::ScoreBus> bus_;
-  std::vector<kvlb_addr> snat_;  // SNAT addresses a peer's flow may name (this one's and the peers')
+  std::vector<kvlb_addr>
+      snat_;  // SNAT addresses a peer's flow may name (this one's and the peers')
   bool subscribed_ = false;
   FlowSyncStats stats_;
 };

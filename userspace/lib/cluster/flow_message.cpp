@@ -14,10 +14,14 @@ namespace {
 
 constexpr char kMagic0 = 'K', kMagic1 = 'F';
 
-bool ipv4_clean(const kvlb_addr& a) { return a.words[1] == 0 && a.words[2] == 0 && a.words[3] == 0; }
+bool ipv4_clean(const kvlb_addr& a) {
+  return a.words[1] == 0 && a.words[2] == 0 && a.words[3] == 0;
+}
 
 // Ports travel as the maps hold them (network byte order): two raw bytes.
-void write_port(wire::Writer& w, uint16_t p) { w.bytes(&p, 2); }
+void write_port(wire::Writer& w, uint16_t p) {
+  w.bytes(&p, 2);
+}
 uint16_t read_port(wire::Reader& rd, const char* field) {
   uint16_t p = 0;
   auto b = rd.raw(2, field);
