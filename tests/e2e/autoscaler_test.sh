@@ -10,8 +10,10 @@
 #   - two autoscalers on one Lease: only the leader acts;
 #   - under load: scale up (ScaledUp Event), the controller's replicas are
 #     discovered and take traffic, never beyond max;
-#   - load gone: a victim is drained in the agent first, gets the deletion
-#     cost, the scale goes down and the controller removes exactly that pod;
+#   - load gone: a victim is drained in the agent first, and in a second
+#     node's agent the autoscaler does not talk to (through the pod's draining
+#     label), gets the deletion cost, the scale goes down and the controller
+#     removes exactly that pod;
 #   - 403 on the scale patch: a clear error, errors_total{kind="Forbidden"},
 #     acts again after allow;
 #   - the leader killed: the standby takes over within lease_duration + retry
@@ -30,7 +32,7 @@ KVLB_BUILD=$BUILD
 fail() {
   harness_log "FAIL: $*"
   local f
-  for f in "$HARNESS_DIR"/agent.log "$HARNESS_DIR"/autoscaler-*.log "$HARNESS_DIR"/controller.log; do
+  for f in "$HARNESS_DIR"/agent.log "$HARNESS_DIR"/agent2.log "$HARNESS_DIR"/autoscaler-*.log "$HARNESS_DIR"/controller.log; do
     [ -f "$f" ] && { echo "--- $f" >&2; tail -n 15 "$f" >&2; }
   done
   if [ -n "${KVLB_TEST_KEEP_LOGS:-}" ]; then
@@ -93,7 +95,15 @@ services:
 YAML
 harness_spawn "$C" "$D/agent.log" "$BUILD/userspace/kvlb-agent" -c "$D/agent.yaml" >/dev/null
 harness_wait_for "discovery" 20 grep -q "discovery: 1 backends" "$D/agent.log" || fail "no discovery"
+# A second node's agent (its own cgroup and pins): the autoscaler never talks
+# to it; it learns of a drain from the pod's draining label alone.
+mkdir "$HARNESS_CGROUP/node2"
+sed -e "s#^cgroup: .*#cgroup: $HARNESS_CGROUP/node2#" -e "s#^pin_dir: .*#pin_dir: $HARNESS_BPFFS/node2#" \
+  -e "s#^admin: .*#admin: {socket: $D/agent2.sock}#" "$D/agent.yaml" >"$D/agent2.yaml"
+harness_spawn "$C" "$D/agent2.log" "$BUILD/userspace/kvlb-agent" -c "$D/agent2.yaml" >/dev/null
+harness_wait_for "discovery on node 2" 20 grep -q "discovery: 1 backends" "$D/agent2.log" || fail "no discovery on node 2"
 backends() { "$KVLBCTL" --socket "$D/agent.sock" -o json backends; }
+backends2() { "$KVLBCTL" --socket "$D/agent2.sock" -o json backends; }
 active_backends() { [ "$(backends | jq '[.[] | select(.state == "active")] | length')" -ge "$1" ]; }
 harness_wait_for "the agent's admin API" 20 active_backends 1 || fail "the agent shows no active backend"
 
@@ -105,6 +115,7 @@ sampler() {
     spec=$(kget /apis/apps/v1/namespaces/default/deployments/llm | jq '.spec.replicas' 2>/dev/null || echo null)
     echo "$t spec $spec" >>"$D/samples"
     backends 2>/dev/null | jq -r --arg t "$t" '.[] | "\($t) backend \(.address) \(.state)"' >>"$D/samples" 2>/dev/null || true
+    backends2 2>/dev/null | jq -r --arg t "$t" '.[] | "\($t) backend2 \(.address) \(.state)"' >>"$D/samples" 2>/dev/null || true
     sleep 0.25
   done
 }
@@ -209,6 +220,9 @@ for pod in ${drained//,/ }; do
   t_drain=$(awk -v a="$addr" '$2 == "backend" && $3 == a && $4 == "draining" { print $1; exit }' "$D/samples")
   check "$pod ($addr) was draining in the agent before the pod was terminated" \
     awk -v d="${t_drain:-9e99}" -v t="$t_term" 'BEGIN { exit !(d < t) }'
+  t_drain2=$(awk -v a="$addr" '$2 == "backend2" && $3 == a && $4 == "draining" { print $1; exit }' "$D/samples")
+  check "$pod was draining in node 2's agent too (from its draining label) before it was terminated" \
+    awk -v d="${t_drain2:-9e99}" -v t="$t_term" 'BEGIN { exit !(d < t) }'
   check "$pod was chosen for its deletion cost" \
     grep -q "pod $pod .*deletion cost -1000000" "$D/controller.log"
 done

@@ -25,9 +25,11 @@
 // metadata.resourceVersion that is not the current one, 422 when spec.replicas
 // is not a non-negative int32; a change updates the workload's spec.replicas
 // and resourceVersion (a patch that changes nothing writes nothing).
-// v1 pods: list with an equality-based labelSelector (a=b,c!=d; anything else
-// 400), GET, merge PATCH of metadata.annotations and metadata.labels only (422
-// otherwise; a pod-deletion-cost that is not an int32 string is 422 too).
+// v1 pods: list and watch with an equality-based labelSelector (a=b,c!=d;
+// anything else 400; the watch as the API server's watch cache serves a
+// selection: a pod that comes to match is ADDED, one that stops matching is
+// DELETED), GET, merge PATCH of metadata.annotations and metadata.labels only
+// (422 otherwise; a pod-deletion-cost that is not an int32 string is 422 too).
 // coordination.k8s.io/v1 leases: GET (404), POST (201; 409 AlreadyExists), PUT
 // (409 Conflict when metadata.resourceVersion is set and not the current one;
 // 404 when absent). Times must be RFC 3339 (400).
@@ -247,6 +249,7 @@ struct Event {
   std::string type;
   json object;
   std::string resource;  // endpointslices, deployments, ...
+  json old;              // the object before this write (null when it is new)
 };
 
 class Session;
@@ -327,15 +330,26 @@ class Session : public std::enable_shared_from_this<Session> {
   // A watch session: push an event if it concerns this watch.
   void push(const Event& e) {
     if (!watching_ || closed_ || e.resource != watch_resource_) return;
+    std::string type = e.type;
     if (watch_resource_ == "endpointslices") {
       if (!matches(e.object, ns_, svc_)) return;
+    } else if (watch_resource_ == "pods") {
+      // A label-selected watch, as the API server's watch cache serves it: an
+      // object that enters the selection is ADDED, one that leaves it DELETED.
+      auto in = [&](const json& o) {
+        return o.is_object() && o["metadata"].value("namespace", "") == ns_ &&
+               selected(o, pod_selector_);
+      };
+      bool was = in(e.old), now = e.type != "DELETED" && in(e.object);
+      if (!was && !now) return;
+      type = was && now ? "MODIFIED" : now ? "ADDED" : "DELETED";
     } else {
       const auto& md = e.object["metadata"];
       if (md.value("namespace", "") != ns_ ||
           (!name_filter_.empty() && md.value("name", "") != name_filter_))
         return;
     }
-    write_chunk(json{{"type", e.type}, {"object", e.object}}.dump() + "\n");
+    write_chunk(json{{"type", type}, {"object", e.object}}.dump() + "\n");
   }
   void bookmark() {
     if (!watching_ || closed_ || !bookmarks_) return;
@@ -618,14 +632,18 @@ class Session : public std::enable_shared_from_this<Session> {
     if (!r.sub.empty()) return not_found_path();
     if (r.name.empty()) {
       if (req_.method() != http::verb::get) return method_not_allowed();
-      if (q.count("watch") && (q["watch"] == "1" || q["watch"] == "true"))
-        return reply(400, status(400, "BadRequest", "this double does not watch pods"));
       auto sel = parse_selector(q["labelSelector"]);
       if (!sel)
         return reply(400, status(400, "BadRequest",
                                  fmt::format("unable to parse requirement: labelSelector \"{}\" "
                                              "(this double serves equality-based selectors)",
                                              q["labelSelector"])));
+      if (q.count("watch") && (q["watch"] == "1" || q["watch"] == "true")) {
+        ns_ = r.ns;
+        pod_selector_ = *sel;
+        watch_resource_ = "pods";
+        return start_watch(q);
+      }
       ++st_.counters["pod_lists"];
       json items = json::array();
       for (const auto& [k, v] : st_.store["pods"])
@@ -981,16 +999,18 @@ class Session : public std::enable_shared_from_this<Session> {
   http::request<http::string_body> req_;
   std::deque<std::string> out_;
   bool watching_ = false, bookmarks_ = false, closed_ = false;
-  std::string watch_resource_;  // what a watch session streams
-  std::string ns_, svc_;        // its namespace; the slices' Service
-  std::string name_filter_;     // fieldSelector metadata.name
+  std::string watch_resource_;             // what a watch session streams
+  std::string ns_, svc_;                   // its namespace; the slices' Service
+  std::string name_filter_;                // fieldSelector metadata.name
+  std::vector<Requirement> pod_selector_;  // a pods watch's labelSelector
 };
 
 json State::write(const std::string& resource, const std::string& type, json obj) {
-  Event e{++rv, type, std::move(obj), resource};
+  Event e{++rv, type, std::move(obj), resource, json()};
   e.object["metadata"]["resourceVersion"] = std::to_string(e.rv);
   auto key = e.object["metadata"]["namespace"].get<std::string>() + "/" +
              e.object["metadata"]["name"].get<std::string>();
+  if (const json* before = find(resource, key)) e.old = *before;
   if (type == "DELETED")
     store[resource].erase(key);
   else

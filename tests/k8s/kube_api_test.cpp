@@ -13,12 +13,14 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <set>
 #include <thread>
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "k8s/draining_pods.h"
 #include "k8s/events.h"
 #include "k8s/leader_election.h"
 #include "k8s/pods.h"
@@ -396,6 +398,68 @@ ElectionConfig election(const std::string& id) {
 }
 
 }  // namespace
+
+// The drain that reaches every node's agent: the autoscaler labels the pod, the
+// agents watch the label-selected pods (k8s/draining_pods.h).
+TEST_F(KubeApi, DrainingLabelIsWatchedAsASelection) {
+  api.must("PUT", "/_test/pods/default/llm-a", pod("llm", true));
+  api.must("PUT", "/_test/pods/default/llm-b", pod("llm", true));
+  json elsewhere = pod("llm", true);
+  elsewhere["metadata"]["labels"][std::string(kDrainingLabel)] = "true";
+  api.must("PUT", "/_test/pods/other/llm-x", elsewhere);
+
+  DrainingPods drained;
+  auto list = client.get(draining_pods_path("default"));
+  ASSERT_EQ(list.status, 200) << list.body;
+  drained.apply_list(json::parse(list.body));
+  EXPECT_TRUE(drained.names().empty()) << "another namespace's drained pod is not listed here";
+  const std::string rv = drained.resource_version();
+  ASSERT_FALSE(rv.empty());
+
+  auto a = set_draining(client, "default", "llm-a", true);
+  ASSERT_TRUE(a) << a.error().text();
+  EXPECT_TRUE(a->draining());
+  EXPECT_EQ(a->labels.at("app"), "llm") << "the other labels are kept";
+  ASSERT_TRUE(set_draining(client, "default", "llm-b", true));
+  auto undone = set_draining(client, "default", "llm-a", false);
+  ASSERT_TRUE(undone);
+  EXPECT_FALSE(undone->draining());
+  EXPECT_FALSE(undone->labels.count(std::string(kDrainingLabel))) << "removed, not emptied";
+  ASSERT_TRUE(set_deletion_cost(client, "default", "llm-b", -5));  // still selected
+  // A last event ends the watch, so a missing event fails the comparison below
+  // instead of leaving the watch waiting.
+  api.must("PUT", "/_test/pods/default/llm-end", pod("llm", true));
+  ASSERT_TRUE(set_draining(client, "default", "llm-end", true));
+
+  std::vector<std::string> types;
+  auto r = client.watch(
+      draining_pods_path("default") + "&watch=1&resourceVersion=" + rv,
+      [&](std::string_view line) {
+        auto e = json::parse(line);
+        types.push_back(e["type"].get<std::string>() + " " +
+                        e["object"]["metadata"]["name"].get<std::string>());
+        drained.apply_event(e);
+        return e["object"]["metadata"]["name"] != "llm-end";
+      },
+      [] { return false; });
+  EXPECT_EQ(types, (std::vector<std::string>{"ADDED llm-a", "ADDED llm-b", "DELETED llm-a",
+                                             "MODIFIED llm-b", "ADDED llm-end"}))
+      << "a pod enters the selection as ADDED and leaves it as DELETED; " << r.error;
+  EXPECT_EQ(drained.names(), (std::set<std::string>{"llm-b", "llm-end"}));
+  EXPECT_EQ(
+      drained.resource_version(),
+      json::parse(
+          client.get("/api/v1/namespaces/default/pods/llm-end").body)["metadata"]["resourceVersion"]
+          .get<std::string>());
+
+  api.must("POST", "/_test/deny?verb=patch&resource=pods");
+  auto denied = set_draining(client, "default", "llm-a", true);
+  ASSERT_FALSE(denied);
+  EXPECT_EQ(denied.error().code, ApiErrc::Forbidden);
+  EXPECT_EQ(set_draining(client, "default", "llm-zz", true).error().code, ApiErrc::Forbidden);
+  api.must("POST", "/_test/allow");
+  EXPECT_EQ(set_draining(client, "default", "llm-zz", true).error().code, ApiErrc::NotFound);
+}
 
 TEST_F(KubeApi, LeaseAcquireRenewTakeover) {
   FakeClock ca, cb;

@@ -188,12 +188,12 @@ TEST(KubeConfig, Dns1123Labels) {
   EXPECT_FALSE(is_dns1123_label(std::string(64, 'a')));
 }
 
-TEST(SliceWatcher, BackoffDoublesAndIsCapped) {
-  EXPECT_EQ(SliceWatcher::backoff(0).count(), 200);
-  EXPECT_EQ(SliceWatcher::backoff(1).count(), 400);
-  EXPECT_EQ(SliceWatcher::backoff(7).count(), 25600);
-  EXPECT_EQ(SliceWatcher::backoff(8).count(), 30000);
-  EXPECT_EQ(SliceWatcher::backoff(50).count(), 30000);
+TEST(ListWatcher, BackoffDoublesAndIsCapped) {
+  EXPECT_EQ(ListWatcher::backoff(0).count(), 200);
+  EXPECT_EQ(ListWatcher::backoff(1).count(), 400);
+  EXPECT_EQ(ListWatcher::backoff(7).count(), 25600);
+  EXPECT_EQ(ListWatcher::backoff(8).count(), 30000);
+  EXPECT_EQ(ListWatcher::backoff(50).count(), 30000);
 }
 
 TEST(EndpointSlices, FieldsOfUnexpectedTypesAreInvalidArgumentNeverAnotherException) {

@@ -2,8 +2,10 @@
 
 #include "common/printable.h"
 #include "common/stable_hash.h"
+#include "k8s/draining_pods.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
@@ -67,6 +69,14 @@ std::vector<BackendConfig> backends_from_endpoints(const ServiceConfig& svc,
   return out;
 }
 
+std::vector<k8s::DiscoveredEndpoint> with_drained_pods(std::vector<k8s::DiscoveredEndpoint> eps,
+                                                       const std::set<std::string>& drained) {
+  for (auto& e : eps)
+    if (e.state == KVLB_STATE_ACTIVE && !e.pod_name.empty() && drained.count(e.pod_name))
+      e.state = KVLB_STATE_DRAINING;
+  return eps;
+}
+
 Discovery::Discovery(const AgentConfig& cfg) : node_(agent_node_name()) {
   if (!cfg.uses_kubernetes()) return;
   client_ = std::make_unique<k8s::KubeClient>(
@@ -90,6 +100,30 @@ Discovery::Discovery(const AgentConfig& cfg) : node_(agent_node_name()) {
     });
     spdlog::info("service {}: discovering endpoints of {}/{} port '{}'", svc.name, ref.ns, ref.name,
                  ref.port_name);
+  }
+  // One watch of the drained pods per namespace of the discovered services.
+  std::set<std::string> namespaces;
+  for (const auto& svc : cfg.services)
+    if (svc.kubernetes) namespaces.insert(svc.kubernetes->ns);
+  for (const auto& ns : namespaces) {
+    threads_.emplace_back([this, ns] {
+      k8s::DrainingPods pods;
+      k8s::ListWatcher w(
+          *client_, "drained pods of " + ns, k8s::draining_pods_path(ns), pods,
+          [this, ns, &pods] {
+            std::lock_guard lock(mu_);
+            auto& now = drained_[ns];
+            if (now == pods.names()) return;
+            now = pods.names();
+            changed_ = true;
+            spdlog::info(
+                "namespace {}: {} pods drained ({}): their endpoints take no new "
+                "connections",
+                ns, now.size(), fmt::join(now, ", "));
+          },
+          [ns](const std::string& err) { spdlog::warn("discovery in {}: {}", ns, err); });
+      w.run(stop_);
+    });
   }
 }
 
@@ -150,7 +184,7 @@ void Discovery::resolve_cluster_ips(AgentConfig& cfg, std::chrono::seconds patie
         throw std::runtime_error(
             fmt::format("service {}: cannot read {}: {}", svc.name, path, why));
       spdlog::warn("service {}: reading {} failed ({}), retrying", svc.name, path, why);
-      std::this_thread::sleep_for(k8s::SliceWatcher::backoff(attempt));
+      std::this_thread::sleep_for(k8s::ListWatcher::backoff(attempt));
     }
   }
 }
@@ -171,7 +205,11 @@ std::optional<AgentConfig> Discovery::effective(const AgentConfig& cfg, bool for
     auto it = found_.find(svc.name);
     if (it == found_.end()) continue;  // not listed yet: no backend, connect() is refused
     size_t dropped = 0;
-    svc.backends = backends_from_endpoints(svc, it->second, node_, &dropped);
+    auto drained = drained_.find(svc.kubernetes->ns);
+    svc.backends = backends_from_endpoints(
+        svc,
+        drained == drained_.end() ? it->second : with_drained_pods(it->second, drained->second),
+        node_, &dropped);
     if (std::exchange(dropped_logged_[svc.name], dropped) != dropped && dropped)
       spdlog::warn(
           "service {}: {} endpoints, {} balanced from this node ({} is the most a service "

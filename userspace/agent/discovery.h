@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -29,6 +30,13 @@ namespace kvlb::agent {
 std::vector<BackendConfig> backends_from_endpoints(const ServiceConfig& svc,
                                                    const std::vector<k8s::DiscoveredEndpoint>& eps,
                                                    std::string_view node, size_t* dropped);
+
+// The endpoints with the drained pods' endpoints taken as draining: a pod the
+// autoscaler drains carries the draining label (k8s/pods.h), which every
+// node's agent watches, so every node stops sending it new connections while
+// its EndpointSlice still lists it ready. Only active endpoints change.
+std::vector<k8s::DiscoveredEndpoint> with_drained_pods(std::vector<k8s::DiscoveredEndpoint> eps,
+                                                       const std::set<std::string>& drained);
 
 // The name this agent goes by in subsetting: $NODE_NAME (the DaemonSet sets it
 // from the downward API), else the host name.
@@ -55,6 +63,7 @@ class Discovery {
   std::string node_;
   std::mutex mu_;
   std::map<std::string, std::vector<k8s::DiscoveredEndpoint>> found_;  // by service name
+  std::map<std::string, std::set<std::string>> drained_;  // by namespace: pods labelled draining
   bool changed_ = true;
   std::map<std::string, size_t> dropped_logged_;  // by service: the count last logged
   std::atomic<bool> stop_{false};

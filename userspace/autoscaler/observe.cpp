@@ -85,4 +85,15 @@ autoscale::Observation observation_of(const ServiceConfig& svc, const k8s::Scale
   return o;
 }
 
+std::vector<std::pair<std::string, bool>> drain_label_writes(
+    const std::vector<k8s::PodInfo>& pods,
+    const std::map<std::string, autoscale::Millis>& draining) {
+  std::vector<std::pair<std::string, bool>> out;
+  for (const auto& p : pods) {
+    bool want = draining.count(p.name) > 0;
+    if (p.draining() != want && !(want && p.terminating)) out.emplace_back(p.name, want);
+  }
+  return out;
+}
+
 }  // namespace kvlb::autoscaler

@@ -6,6 +6,7 @@
 
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -40,5 +41,13 @@ std::string backend_address(const std::string& pod_ip, uint16_t port);
 autoscale::Observation observation_of(const ServiceConfig& svc, const k8s::Scale& scale,
                                       const std::vector<k8s::PodInfo>& pods, const AgentView& agent,
                                       autoscale::Millis now, k8s::WallTime wall_now);
+
+// The draining-label writes that make the pods' labels match `draining` (the
+// scaler's drains, by pod name): set on a drained pod without it, removed from
+// any other pod that carries it (a drain this scaler cancelled or finished, or
+// one a previous leader left behind). The pod name and whether to set it.
+std::vector<std::pair<std::string, bool>> drain_label_writes(
+    const std::vector<k8s::PodInfo>& pods,
+    const std::map<std::string, autoscale::Millis>& draining);
 
 }  // namespace kvlb::autoscaler

@@ -194,6 +194,26 @@ void Runtime::round(autoscale::Millis now) {
                             std::chrono::system_clock::now());
     if (!is_leader_()) continue;
     act(s, s.scaler->tick(o));
+    sync_drain_labels(s, pods.value());
+  }
+}
+
+// The drain reaches the agent this process talks to at once (act); every other
+// node's agent learns it from the pod's draining label, made to match the
+// scaler's drains here each round (level-triggered: a failed write is retried
+// next round, a label a previous leader left behind is removed).
+void Runtime::sync_drain_labels(Service& s, const std::vector<k8s::PodInfo>& pods) {
+  const auto& c = s.cfg;
+  if (dry_run_) return;  // the drains themselves are only logged (act)
+  for (const auto& [pod, on] : drain_label_writes(pods, s.scaler->draining())) {
+    if (!is_leader_()) return;
+    spdlog::info("{}: pod {} label {} {}", c.workload, pod, k8s::kDrainingLabel,
+                 on ? "set" : "removed");
+    auto r = k8s::set_draining(client_, c.ns, pod, on);
+    if (!r) {
+      ++s.errors[error_kind(r.error().code)];
+      spdlog::error("{}: {} (retried next round)", c.workload, r.error().text());
+    }
   }
 }
 

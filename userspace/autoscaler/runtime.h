@@ -16,6 +16,7 @@
 #include "autoscale/scaler.h"
 #include "autoscaler/config.h"
 #include "k8s/kube_client.h"
+#include "k8s/pods.h"
 
 namespace kvlb::autoscaler {
 
@@ -46,6 +47,7 @@ class Runtime {
   };
   bool act(Service& s, const std::vector<autoscale::Action>& actions);
   bool agent_drain(const std::string& address, bool on, std::string& err);
+  void sync_drain_labels(Service& s, const std::vector<k8s::PodInfo>& pods);
 
   AutoscalerConfig cfg_;
   k8s::KubeClient client_;

@@ -19,17 +19,6 @@ std::string slice_name(const nlohmann::json& slice) {
   return md["name"].get<std::string>();
 }
 
-// An API object is untrusted: a field of an unexpected type makes nlohmann::json
-// throw its own exceptions; they become the decoder's std::invalid_argument.
-template <typename F>
-auto decoding(const char* what, F&& f) -> decltype(f()) {
-  try {
-    return f();
-  } catch (const nlohmann::json::exception& e) {
-    throw std::invalid_argument(fmt::format("malformed {}: {}", what, e.what()));
-  }
-}
-
 std::vector<DiscoveredEndpoint> decode_slice(const nlohmann::json& slice,
                                              const std::string& port_name);
 
@@ -111,28 +100,15 @@ void ServiceEndpoints::apply_list_checked(const nlohmann::json& list) {
 }
 
 WatchAction ServiceEndpoints::apply_event_checked(const nlohmann::json& event) {
-  if (!event.is_object() || !event.contains("type") || !event.contains("object"))
-    throw std::invalid_argument("watch event without type or object");
-  const std::string type = event["type"].get<std::string>();
-  const auto& obj = event["object"];
-  if (type == "ERROR") {
-    // A Status object; 410 Gone means our resourceVersion is too old: re-list.
-    if (obj.value("code", 0) == 410) return WatchAction::Relist;
-    throw std::invalid_argument(fmt::format("watch error: {}", obj.value("message", obj.dump())));
-  }
-  auto rv = obj.value("metadata", nlohmann::json::object()).value("resourceVersion", "");
-  if (type == "BOOKMARK") {
-    if (!rv.empty()) resource_version_ = rv;
-    return WatchAction::None;
-  }
-  auto name = slice_name(obj);
+  std::string type, rv;
+  const nlohmann::json* obj = nullptr;
+  if (auto done = watch_envelope(event, type, obj, rv, resource_version_)) return *done;
+  auto name = slice_name(*obj);
   auto before = endpoints();
-  if (type == "ADDED" || type == "MODIFIED")
-    slices_[name] = endpoints_of_slice(obj, port_name_);
-  else if (type == "DELETED")
+  if (type == "DELETED")
     slices_.erase(name);
   else
-    throw std::invalid_argument("unknown watch event type " + type);
+    slices_[name] = endpoints_of_slice(*obj, port_name_);
   if (!rv.empty()) resource_version_ = rv;
   return endpoints() == before ? WatchAction::None : WatchAction::Changed;
 }

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/endpoint.h"
+#include "k8s/list_watcher.h"
 #include "kvlb_maps.h"
 
 namespace kvlb::k8s {
@@ -36,25 +37,23 @@ struct DiscoveredEndpoint {
 std::vector<DiscoveredEndpoint> endpoints_of_slice(const nlohmann::json& slice,
                                                    const std::string& port_name);
 
-enum class WatchAction { None, Changed, Relist };
-
 // One Service's endpoints, from its slices (label kubernetes.io/service-name).
-class ServiceEndpoints {
+class ServiceEndpoints final : public WatchedState {
  public:
   explicit ServiceEndpoints(std::string port_name) : port_name_(std::move(port_name)) {}
 
   // Replaces everything with a list response (kind EndpointSliceList); remembers
   // its resourceVersion for the watch. Throws std::invalid_argument on a
   // malformed list (and only that: a field of an unexpected type included).
-  void apply_list(const nlohmann::json& list);
+  void apply_list(const nlohmann::json& list) override;
   // Applies one watch event line ({"type":..., "object":...}). BOOKMARK only moves
   // the resourceVersion; ERROR 410 (Gone: the version is too old) asks for a
   // re-list. Throws std::invalid_argument on a malformed event.
-  WatchAction apply_event(const nlohmann::json& event);
+  WatchAction apply_event(const nlohmann::json& event) override;
 
   // The merged endpoints (deduplicated by address, the most available state wins).
   std::vector<DiscoveredEndpoint> endpoints() const;
-  const std::string& resource_version() const { return resource_version_; }
+  const std::string& resource_version() const override { return resource_version_; }
 
  private:
   void apply_list_checked(const nlohmann::json& list);

@@ -54,6 +54,10 @@ PodInfo pod_info_of(const json& pod) {
     if (!v.is_string()) throw std::invalid_argument("pod: annotation " + k + " is not a string");
     p.annotations[k] = v;
   }
+  for (const auto& [k, v] : object_at(md, "labels", "metadata.labels").items()) {
+    if (!v.is_string()) throw std::invalid_argument("pod: label " + k + " is not a string");
+    p.labels[k] = v;
+  }
   p.pod_ip = string_at(st, "podIP", "status.podIP");
   p.phase = string_at(st, "phase", "status.phase");
   if (st.contains("conditions")) {
@@ -84,16 +88,34 @@ ApiResult<std::vector<PodInfo>> list_pods(const KubeClient& c, std::string_view 
   });
 }
 
-ApiResult<PodInfo> set_deletion_cost(const KubeClient& c, std::string_view ns, std::string_view pod,
-                                     int32_t cost) {
+namespace {
+
+// A merge patch of the pod's metadata (RFC 7386: null removes a key).
+ApiResult<PodInfo> patch_metadata(const KubeClient& c, std::string_view ns, std::string_view pod,
+                                  const json& metadata, const std::string& what) {
   if (!is_dns1123_label(ns) || !is_dns1123_subdomain(pod))
     return bad_input(fmt::format("invalid namespace or pod name: {}/{}", ns, pod));
-  json patch = {
-      {"metadata", {{"annotations", {{std::string(kPodDeletionCost), std::to_string(cost)}}}}}};
-  auto what = fmt::format("patch pod {}/{} deletion cost {}", ns, pod, cost);
+  json patch = {{"metadata", metadata}};
   auto r = c.patch_merge(fmt::format("/api/v1/namespaces/{}/pods/{}", ns, pod), patch.dump());
   if (!r.success()) return api_error(r, what);
   return decoded(what, [&] { return pod_info_of(json::parse(r.body)); });
+}
+
+}  // namespace
+
+ApiResult<PodInfo> set_deletion_cost(const KubeClient& c, std::string_view ns, std::string_view pod,
+                                     int32_t cost) {
+  return patch_metadata(c, ns, pod,
+                        {{"annotations", {{std::string(kPodDeletionCost), std::to_string(cost)}}}},
+                        fmt::format("patch pod {}/{} deletion cost {}", ns, pod, cost));
+}
+
+ApiResult<PodInfo> set_draining(const KubeClient& c, std::string_view ns, std::string_view pod,
+                                bool on) {
+  json value = on ? json(std::string(kDrainingValue)) : json(nullptr);
+  return patch_metadata(
+      c, ns, pod, {{"labels", {{std::string(kDrainingLabel), value}}}},
+      fmt::format("patch pod {}/{} label {} {}", ns, pod, kDrainingLabel, on ? "set" : "removed"));
 }
 
 }  // namespace kvlb::k8s
