@@ -21,7 +21,9 @@ json pod(const std::string& name, bool drained) {
   if (drained) p["metadata"]["labels"][std::string(k8s::kDrainingLabel)] = "true";
   return p;
 }
-json event(const std::string& type, json obj) { return {{"type", type}, {"object", obj}}; }
+json event(const std::string& type, json obj) {
+  return {{"type", type}, {"object", obj}};
+}
 json list(std::vector<json> items, const std::string& rv = "100") {
   return {{"kind", "PodList"}, {"metadata", {{"resourceVersion", rv}}}, {"items", items}};
 }
@@ -68,7 +70,9 @@ TEST(DrainingPods, MalformedInputIsRefusedAndChangesNothing) {
       {{"type", 3}, {"object", pod("b", true)}},
       {{"type", "SOMETHING"}, {"object", pod("b", true)}},
       event("ADDED", {{"metadata", {{"name", "b"}, {"labels", {{"kvlb.io/draining", 1}}}}}}),
-      event("ADDED", {{"metadata", {{"name", "B\nforged log line"}, {"labels", {{"kvlb.io/draining", "true"}}}}}}),
+      event("ADDED",
+            {{"metadata",
+              {{"name", "B\nforged log line"}, {"labels", {{"kvlb.io/draining", "true"}}}}}}),
       event("ADDED", {{"metadata", "b"}}),
       event("ADDED", {{"metadata", {{"labels", {{"kvlb.io/draining", "true"}}}}}}),
       {{"type", "ERROR"}, {"object", {{"code", 500}, {"message", "boom"}}}},
@@ -87,7 +91,8 @@ TEST(DrainingPods, MalformedInputIsRefusedAndChangesNothing) {
 TEST(DrainingPods, MemoryIsBounded) {
   k8s::DrainingPods d;
   std::vector<json> many;
-  for (size_t i = 0; i <= k8s::kMaxDrainingPods; ++i) many.push_back(pod(fmt::format("p{}", i), true));
+  for (size_t i = 0; i <= k8s::kMaxDrainingPods; ++i)
+    many.push_back(pod(fmt::format("p{}", i), true));
   EXPECT_THROW(d.apply_list(list(many)), std::invalid_argument);
   many.pop_back();
   d.apply_list(list(many));
@@ -110,10 +115,9 @@ TEST(DrainEverywhere, DrainedPodsEndpointsDrainOnlyIfActive) {
     e.state = st;
     return e;
   };
-  std::vector<k8s::DiscoveredEndpoint> eps = {ep("10.0.0.1:80", "a", KVLB_STATE_ACTIVE),
-                                              ep("10.0.0.2:80", "b", KVLB_STATE_ACTIVE),
-                                              ep("10.0.0.3:80", "", KVLB_STATE_ACTIVE),
-                                              ep("10.0.0.4:80", "d", KVLB_STATE_DOWN)};
+  std::vector<k8s::DiscoveredEndpoint> eps = {
+      ep("10.0.0.1:80", "a", KVLB_STATE_ACTIVE), ep("10.0.0.2:80", "b", KVLB_STATE_ACTIVE),
+      ep("10.0.0.3:80", "", KVLB_STATE_ACTIVE), ep("10.0.0.4:80", "d", KVLB_STATE_DOWN)};
   auto out = agent::with_drained_pods(eps, {"a", "d", ""});
   ASSERT_EQ(out.size(), 4u);
   EXPECT_EQ(out[0].state, KVLB_STATE_DRAINING);
@@ -130,9 +134,8 @@ TEST(DrainEverywhere, LabelWritesMatchTheScalersDrains) {
     i.terminating = terminating;
     return i;
   };
-  std::map<std::string, autoscale::Millis> draining = {{"a", autoscale::Millis{5}},
-                                                        {"b", autoscale::Millis{6}},
-                                                        {"t", autoscale::Millis{1}}};
+  std::map<std::string, autoscale::Millis> draining = {
+      {"a", autoscale::Millis{5}}, {"b", autoscale::Millis{6}}, {"t", autoscale::Millis{1}}};
   auto w = autoscaler::drain_label_writes(
       {p("a", false), p("b", true), p("c", true), p("d", false), p("t", false, true)}, draining);
   EXPECT_EQ(w, (std::vector<std::pair<std::string, bool>>{{"a", true}, {"c", false}}))

@@ -22,9 +22,8 @@ PodInfo checked_pod(const json& pod) {
 
 void check_bound(size_t n) {
   if (n > kMaxDrainingPods)
-    throw std::invalid_argument(
-        fmt::format("more than {} pods labelled {} in one namespace", kMaxDrainingPods,
-                    kDrainingLabel));
+    throw std::invalid_argument(fmt::format("more than {} pods labelled {} in one namespace",
+                                            kMaxDrainingPods, kDrainingLabel));
 }
 
 }  // namespace
