@@ -51,15 +51,9 @@ void DrainingPods::apply_list_checked(const json& list) {
       next.insert(std::move(p.name));
       check_bound(next.size());
     }
-  std::string rv;
-  if (list.contains("metadata") && list["metadata"].is_object() &&
-      list["metadata"].contains("resourceVersion")) {
-    if (!list["metadata"]["resourceVersion"].is_string())
-      throw std::invalid_argument("PodList: metadata.resourceVersion is not a string");
-    rv = list["metadata"]["resourceVersion"].get<std::string>();
-  }
+  auto rv = resource_version_of(list, "PodList");
   names_ = std::move(next);
-  resource_version_ = rv;
+  resource_version_ = std::move(rv);
 }
 
 WatchAction DrainingPods::apply_event_checked(const json& event) {

@@ -95,8 +95,9 @@ void ServiceEndpoints::apply_list_checked(const nlohmann::json& list) {
   std::map<std::string, std::vector<DiscoveredEndpoint>> next;
   for (const auto& item : list["items"])
     next[slice_name(item)] = endpoints_of_slice(item, port_name_);
+  auto rv = resource_version_of(list, "EndpointSlice list");
   slices_ = std::move(next);
-  resource_version_ = list.value("metadata", nlohmann::json::object()).value("resourceVersion", "");
+  resource_version_ = std::move(rv);
 }
 
 WatchAction ServiceEndpoints::apply_event_checked(const nlohmann::json& event) {

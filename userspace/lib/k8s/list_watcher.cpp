@@ -9,6 +9,17 @@
 
 namespace kvlb::k8s {
 
+std::string resource_version_of(const nlohmann::json& object, std::string_view what) {
+  if (!object.contains("metadata")) return "";
+  const auto& md = object["metadata"];
+  if (!md.is_object())
+    throw std::invalid_argument(fmt::format("{}: metadata is not an object", what));
+  if (!md.contains("resourceVersion")) return "";
+  if (!md["resourceVersion"].is_string())
+    throw std::invalid_argument(fmt::format("{}: metadata.resourceVersion is not a string", what));
+  return md["resourceVersion"].get<std::string>();
+}
+
 std::optional<WatchAction> watch_envelope(const nlohmann::json& event, std::string& type,
                                           const nlohmann::json*& object,
                                           std::string& object_version,
@@ -27,16 +38,7 @@ std::optional<WatchAction> watch_envelope(const nlohmann::json& event, std::stri
     throw std::invalid_argument(
         fmt::format("watch error: {}", msg.is_string() ? msg.get<std::string>() : obj.dump()));
   }
-  std::string rv;
-  if (obj.contains("metadata")) {
-    const auto& md = obj["metadata"];
-    if (!md.is_object()) throw std::invalid_argument("watch event: metadata is not an object");
-    if (md.contains("resourceVersion")) {
-      if (!md["resourceVersion"].is_string())
-        throw std::invalid_argument("watch event: metadata.resourceVersion is not a string");
-      rv = md["resourceVersion"].get<std::string>();
-    }
-  }
+  std::string rv = resource_version_of(obj, "watch event");
   if (type != "BOOKMARK" && type != "ADDED" && type != "MODIFIED" && type != "DELETED")
     throw std::invalid_argument("unknown watch event type " + type);
   if (type == "BOOKMARK") {

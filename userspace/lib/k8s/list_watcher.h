@@ -11,6 +11,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 #include <fmt/format.h>
 
@@ -44,6 +45,11 @@ class WatchedState {
   virtual WatchAction apply_event(const nlohmann::json& event) = 0;
   virtual const std::string& resource_version() const = 0;
 };
+
+// An object's or a list's metadata.resourceVersion, "" when absent; throws
+// std::invalid_argument (naming `what`) when metadata is not an object or the
+// version not a string.
+std::string resource_version_of(const nlohmann::json& object, std::string_view what);
 
 // A watch event's envelope, handled the same for every resource: ERROR 410
 // (Gone: the version is too old) is Relist, any other ERROR throws; BOOKMARK
